@@ -1,0 +1,1 @@
+"""Benchmarks: code plus their recorded results (`make bench`)."""

@@ -1,0 +1,27 @@
+"""The `mlsd` command line: the lab's control room."""
+
+from __future__ import annotations
+
+import typer
+
+from mlsd.commands import config as config_cmd
+from mlsd.commands import data as data_cmd
+from mlsd.commands import demo as demo_cmd
+from mlsd.telemetry import silence_telemetry
+
+silence_telemetry()
+
+app = typer.Typer(
+    name="mlsd",
+    help="mlsd-lab: rehearse ML system design on live components.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(config_cmd.app, name="config")
+data_cmd.register(app)
+demo_cmd.register(app)
+
+
+if __name__ == "__main__":
+    app()

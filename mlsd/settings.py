@@ -1,0 +1,206 @@
+"""The one typed settings tree of the lab: every knob, its default and why it is there.
+
+Read from the environment (prefix ``MLSD_``, nested fields joined by ``__``, e.g.
+``MLSD_SIMULATOR__FRAUD__N_CARDS=2000``) and from an optional ``mlsd.toml`` in the working
+directory. This module is a leaf: it imports nothing from the project, so every package may
+depend on it without creating a cycle.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+Profile = Literal["local", "scale", "k8s"]
+World = Literal["fraud", "recsys"]
+WORLDS: tuple[World, ...] = ("fraud", "recsys")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FraudWorldSettings(_Section):
+    """Size and shape of the simulated card-payments world."""
+
+    n_cards: int = Field(5_000, ge=10, description="Cardholders in the world.")
+    n_merchants: int = Field(600, ge=10, description="Merchants in the world.")
+    tx_per_card_per_day: float = Field(
+        2.0, gt=0, description="Mean legitimate transactions per card per day (Poisson)."
+    )
+    card_testing_per_day: float = Field(
+        4.0,
+        ge=0,
+        description="Mean card-testing attacks per day per 10k cards (bursts of small amounts).",
+    )
+    account_takeovers_per_day: float = Field(
+        16.0,
+        ge=0,
+        description="Mean account takeovers per day per 10k cards (new device, abroad, large).",
+    )
+    compromised_merchant_share: float = Field(
+        0.01, ge=0, le=0.2, description="Share of merchants whose customers' cards get defrauded."
+    )
+    compromised_merchant_fraud_prob: float = Field(
+        0.08, ge=0, le=1, description="Chance a transaction at a compromised merchant is fraud."
+    )
+    chargeback_share: float = Field(
+        0.97, ge=0, le=1, description="Share of frauds that are ever reported as a chargeback."
+    )
+    chargeback_delay_days_mean: float = Field(
+        10.0, gt=0, description="Mean delay from a fraud to its chargeback (days, >= 1 day)."
+    )
+
+
+class RecsysWorldSettings(_Section):
+    """Size and shape of the simulated music-listening world."""
+
+    n_users: int = Field(3_000, ge=10, description="Listeners present on day 0.")
+    n_items: int = Field(2_000, ge=10, description="Items in the back catalogue on day 0.")
+    new_users_per_day: int = Field(15, ge=0, description="Listeners who sign up each day.")
+    new_items_per_day: int = Field(10, ge=0, description="Items released each day.")
+    latent_dim: int = Field(
+        8, ge=2, le=64, description="Dimension of hidden tastes and item factors."
+    )
+    sessions_per_user_per_day: float = Field(
+        0.6, gt=0, description="Mean listening sessions per user per day (Poisson)."
+    )
+    slate_size: int = Field(
+        10, ge=1, le=50, description="Items shown per session (positions 0..n-1)."
+    )
+    popularity_exponent: float = Field(
+        1.1, gt=0, description="Zipf exponent of item popularity (power law)."
+    )
+
+
+class SimulatorSettings(_Section):
+    """Where and when the simulated worlds start."""
+
+    seed: int = Field(7, description="Default seed; the same seed always gives the same data.")
+    start_date: dt.date = Field(dt.date(2026, 1, 1), description="First simulated day.")
+    days: int = Field(30, ge=1, description="Default number of simulated days per run.")
+    fraud: FraudWorldSettings = FraudWorldSettings()
+    recsys: RecsysWorldSettings = RecsysWorldSettings()
+
+
+class IngestSettings(_Section):
+    """The quality gate between landed raw batches and the offline store."""
+
+    fail_on_quarantine: bool = Field(
+        True, description="`mlsd ingest` exits non-zero when any batch was quarantined."
+    )
+
+
+class RedisSettings(_Section):
+    """Where the Redis online store listens (profiles scale and k8s)."""
+
+    host: str = Field("127.0.0.1", description="Redis host of the online store.")
+    port: int = Field(6379, ge=1, le=65535, description="Redis port of the online store.")
+    db: int = Field(0, ge=0, description="Redis database number of the online store.")
+
+
+class FeatureStoreSettings(_Section):
+    """The Feast feature store: backends and the cadence of the batch features."""
+
+    project: str = Field(
+        "mlsd", pattern=r"^[a-z][a-z0-9_]*$", description="Feast project name (registry namespace)."
+    )
+    online_store: Literal["auto", "sqlite", "redis"] = Field(
+        "auto", description="Online store; auto: sqlite for the local profile, redis for scale and k8s."
+    )
+    redis: RedisSettings = RedisSettings()
+    registry_cache_ttl_seconds: int = Field(
+        0,
+        ge=0,
+        description="How long a process trusts its copy of the registry; 0 loads it once "
+        "(definitions change only on `mlsd features apply`, and a refresh stalls a request).",
+    )
+    merchant_risk_refresh_hours: int = Field(
+        24, ge=1, le=24 * 7, description="Cadence of the merchant-risk batch snapshot (hours, UTC-aligned)."
+    )
+    recsys_refresh_hours: int = Field(
+        24, ge=1, le=24 * 7, description="Cadence of the user and item batch snapshots (hours, UTC-aligned)."
+    )
+    training_join_budget_rows: int = Field(
+        4_000_000,
+        ge=10_000,
+        description="Rows Feast's parquet offline store may hold at once in a point-in-time join "
+        "(entity rows x feature rows per entity); larger training frames are joined in chunks.",
+    )
+
+
+class Settings(BaseSettings):
+    """The effective configuration of one lab."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MLSD_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        toml_file="mlsd.toml",
+        frozen=True,
+    )
+
+    profile: Profile = Field(
+        "local", description="Backend set: local (embedded), scale (Redis/Postgres), k8s (cluster)."
+    )
+    data_dir: Path = Field(
+        Path(".mlsd"), description="Root of all lab state; `make clean` deletes it."
+    )
+    bind_host: str = Field("127.0.0.1", description="Address every server of the lab binds to.")
+    simulator: SimulatorSettings = SimulatorSettings()
+    ingest: IngestSettings = IngestSettings()
+    features: FeatureStoreSettings = FeatureStoreSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Explicit arguments beat the environment, which beats mlsd.toml.
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    # Derived locations: one data directory holds everything, so a lab resets by deleting it.
+    @property
+    def raw_dir(self) -> Path:
+        """Landing zone where the simulator (the outside world) drops raw batches."""
+        return self.data_dir / "raw"
+
+    @property
+    def archive_dir(self) -> Path:
+        """Raw batches that passed the gate, kept for replay."""
+        return self.data_dir / "archive"
+
+    @property
+    def offline_dir(self) -> Path:
+        """Offline store: validated events as parquet partitions by date."""
+        return self.data_dir / "offline"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        """Batches that failed the gate, each with its validation result beside it."""
+        return self.data_dir / "quarantine"
+
+    @property
+    def features_dir(self) -> Path:
+        """Feature store state: Feast registry, SQLite online store, feature tables."""
+        return self.data_dir / "features"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

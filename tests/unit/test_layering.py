@@ -1,0 +1,49 @@
+"""Dependencies run one way: mlsd -> everything; serving/monitoring/pipeline -> features -> settings.
+
+Checked from the source's import statements, so a wrong-way import fails here before it
+becomes a cycle somewhere else.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PACKAGES = ("mlsd", "simulator", "pipeline", "features", "serving", "monitoring")
+# What each package may import from the project (besides itself). `mlsd.settings` and
+# `mlsd.console` and `mlsd.telemetry` are leaves every package may use.
+ALLOWED: dict[str, set[str]] = {
+    "features": set(),
+    "pipeline": {"features"},
+    "serving": {"features"},
+    "monitoring": {"features"},
+    "simulator": set(),
+}
+LEAVES = {"mlsd.settings", "mlsd.console", "mlsd.telemetry"}
+
+
+def project_imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return {n for n in names if n.split(".")[0] in PACKAGES}
+
+
+def test_packages_import_only_downstream():
+    wrong = []
+    for package, allowed in ALLOWED.items():
+        for path in (REPO / package).rglob("*.py"):
+            for name in project_imports(path):
+                top = name.split(".")[0]
+                if top == package or name in LEAVES or top in allowed:
+                    continue
+                wrong.append(f"{path.relative_to(REPO)} imports {name}")
+    assert wrong == []
+
+
+def test_settings_is_a_leaf():
+    assert project_imports(REPO / "mlsd" / "settings.py") == set()
