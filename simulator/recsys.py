@@ -2,7 +2,7 @@
 power-law popularity, sessions where a slate is shown and each item is played or skipped.
 
 Choice model: an item at slot p of a slate is played with probability
-sigmoid(2·taste·factor + 0.25·log popularity − 1) × 1/log2(p + 2): the better the match and the
+sigmoid(3·taste·factor + 0.1·log popularity − 1) × 1/log2(p + 2): the better the match and the
 higher the slot, the likelier the play (position bias). New items are released every day.
 """
 
@@ -237,9 +237,10 @@ def simulate_day(
     catalogue = np.flatnonzero(pop.item_released_us < end_us)
     k = min(cfg.slate_size, catalogue.size)
 
-    # The platform's current policy picks each slate: popularity plus a weak taste match, with
-    # a push for fresh releases when a catalogue drop is being promoted.
-    prior = np.log(pop.item_popularity[catalogue])
+    # The platform's current policy picks each slate: a taste match plus popularity (so what
+    # people play depends on both, as on a real service), with a push for fresh releases when a
+    # catalogue drop is being promoted.
+    prior = 0.5 * np.log(pop.item_popularity[catalogue])
     if knobs.catalog_drop_multiplier > 1.0:
         prior = prior + 2.0 * (
             pop.item_released_us[catalogue] >= start_us - 3 * SECONDS_PER_DAY * 1_000_000
@@ -247,7 +248,7 @@ def simulate_day(
     slates = np.empty((session_user.size, k), dtype=np.int64)
     for lo in range(0, session_user.size, _SESSION_BLOCK):
         block = session_user[lo : lo + _SESSION_BLOCK]
-        logits = prior + 0.8 * (pop.user_taste[block] @ pop.item_factor[catalogue].T)
+        logits = prior + 4.0 * (pop.user_taste[block] @ pop.item_factor[catalogue].T)
         logits += rng.gumbel(size=logits.shape)  # Gumbel top-k: sampling without replacement
         top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(logits, top, axis=1), axis=1)
@@ -256,7 +257,7 @@ def simulate_day(
     user = np.repeat(session_user, k)
     item = slates.ravel()
     position = np.tile(np.arange(k), session_user.size)
-    utility = 2.0 * affinity(pop, user, item) + 0.25 * np.log(pop.item_popularity[item]) - 1.0
+    utility = 3.0 * affinity(pop, user, item) + 0.1 * np.log(pop.item_popularity[item]) - 1.0
     p_play = 1.0 / (1.0 + np.exp(-utility)) / np.log2(position + 2.0)
     played = rng.random(item.size) < p_play
     duration = pop.item_duration_s[item]

@@ -1,0 +1,75 @@
+"""The registration gate: may a newly trained version become @challenger (or the first @champion)?
+
+A pure function of the facts, so every rule can be tested without a registry. The training flow
+gathers the facts (data checks, both models' metrics on the same later window) and applies the
+verdict; a rejected version is still registered for the record but no alias moves.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+Decision = Literal["champion", "challenger", "rejected"]
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """Which metric decides, and how much worse than the champion a candidate may be."""
+
+    metric: str
+    higher_is_better: bool = True
+    # A candidate within this absolute margin of the champion still passes: retraining on fresh
+    # data is worth a tiny loss of offline score, and the canary decides on live traffic.
+    margin: float = 0.01
+    # Absolute floors any version must clear, e.g. {"pr_auc": 0.05}.
+    floors: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    decision: Decision
+    reasons: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        return self.decision != "rejected"
+
+
+def gate_verdict(
+    policy: GatePolicy,
+    data_checks_passed: bool,
+    candidate: dict[str, float],
+    champion: dict[str, float] | None,
+) -> GateVerdict:
+    """Decide a candidate's fate. `champion` holds the current champion's metrics on the *same*
+    evaluation window as the candidate's (None when there is no champion yet)."""
+    reasons: list[str] = []
+    if not data_checks_passed:
+        reasons.append("the training set failed its data checks")
+    value = candidate.get(policy.metric, math.nan)
+    if math.isnan(value):
+        reasons.append(f"candidate has no {policy.metric}")
+    for metric, floor in policy.floors.items():
+        got = candidate.get(metric, math.nan)
+        if math.isnan(got) or got < floor:
+            reasons.append(f"{metric} {got:.4f} is below the floor {floor:.4f}")
+    if reasons:
+        return GateVerdict("rejected", tuple(reasons))
+    if champion is None:
+        return GateVerdict(
+            "champion", ("no champion yet: the first version that passes becomes @champion",)
+        )
+    best = champion.get(policy.metric, math.nan)
+    if math.isnan(best):
+        return GateVerdict("challenger", (f"champion has no {policy.metric} on this window",))
+    delta = (value - best) if policy.higher_is_better else (best - value)
+    comparison = f"{policy.metric} {value:.4f} vs champion {best:.4f} (delta {delta:+.4f}, margin {policy.margin})"
+    if delta < -policy.margin:
+        return GateVerdict(
+            "rejected", (f"worse than the champion beyond the margin: {comparison}",)
+        )
+    return GateVerdict(
+        "challenger", (f"not worse than the champion beyond the margin: {comparison}",)
+    )
