@@ -139,6 +139,63 @@ class FeatureStoreSettings(_Section):
     )
 
 
+class MlflowSettings(_Section):
+    """The MLflow tracking server and model registry of the local stack."""
+
+    port: int = Field(5000, ge=1, le=65535, description="Port of the MLflow server.")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Server worker processes; each holds about 260 MB, one is plenty for a lab.",
+    )
+    backend_store_uri: str | None = Field(
+        None,
+        description="Tracking and registry database; unset: SQLite under data_dir/mlflow "
+        "(profile local). Profile scale sets a PostgreSQL URI (postgresql://user:pw@host/db).",
+    )
+
+
+class PrefectSettings(_Section):
+    """The Prefect orchestration server of the local stack."""
+
+    port: int = Field(4200, ge=1, le=65535, description="Port of the Prefect server (API and UI).")
+    ui_enabled: bool = Field(True, description="Serve the Prefect UI beside the API.")
+    database_url: str | None = Field(
+        None,
+        description="Prefect's database; unset: SQLite under data_dir/prefect (profile local). "
+        "Profile scale sets a PostgreSQL URL (postgresql+asyncpg://user:pw@host/db).",
+    )
+
+
+class StackSettings(_Section):
+    """How `mlsd up` supervises the local stack's processes."""
+
+    health_timeout_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="How long `mlsd up` waits for a component to answer its health check "
+        "(a cold first MLflow start with migrations takes 20-35 s on 2 cores).",
+    )
+    max_restarts: int = Field(
+        3, ge=0, description="Times the watchdog restarts a crashed component before giving up."
+    )
+    restart_backoff_seconds: float = Field(
+        2.0, ge=0, description="Wait before the first restart; doubled for each further restart."
+    )
+    restart_backoff_max_seconds: float = Field(
+        60.0, ge=0, description="Upper bound of the wait before a restart."
+    )
+    watchdog_poll_seconds: float = Field(
+        2.0, gt=0, description="How often the watchdog checks that each component is alive."
+    )
+    stop_grace_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="`mlsd down` sends SIGTERM, then SIGKILL to what is left after this long.",
+    )
+
+
 class Settings(BaseSettings):
     """The effective configuration of one lab."""
 
@@ -160,6 +217,9 @@ class Settings(BaseSettings):
     simulator: SimulatorSettings = SimulatorSettings()
     ingest: IngestSettings = IngestSettings()
     features: FeatureStoreSettings = FeatureStoreSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+    prefect: PrefectSettings = PrefectSettings()
+    stack: StackSettings = StackSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -198,6 +258,63 @@ class Settings(BaseSettings):
     def features_dir(self) -> Path:
         """Feature store state: Feast registry, SQLite online store, feature tables."""
         return self.data_dir / "features"
+
+    # The local stack (`mlsd up`): its servers' state, logs and pid files, and how to reach them.
+    @property
+    def client_host(self) -> str:
+        """Host part of the URLs clients use (a wildcard bind is reached on loopback)."""
+        if self.bind_host in ("0.0.0.0", "::", ""):
+            return "127.0.0.1"
+        return f"[{self.bind_host}]" if ":" in self.bind_host else self.bind_host
+
+    @property
+    def logs_dir(self) -> Path:
+        """One log file per process of the local stack (`<name>.log`)."""
+        return self.data_dir / "logs"
+
+    @property
+    def run_dir(self) -> Path:
+        """Pid records of the processes `mlsd up` started (`<name>.json`)."""
+        return self.data_dir / "run"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        """MLflow state of the local profile: SQLite database and artifacts."""
+        return self.data_dir / "mlflow"
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        """Where the MLflow server stores artifacts it receives (it proxies uploads)."""
+        return self.mlflow_dir / "artifacts"
+
+    @property
+    def mlflow_backend_store_uri(self) -> str:
+        """MLflow's database: the configured URI, else SQLite (absolute, so any cwd works)."""
+        if self.mlflow.backend_store_uri:
+            return self.mlflow.backend_store_uri
+        return f"sqlite:///{(self.mlflow_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        """What MLFLOW_TRACKING_URI should be for clients of the lab's MLflow server."""
+        return f"http://{self.client_host}:{self.mlflow.port}"
+
+    @property
+    def prefect_home(self) -> Path:
+        """PREFECT_HOME of the lab's Prefect server (keeps it out of ~/.prefect)."""
+        return self.data_dir / "prefect"
+
+    @property
+    def prefect_database_url(self) -> str:
+        """Prefect's database: the configured URL, else SQLite under prefect_home."""
+        if self.prefect.database_url:
+            return self.prefect.database_url
+        return f"sqlite+aiosqlite:///{(self.prefect_home / 'prefect.db').resolve()}"
+
+    @property
+    def prefect_api_url(self) -> str:
+        """What PREFECT_API_URL should be for clients of the lab's Prefect server."""
+        return f"http://{self.client_host}:{self.prefect.port}/api"
 
 
 @lru_cache(maxsize=1)

@@ -103,10 +103,11 @@ def print_ingest_report(report: object) -> None:
 
     assert isinstance(report, IngestReport)
     for batch in report.quarantined:
-        reasons = "; ".join(f.describe() for f in batch.failures)
+        # A missing column fails every rule on it; say each reason once.
+        reasons = "; ".join(dict.fromkeys(f.describe() for f in batch.failures))
         console.print(f"[red]quarantined[/red] {batch.batch_id}: {reasons}")
     console.print(
-        f"ingest: {len(report.accepted)} batches accepted ({sum(b.rows for b in report.accepted):,} rows), "
+        f"ingest: {len(report.accepted)} batches accepted ({report.rows_accepted:,} rows), "
         f"{len(report.quarantined)} quarantined"
     )
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.frozen import FrozenEstimator
@@ -22,6 +22,17 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+# What skops may rebuild when MLflow loads these models: named, not inferred from the file, so
+# a tampered artifact with any other type is refused.
+SKOPS_TRUSTED_TYPES = [
+    "numpy.dtype",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn._loss.link.LogitLink",
+    "sklearn._loss.loss.HalfBinomialLoss",
+    "features.rules.RuleScorer",
+]
 
 
 @dataclass(frozen=True)
@@ -88,29 +99,3 @@ def calibrate(
     calibrated = CalibratedClassifierCV(FrozenEstimator(model), method="isotonic")
     calibrated.fit(X_cal, y_cal)
     return calibrated
-
-
-class RuleScorer(ClassifierMixin, BaseEstimator):
-    """The rules a fraud team writes before it has a model, as a scikit-learn classifier.
-
-    Each rule adds its weight to the score when it fires; the score is capped at 1. This is the
-    baseline a model must beat and (see serving) the scorer the router degrades to.
-    """
-
-    def __init__(self, rules: tuple[tuple[str, float, float], ...] = ()):
-        self.rules = rules  # (feature, fires when value > this, weight)
-
-    def fit(self, X: pd.DataFrame, y: np.ndarray | None = None) -> RuleScorer:
-        self.classes_ = np.array([0, 1])
-        self.feature_names_in_ = np.array(list(X.columns), dtype=object)
-        return self
-
-    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
-        score = np.zeros(len(X))
-        for feature, above, weight in self.rules:
-            score += weight * (X[feature].to_numpy(dtype=float) > above)
-        score = np.minimum(score, 1.0)
-        return np.column_stack([1.0 - score, score])
-
-    def predict(self, X: pd.DataFrame) -> np.ndarray:
-        return (self.predict_proba(X)[:, 1] >= 0.5).astype(int)

@@ -86,6 +86,7 @@ def test_amount_inflation_moves_amounts_and_nothing_else(settings, fraud_baselin
 def test_merchant_mix_shifts_categories_and_channels(settings, fraud_baseline):
     base, new = fraud_baseline["transactions"], drifted(settings, "merchant-mix")["transactions"]
     assert chi2_p(base["merchant_category"], new["merchant_category"]) < 1e-6
+
     def online(f: pd.DataFrame) -> float:
         return f["merchant_category"].isin(["online_retail", "gaming", "gift_cards"]).mean()
 
