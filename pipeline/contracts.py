@@ -539,6 +539,18 @@ def json_safe(value: Any) -> Any:
 # ----------------------------------------------------------------------------- the gate
 
 
+def ephemeral_gx_context() -> Any:
+    """A Great Expectations context in memory, quiet: no analytics, no progress bars."""
+    silence_telemetry()  # before the GX import, which reads the analytics switch
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    # Progress bars would draw over the CLI's own progress display.
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    return context
+
+
 class ContractGate:
     """Validates DataFrames against their contract's suite, in one ephemeral GX context.
 
@@ -547,13 +559,9 @@ class ContractGate:
     """
 
     def __init__(self, contracts: Sequence[EventContract] = _CONTRACT_LIST) -> None:
-        silence_telemetry()  # before the GX import, which reads the analytics switch
         import great_expectations as gx
-        from great_expectations.data_context.types.base import ProgressBarsConfig
 
-        self._context = gx.get_context(mode="ephemeral")
-        # Progress bars would draw over the CLI's own progress display.
-        self._context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        self._context = ephemeral_gx_context()
         asset = self._context.data_sources.add_pandas("landed_batches").add_dataframe_asset("batch")
         batch_definition = asset.add_batch_definition_whole_dataframe("whole_batch")
         self._definitions: dict[str, Any] = {}

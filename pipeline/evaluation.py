@@ -88,6 +88,7 @@ def fraud_metrics(
         "pr_auc": float(average_precision_score(y, score)) if both_classes else float("nan"),
         "roc_auc": float(roc_auc_score(y, score)) if both_classes else float("nan"),
         "positive_rate": float(y.mean()) if y.size else float("nan"),
+        "recall_at_precision_50": recall_at_precision(y, score, 0.5) if both_classes else 0.0,
         "recall_at_precision_80": recall_at_precision(y, score, 0.8) if both_classes else 0.0,
         f"precision_at_{k}": precision_at_k(y, score, k),
         "threshold": float(threshold),

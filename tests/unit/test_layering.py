@@ -12,7 +12,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("mlsd", "simulator", "pipeline", "features", "serving", "monitoring")
 # What each package may import from the project (besides itself). `mlsd.settings` and
-# `mlsd.console` and `mlsd.telemetry` are leaves every package may use.
+# `mlsd.console`, `mlsd.telemetry` and `mlsd.registry` are leaves every package may use.
 ALLOWED: dict[str, set[str]] = {
     "features": set(),
     "pipeline": {"features"},
@@ -20,7 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "monitoring": {"features"},
     "simulator": set(),
 }
-LEAVES = {"mlsd.settings", "mlsd.console", "mlsd.telemetry"}
+LEAVES = {"mlsd.settings", "mlsd.console", "mlsd.telemetry", "mlsd.registry"}
 
 
 def project_imports(path: Path) -> set[str]:

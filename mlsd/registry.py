@@ -1,0 +1,125 @@
+"""The model registry as the lab uses it: MLflow versions, the @champion/@challenger aliases, and
+the history of which version held which alias when.
+
+A leaf module like `mlsd.settings`: training (which proposes challengers) and serving (which
+promotes and rolls back) both use it, and neither imports the other. MLflow is imported lazily.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+_HISTORY_TAG = "alias_history"
+_HISTORY_KEEP = 40  # tags are bounded in size; the full story is also in each version's tags
+
+
+@dataclass(frozen=True)
+class AliasEvent:
+    """One move of an alias: who held it from when, and why."""
+
+    at: str
+    alias: str
+    version: str | None  # None: the alias was removed
+    previous: str | None
+    reason: str
+
+
+class ModelRegistry:
+    """Thin, typed access to one MLflow registry."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        from mlflow import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.client: MlflowClient = MlflowClient(
+            tracking_uri=tracking_uri, registry_uri=tracking_uri
+        )
+
+    def version_of(self, name: str, alias: str) -> str | None:
+        """The version an alias points at, or None when unset (or the model does not exist)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return str(self.client.get_model_version_by_alias(name, alias).version)
+        except MlflowException:
+            return None
+
+    def aliases(self, name: str) -> dict[str, str]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return {k: str(v) for k, v in self.client.get_registered_model(name).aliases.items()}
+        except MlflowException:
+            return {}
+
+    def version_tags(self, name: str, version: str) -> dict[str, str]:
+        return dict(self.client.get_model_version(name, version).tags)
+
+    def version_run_metrics(self, name: str, version: str) -> dict[str, float]:
+        run_id = self.client.get_model_version(name, version).run_id
+        return dict(self.client.get_run(run_id).data.metrics) if run_id else {}
+
+    def history(self, name: str) -> list[AliasEvent]:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            raw = self.client.get_registered_model(name).tags.get(_HISTORY_TAG, "[]")
+        except MlflowException:
+            return []
+        return [AliasEvent(**e) for e in json.loads(raw)]
+
+    def move_alias(self, name: str, alias: str, version: str | None, reason: str) -> AliasEvent:
+        """Point `alias` at `version` (None removes it) and record the move on both versions."""
+        previous = self.version_of(name, alias)
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        if version is None:
+            if previous is not None:
+                self.client.delete_registered_model_alias(name, alias)
+        else:
+            self.client.set_registered_model_alias(name, alias, version)
+            self.client.set_model_version_tag(name, version, f"{alias}.since", now)
+            self.client.set_model_version_tag(name, version, f"{alias}.reason", reason[:500])
+        if previous is not None and previous != version:
+            self.client.set_model_version_tag(name, previous, f"{alias}.until", now)
+        event = AliasEvent(now, alias, version, previous, reason[:300])
+        events = [*[e.__dict__ for e in self.history(name)][-(_HISTORY_KEEP - 1):], event.__dict__]
+        self.client.set_registered_model_tag(name, _HISTORY_TAG, json.dumps(events))
+        return event
+
+    def promote(self, name: str, reason: str) -> AliasEvent:
+        """The challenger becomes champion; the old champion is kept as `previous` for rollback."""
+        challenger = self.version_of(name, CHALLENGER)
+        if challenger is None:
+            raise LookupError(f"{name} has no @{CHALLENGER} to promote")
+        old = self.version_of(name, CHAMPION)
+        event = self.move_alias(name, CHAMPION, challenger, reason)
+        if old is not None and old != challenger:
+            self.move_alias(name, "previous", old, f"replaced by v{challenger}")
+        self.move_alias(name, CHALLENGER, None, f"promoted to @{CHAMPION}")
+        return event
+
+    def rollback(self, name: str, reason: str) -> AliasEvent:
+        """@champion returns to the version that held it before (the `previous` alias)."""
+        previous = self.version_of(name, "previous")
+        if previous is None:
+            raise LookupError(f"{name} has no earlier champion to roll back to")
+        current = self.version_of(name, CHAMPION)
+        event = self.move_alias(name, CHAMPION, previous, reason)
+        self.move_alias(name, "previous", None, f"v{previous} is champion again")
+        if current is not None:
+            self.client.set_model_version_tag(name, current, "rolled_back", reason[:500])
+        return event
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """Aliases and versions at a glance (for `mlsd status`)."""
+        return {
+            "aliases": self.aliases(name),
+            "history": [e.__dict__ for e in self.history(name)[-5:]],
+        }

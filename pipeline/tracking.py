@@ -1,0 +1,128 @@
+"""What every training flow does with MLflow: one run per flow run, a registered version per
+trained model, and the registration gate applied to the aliases. Shared by both models."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlsd.registry import CHALLENGER, CHAMPION, ModelRegistry
+from pipeline.registration_gate import GatePolicy, GateVerdict, gate_verdict
+
+
+# Pinned requirements recorded with every model: exact, so a served model installs what it was
+# trained with, and fast (MLflow's inference of requirements costs ~7 s per model).
+def pinned_requirements(*packages: str) -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in packages]
+
+
+@dataclass
+class RegistrationOutcome:
+    """What a training flow reports: the new version and what the gate decided for it."""
+
+    model_name: str
+    version: str
+    run_id: str
+    decision: str
+    reasons: list[str]
+    metrics: dict[str, float]
+    champion_metrics: dict[str, float] | None = None
+    aliases_after: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def start_run(tracking_uri: str, experiment: str, run_name: str, tags: dict[str, str]) -> Any:
+    """Open the flow's MLflow run (the caller closes it with `mlflow.end_run`)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    mlflow.set_experiment(experiment)
+    flow_run_id = os.environ.get("PREFECT__FLOW_RUN_ID", "")
+    try:
+        from prefect.runtime import flow_run
+
+        flow_run_id = str(flow_run.id or flow_run_id)
+    except Exception:
+        pass
+    return mlflow.start_run(run_name=run_name, tags={**tags, "prefect.flow_run_id": flow_run_id})
+
+
+def log_figure(fig: Any, name: str) -> None:
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    mlflow.log_figure(fig, f"plots/{name}.png")
+    plt.close(fig)
+
+
+def log_json(data: Any, name: str) -> None:
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_text(json.dumps(data, indent=2, default=str))
+        mlflow.log_artifact(str(path))
+
+
+def register_and_gate(
+    *,
+    registry: ModelRegistry,
+    model_name: str,
+    model_uri: str,
+    run_id: str,
+    policy: GatePolicy,
+    data_checks_passed: bool,
+    metrics: dict[str, float],
+    champion_metrics_on_same_window: Callable[[str], dict[str, float] | None],
+    version_tags: dict[str, str],
+) -> RegistrationOutcome:
+    """Register the run's model as a new version, judge it, and move aliases only if it passed.
+
+    The version is registered whatever the verdict, so the registry records every attempt and
+    why it was refused; only a passing version gets an alias.
+    """
+    import mlflow
+
+    champion = registry.version_of(model_name, CHAMPION)
+    champion_metrics = champion_metrics_on_same_window(champion) if champion else None
+    verdict: GateVerdict = gate_verdict(policy, data_checks_passed, metrics, champion_metrics)
+    mv = mlflow.register_model(model_uri, model_name, tags=version_tags)
+    version = str(mv.version)
+    client = registry.client
+    client.set_model_version_tag(model_name, version, "gate.decision", verdict.decision)
+    client.set_model_version_tag(
+        model_name, version, "gate.reasons", " | ".join(verdict.reasons)[:4000]
+    )
+    if champion_metrics:
+        for key in (policy.metric,):
+            client.set_model_version_tag(
+                model_name,
+                version,
+                f"gate.champion_v{champion}.{key}",
+                f"{champion_metrics.get(key)}",
+            )
+    if verdict.decision == "champion":
+        registry.move_alias(model_name, CHAMPION, version, verdict.reasons[0])
+    elif verdict.decision == "challenger":
+        registry.move_alias(model_name, CHALLENGER, version, verdict.reasons[0])
+    mlflow.set_tags({"gate.decision": verdict.decision, "registered.version": version})
+    return RegistrationOutcome(
+        model_name=model_name,
+        version=version,
+        run_id=run_id,
+        decision=verdict.decision,
+        reasons=list(verdict.reasons),
+        metrics=metrics,
+        champion_metrics=champion_metrics,
+        aliases_after=registry.aliases(model_name),
+    )
