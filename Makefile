@@ -25,7 +25,7 @@ install: $(VENV)/.installed ## Create .venv with the locked versions (uv; instal
 
 $(VENV)/.installed: pyproject.toml uv.lock
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 	@bash scripts/system-packages.sh
 	@touch $@
 

@@ -7,6 +7,8 @@ import typer
 from mlsd.commands import config as config_cmd
 from mlsd.commands import data as data_cmd
 from mlsd.commands import demo as demo_cmd
+from mlsd.commands import stack as stack_cmd
+from mlsd.commands import train as train_cmd
 from mlsd.telemetry import silence_telemetry
 
 silence_telemetry()
@@ -20,6 +22,8 @@ app = typer.Typer(
 )
 app.add_typer(config_cmd.app, name="config")
 data_cmd.register(app)
+train_cmd.register(app)
+stack_cmd.register(app)
 demo_cmd.register(app)
 
 

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -89,7 +89,9 @@ class SimulatorSettings(_Section):
     seed: int = Field(7, description="Default seed; the same seed always gives the same data.")
     start_date: dt.date = Field(dt.date(2026, 1, 1), description="First simulated day.")
     days: int = Field(
-        40, ge=1, description="Default number of simulated days per run (training needs > 26 with labels)."
+        40,
+        ge=1,
+        description="Default number of simulated days per run (training needs > 26 with labels).",
     )
     fraud: FraudWorldSettings = FraudWorldSettings()
     recsys: RecsysWorldSettings = RecsysWorldSettings()
@@ -118,7 +120,8 @@ class FeatureStoreSettings(_Section):
         "mlsd", pattern=r"^[a-z][a-z0-9_]*$", description="Feast project name (registry namespace)."
     )
     online_store: Literal["auto", "sqlite", "redis"] = Field(
-        "auto", description="Online store; auto: sqlite for the local profile, redis for scale and k8s."
+        "auto",
+        description="Online store; auto: sqlite for the local profile, redis for scale and k8s.",
     )
     redis: RedisSettings = RedisSettings()
     registry_cache_ttl_seconds: int = Field(
@@ -128,10 +131,16 @@ class FeatureStoreSettings(_Section):
         "(definitions change only on `mlsd features apply`, and a refresh stalls a request).",
     )
     merchant_risk_refresh_hours: int = Field(
-        24, ge=1, le=24 * 7, description="Cadence of the merchant-risk batch snapshot (hours, UTC-aligned)."
+        24,
+        ge=1,
+        le=24 * 7,
+        description="Cadence of the merchant-risk batch snapshot (hours, UTC-aligned).",
     )
     recsys_refresh_hours: int = Field(
-        24, ge=1, le=24 * 7, description="Cadence of the user and item batch snapshots (hours, UTC-aligned)."
+        24,
+        ge=1,
+        le=24 * 7,
+        description="Cadence of the user and item batch snapshots (hours, UTC-aligned).",
     )
     training_engine: Literal["asof", "feast"] = Field(
         "asof",
@@ -214,12 +223,19 @@ class FraudTrainingSettings(_Section):
         description="Transactions younger than this (at the data's end) are not used: their "
         "chargebacks may still come (about 70% of frauds are reported within 12 days).",
     )
-    calibrate_days: float = Field(4.0, gt=0, description="Window after training for calibration and the threshold.")
+    calibrate_days: float = Field(
+        4.0, gt=0, description="Window after training for calibration and the threshold."
+    )
     validate_days: float = Field(5.0, gt=0, description="Last window, for metrics and the gate.")
     negative_sample_rate: float = Field(
-        0.25, gt=0, le=1, description="Share of legitimate training rows kept (every fraud is kept)."
+        0.25,
+        gt=0,
+        le=1,
+        description="Share of legitimate training rows kept (every fraud is kept).",
     )
-    positive_weight: float = Field(5.0, gt=0, description="Weight of a fraud row in gradient boosting.")
+    positive_weight: float = Field(
+        5.0, gt=0, description="Weight of a fraud row in gradient boosting."
+    )
     false_alarm_cost: float = Field(
         5.0, ge=0, description="Cost model: USD lost per legitimate transaction flagged (friction)."
     )
@@ -242,17 +258,204 @@ class RecsysTrainingSettings(_Section):
     als_iterations: int = Field(10, ge=1, description="Alternating least squares sweeps.")
     candidates: int = Field(100, ge=10, description="Candidates retrieval hands to the ranker.")
     eval_users: int = Field(1000, ge=50, description="Users sampled for offline ranking metrics.")
-    gate_margin: float = Field(0.01, ge=0, description="A challenger may trail the champion's NDCG@10 by at most this.")
+    gate_margin: float = Field(
+        0.01, ge=0, description="A challenger may trail the champion's NDCG@10 by at most this."
+    )
 
 
 class TrainingSettings(_Section):
     """Training flows and the registration gate."""
 
     fraud_model_name: str = Field("fraud", description="Registered model name of the fraud scorer.")
-    recsys_model_name: str = Field("recsys", description="Registered model name of the recommender.")
+    recsys_model_name: str = Field(
+        "recsys", description="Registered model name of the recommender."
+    )
     experiment: str = Field("mlsd-lab", description="MLflow experiment the training runs go to.")
     fraud: FraudTrainingSettings = FraudTrainingSettings()
     recsys: RecsysTrainingSettings = RecsysTrainingSettings()
+
+
+class SqlitePredictionLogSettings(_Section):
+    """The prediction log in one SQLite file in WAL mode (profile local)."""
+
+    type: Literal["sqlite"] = Field("sqlite", description="Selects this implementation.")
+    path: Path | None = Field(
+        None, description="Database file; unset: <data_dir>/router/predictions.db."
+    )
+    busy_timeout_ms: int = Field(
+        5_000, ge=0, description="How long a write waits for another process's lock (ms)."
+    )
+
+
+class PostgresPredictionLogSettings(_Section):
+    """The prediction log in PostgreSQL (profiles scale and k8s), through asyncpg."""
+
+    type: Literal["postgres"] = Field("postgres", description="Selects this implementation.")
+    dsn: str = Field(
+        "postgresql://mlsd@127.0.0.1:5432/mlsd",
+        description="Connection string (postgresql://user:pw@host:port/db).",
+    )
+    pool_size: int = Field(4, ge=1, le=64, description="Connections the router keeps open.")
+
+
+class CanaryGuardrailSettings(_Section):
+    """The guardrails `serving.traffic.canary_verdict` judges a canary step by (same window for
+    both arms; a breach rolls back at once, too little evidence holds)."""
+
+    min_requests: int = Field(
+        200, ge=1, description="Requests each arm needs in the window before a step may pass."
+    )
+    alpha: float = Field(
+        0.01, gt=0, lt=0.5, description="Significance level of every one-sided test below."
+    )
+    error_rate_margin: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="Breach when the challenger's error rate exceeds the champion's by more "
+        "than this, significantly (Agresti-Caffo two-proportion z-test).",
+    )
+    p99_ratio: float = Field(
+        1.5,
+        ge=1,
+        description="Breach when the challenger's p99 latency exceeds the champion's "
+        "times this and by more than p99_slack_ms.",
+    )
+    p99_slack_ms: float = Field(
+        10.0, ge=0, description="Latency difference always tolerated (ms): jitter of a lab."
+    )
+    p99_ceiling_ms: float = Field(
+        500.0,
+        gt=0,
+        description="Breach when the challenger's p99 latency exceeds this (ms) while the "
+        "champion's does not.",
+    )
+    min_latency_samples: int = Field(
+        100, ge=1, description="Requests per arm below which p99 is not judged (too noisy)."
+    )
+    psi_threshold: float = Field(
+        0.25,
+        gt=0,
+        description="Breach when the score PSI (champion-quantile bins) reaches this and the "
+        "two-sample KS test also rejects at alpha.",
+    )
+    psi_bins: int = Field(10, ge=2, le=100, description="Quantile bins of the PSI.")
+    min_scores: int = Field(
+        50, ge=2, description="Scores per arm below which the distribution is not judged."
+    )
+    quality_margin: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Breach when the challenger's labelled precision or recall trails the "
+        "champion's by more than this, significantly (Agresti-Caffo two-proportion z-test).",
+    )
+    min_labelled: int = Field(
+        30,
+        ge=1,
+        description="Labelled predictions (per arm and metric denominator) below which "
+        "precision / recall is not judged.",
+    )
+    require_labels: bool = Field(
+        False,
+        description="Hold (instead of pass) a step whose precision / recall could not be judged "
+        "for lack of labels (fraud labels arrive days later).",
+    )
+
+
+class RouterSettings(_Section):
+    """The serving router: public scoring API, traffic policies, fallbacks, the prediction log."""
+
+    port: int = Field(
+        8080, ge=1, le=65535, description="Port of the router (it binds to bind_host)."
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="Bearer token of the /admin API; unset: generated at first start and kept "
+        "in <data_dir>/router/admin-token (mode 600). Never logged.",
+    )
+    fraud_upstream: str = Field(
+        "http://127.0.0.1:8081", description="Base URL of the fraud model server (KServe V2)."
+    )
+    recsys_upstream: str = Field(
+        "http://127.0.0.1:8082", description="Base URL of the recsys model server (KServe V2)."
+    )
+    registry_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI for alias moves (promote / rollback) and the initial "
+        "champion; unset: MLFLOW_TRACKING_URI if set, else the router keeps routing state alone.",
+    )
+    model_timeout_ms: float = Field(
+        300.0, gt=0, description="Budget of the call to the routed model version (ms)."
+    )
+    fallback_model_timeout_ms: float = Field(
+        200.0, gt=0, description="Budget of the call to the fallback model version (ms)."
+    )
+    features_timeout_ms: float = Field(
+        150.0,
+        gt=0,
+        description="Budget of the online-feature lookup of the rule-based fraud fallback (ms).",
+    )
+    load_timeout_seconds: float = Field(
+        120.0, gt=0, description="How long a V2 repository load of a new version may take."
+    )
+    breaker_failures: int = Field(
+        5,
+        ge=1,
+        description="Consecutive failures after which a model version is skipped (circuit open), "
+        "so a dead model costs no timeout per request.",
+    )
+    breaker_cooldown_seconds: float = Field(
+        5.0, gt=0, description="How long an open circuit skips its model before one trial call."
+    )
+    max_body_bytes: int = Field(
+        16_384, ge=256, description="Largest request body accepted; larger gets 413."
+    )
+    shadow_queue_size: int = Field(
+        1_000, ge=1, description="Shadow copies waiting for a worker; when full, drop and count."
+    )
+    shadow_workers: int = Field(4, ge=1, le=256, description="Concurrent shadow calls.")
+    shadow_timeout_ms: float = Field(
+        1_000.0, gt=0, description="Budget of one shadow call (ms); it is off the request path."
+    )
+    log_batch_size: int = Field(
+        500, ge=1, description="Prediction-log rows written per batch (flush when reached)."
+    )
+    log_flush_ms: float = Field(
+        200.0, gt=0, description="Longest a logged row waits before its batch is written (ms)."
+    )
+    log_queue_size: int = Field(
+        200_000,
+        ge=1,
+        description="Rows waiting for the log writer; beyond this rows are dropped and counted "
+        "(the writer is down or far behind).",
+    )
+    prediction_log: SqlitePredictionLogSettings | PostgresPredictionLogSettings = Field(
+        default_factory=SqlitePredictionLogSettings,
+        discriminator="type",
+        description="Where every prediction and label goes (sqlite or postgres).",
+    )
+    rule_block_threshold: float = Field(
+        0.5, ge=0, le=1, description="Rule-based fallback blocks at or above this score."
+    )
+    request_only_amount_usd: float = Field(
+        1_000.0,
+        gt=0,
+        description="Last-resort fraud fallback (no model, no features): amounts above this "
+        "score as suspicious.",
+    )
+    fallback_online_features: bool = Field(
+        True,
+        description="The rule fallback looks up online features (Feast, imported in the "
+        "background at start); off: it scores from the request alone.",
+    )
+    popularity_refresh_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="How often the recsys popularity fallback is refreshed from the model "
+        "server's cold-start answer.",
+    )
+    canary: CanaryGuardrailSettings = CanaryGuardrailSettings()
 
 
 class Settings(BaseSettings):
@@ -280,6 +483,7 @@ class Settings(BaseSettings):
     prefect: PrefectSettings = PrefectSettings()
     stack: StackSettings = StackSettings()
     training: TrainingSettings = TrainingSettings()
+    router: RouterSettings = RouterSettings()
 
     @classmethod
     def settings_customise_sources(

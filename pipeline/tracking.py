@@ -94,7 +94,16 @@ def register_and_gate(
     import mlflow
 
     champion = registry.version_of(model_name, CHAMPION)
-    champion_metrics = champion_metrics_on_same_window(champion) if champion else None
+    champion_metrics: dict[str, float] | None = None
+    if champion:
+        try:
+            champion_metrics = champion_metrics_on_same_window(champion)
+        except (KeyError, ValueError) as err:
+            # The champion cannot be scored on this window (e.g. it was trained on features
+            # that no longer exist): no comparison, so at most @challenger, never @champion.
+            champion_metrics = None
+            mlflow.set_tag("gate.champion_error", f"{type(err).__name__}: {err}"[:500])
+        champion_metrics = champion_metrics or {}
     verdict: GateVerdict = gate_verdict(policy, data_checks_passed, metrics, champion_metrics)
     mv = mlflow.register_model(model_uri, model_name, tags=version_tags)
     version = str(mv.version)

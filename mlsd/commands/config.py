@@ -38,13 +38,13 @@ def show(
     from rich.table import Table
 
     table = Table(title=f"mlsd settings (profile: {settings.profile})")
-    table.add_column("setting")
-    table.add_column("value")
-    table.add_column("environment variable / meaning", overflow="fold")
+    table.add_column("setting / environment variable", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    table.add_column("meaning", overflow="fold")
     for dotted, description in _describe(Settings):
         value: object = values
         for part in dotted.split("."):
             value = value[part]  # type: ignore[index]
         env = "MLSD_" + dotted.replace(".", "__").upper()
-        table.add_row(dotted, str(value), f"{env}\n{description}")
+        table.add_row(f"{dotted}\n[dim]{env}[/dim]", str(value), description)
     console.print(table)

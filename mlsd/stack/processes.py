@@ -1,0 +1,154 @@
+"""Process mechanics of the supervisor: spawn detached, recognise our own processes, stop them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Iterable, Mapping
+
+import psutil
+
+from mlsd.stack.component import Component, RunRecord
+from mlsd.telemetry import TELEMETRY_OFF
+
+# psutil reports start times in clock ticks (10 ms); a recycled pid starts at least a tick later.
+CREATE_TIME_TOLERANCE = 0.005
+
+
+def component_env(component: Component, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment a component runs with: inherited, then telemetry off, then its own."""
+    env = dict(os.environ if base is None else base)
+    env.update(TELEMETRY_OFF)
+    # Logs reach the file as they happen, not when a buffer fills.
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(component.env)
+    return env
+
+
+def spawn_detached(component: Component, note: str = "") -> psutil.Process:
+    """Start `component` in its own session (so its own process group) with output to its log.
+
+    A new session detaches it from the terminal: `mlsd up` can return and Ctrl-C in that
+    terminal does not reach it, and the group lets `mlsd down` stop the children it spawns.
+    """
+    for directory in (component.log_file.parent, *component.state_dirs):
+        directory.mkdir(parents=True, exist_ok=True)
+    with component.log_file.open("ab") as log:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        log.write(
+            f"\n=== {stamp} mlsd starts {component.name}{note}: {' '.join(component.argv)}\n".encode()
+        )
+        log.flush()
+        popen = subprocess.Popen(
+            list(component.argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=component_env(component),
+            cwd=component.cwd,
+            start_new_session=True,
+            close_fds=True,
+        )
+    return psutil.Process(popen.pid)
+
+
+def same_process(pid: int, create_time: float) -> psutil.Process | None:
+    """The process `pid` if it is still the one that started at `create_time`, else None."""
+    try:
+        proc = psutil.Process(pid)
+        if abs(proc.create_time() - create_time) > CREATE_TIME_TOLERANCE:
+            return None
+        return proc
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def is_running(proc: psutil.Process | None) -> bool:
+    """Alive and not a zombie (a dead child its parent has not reaped yet)."""
+    if proc is None:
+        return False
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def record_processes(record: RunRecord) -> list[psutil.Process]:
+    """Every live process that belongs to the started component: leader, group and descendants.
+
+    Children outlive a killed leader (MLflow's uvicorn worker keeps the port), so they are
+    found through the process group, which is the leader's pid. Only processes started no
+    earlier than the leader count. If the leader's pid now belongs to another process, the
+    group is not ours: Linux does not hand out a pid still in use as a group id, so a reused
+    pid means our group had already emptied.
+    """
+    leader = same_process(record.pid, record.create_time)
+    if leader is None and psutil.pid_exists(record.pid):
+        return []
+    found: dict[int, psutil.Process] = {}
+    if leader is not None:
+        found[leader.pid] = leader
+        with contextlib.suppress(psutil.NoSuchProcess):
+            found.update({p.pid: p for p in leader.children(recursive=True)})
+    me = os.getpid()
+    for proc in psutil.process_iter():
+        if proc.pid in found or proc.pid == me:
+            continue
+        try:
+            if (
+                os.getpgid(proc.pid) == record.pid
+                and proc.create_time() >= record.create_time - CREATE_TIME_TOLERANCE
+            ):
+                found[proc.pid] = proc
+        except (OSError, psutil.Error):
+            continue
+    return list(found.values())
+
+
+def terminate(procs: Iterable[psutil.Process], grace_seconds: float) -> None:
+    """SIGTERM, then SIGKILL whatever is still alive after `grace_seconds`; reap our own children."""
+    procs = list(procs)
+    for proc in procs:
+        # psutil checks the pid is still this very process before it signals.
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    left = _wait_until_dead(procs, grace_seconds)
+    for proc in left:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    _wait_until_dead(left, 5.0)
+    for proc in procs:
+        # A dead child of ours stays a zombie until waited for.
+        try:
+            if proc.ppid() == os.getpid():
+                proc.wait(timeout=0)
+        except (psutil.Error, ChildProcessError):
+            pass
+
+
+def _wait_until_dead(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Those of `procs` still running after `timeout`. A zombie counts as dead: psutil's own
+    wait_procs would wait out the timeout for an orphan zombie its new parent reaps late."""
+    deadline = time.monotonic() + timeout
+    alive = [p for p in procs if is_running(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [p for p in alive if is_running(p)]
+    return alive
+
+
+def memory_rss(proc: psutil.Process) -> int:
+    """Resident memory of a process and all its descendants, in bytes (0 if it is gone)."""
+    total = 0
+    try:
+        members = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    for member in members:
+        try:
+            total += member.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total

@@ -1,0 +1,117 @@
+"""A trained two-stage recommender as one unit: retrieval towers, ranker, fallbacks, and how it
+recommends. Training evaluates it; the registry stores it; the model server loads it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.recsys import Embeddings, top_k
+
+# The ranker sees this besides the feature service's features: the retrieval score (NaN when
+# the candidate came from the fresh-items source, which has no embedding).
+RETRIEVAL_SCORE = "retrieval_score"
+
+
+@dataclass
+class RecsysBundle:
+    embeddings: Embeddings
+    ranker: Any  # sklearn classifier with predict_proba over ranker_features
+    ranker_features: list[str]
+    popular: list[str]  # most played recently: the answer for a user we know nothing of
+    fresh_by_genre: dict[str, list[str]]  # recent releases without embeddings, per genre
+    favourite_genres: dict[str, list[str]]  # per known user, genres by share of plays
+
+    def save_side_files(self, folder: Path) -> list[Path]:
+        """Everything but the ranker (which MLflow stores with skops) as plain npz/json."""
+        folder.mkdir(parents=True, exist_ok=True)
+        emb = folder / "embeddings.npz"
+        np.savez_compressed(
+            emb,
+            user_ids=self.embeddings.user_ids.astype(str),
+            users=self.embeddings.users,
+            item_ids=self.embeddings.item_ids.astype(str),
+            items=self.embeddings.items,
+        )
+        side = folder / "fallbacks.json"
+        side.write_text(
+            json.dumps(
+                {
+                    "ranker_features": self.ranker_features,
+                    "popular": self.popular[:500],
+                    "fresh_by_genre": {g: v[:100] for g, v in self.fresh_by_genre.items()},
+                    "favourite_genres": self.favourite_genres,
+                }
+            )
+        )
+        return [emb, side]
+
+    @classmethod
+    def load(cls, ranker: Any, folder: Path) -> RecsysBundle:
+        npz = np.load(folder / "embeddings.npz", allow_pickle=False)
+        side = json.loads((folder / "fallbacks.json").read_text())
+        return cls(
+            embeddings=Embeddings(
+                npz["user_ids"].astype(object),
+                npz["users"],
+                npz["item_ids"].astype(object),
+                npz["items"],
+            ),
+            ranker=ranker,
+            ranker_features=side["ranker_features"],
+            popular=side["popular"],
+            fresh_by_genre=side["fresh_by_genre"],
+            favourite_genres=side["favourite_genres"],
+        )
+
+
+FeatureLookup = Callable[[str, Sequence[str]], pd.DataFrame]
+"""(user_id, candidate item ids) -> one row per candidate with the feature service's features."""
+
+
+def candidates_for(
+    bundle: RecsysBundle, user_id: str, n: int, user_index: dict[str, int]
+) -> tuple[list[str], np.ndarray]:
+    """Retrieval: top-n items by inner product, plus fresh releases in the user's genres (which
+    have no embedding yet: the cold-start source). Scores are NaN for fresh items."""
+    row = user_index.get(user_id)
+    if row is None:
+        return [], np.array([])
+    scores = bundle.embeddings.items @ bundle.embeddings.users[row]
+    best = top_k(scores[None, :], n)[0]
+    items = [str(i) for i in bundle.embeddings.item_ids[best]]
+    retrieval = [float(s) for s in scores[best]]
+    seen = set(items)
+    for genre in bundle.favourite_genres.get(user_id, [])[:2]:
+        for item in bundle.fresh_by_genre.get(genre, [])[:5]:
+            if item not in seen:
+                items.append(item)
+                retrieval.append(float("nan"))
+                seen.add(item)
+    return items, np.array(retrieval)
+
+
+def recommend(
+    bundle: RecsysBundle,
+    user_id: str,
+    k: int,
+    n_candidates: int,
+    lookup: FeatureLookup,
+    user_index: dict[str, int] | None = None,
+) -> tuple[list[str], list[float], str]:
+    """Top-k items, their scores, and which path answered: 'model' or 'popularity' (cold start)."""
+    index = user_index if user_index is not None else bundle.embeddings.user_index()
+    items, retrieval = candidates_for(bundle, user_id, n_candidates, index)
+    if not items:
+        return bundle.popular[:k], [0.0] * min(k, len(bundle.popular)), "popularity"
+    features = lookup(user_id, items)
+    features[RETRIEVAL_SCORE] = retrieval
+    scores = bundle.ranker.predict_proba(features[bundle.ranker_features])[:, 1]
+    order = np.argsort(-scores, kind="stable")[:k]
+    return [items[i] for i in order], [float(scores[i]) for i in order], "model"

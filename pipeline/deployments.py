@@ -1,0 +1,54 @@
+"""The training flows as Prefect deployments that the local stack serves, so a retrain starts by
+name (`mlsd train fraud --via-deployment`), by a schedule, or by an event (drift detected)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Monitoring emits this event (resource id `mlsd.model.<name>`); the deployment of that model's
+# training flow runs when it arrives. One run at a time per flow: a storm of drift events while a
+# retrain runs does not queue a storm of retrains.
+RETRAIN_EVENT = "mlsd.retrain.requested"
+DEPLOYMENT_NAMES = {"fraud": "train_fraud/train_fraud", "recsys": "train_recsys/train_recsys"}
+
+
+def deployments() -> list[Any]:
+    from prefect.events import DeploymentEventTrigger
+
+    from pipeline.train_fraud import train_fraud
+    from pipeline.train_recsys import train_recsys
+
+    def retrain_trigger(model: str) -> DeploymentEventTrigger:
+        return DeploymentEventTrigger(
+            name=f"retrain {model} on request",
+            expect={RETRAIN_EVENT},
+            match={"prefect.resource.id": f"mlsd.model.{model}"},
+        )
+
+    return [
+        train_fraud.to_deployment(
+            name="train_fraud",
+            description="Train, evaluate, register and gate the fraud scorer.",
+            triggers=[retrain_trigger("fraud")],
+            concurrency_limit=1,
+            tags=["mlsd", "fraud"],
+        ),
+        train_recsys.to_deployment(
+            name="train_recsys",
+            description="Train, evaluate, register and gate the two-stage recommender.",
+            triggers=[retrain_trigger("recsys")],
+            concurrency_limit=1,
+            tags=["mlsd", "recsys"],
+        ),
+    ]
+
+
+def serve_training_flows() -> None:
+    """Serve the deployments until stopped (the local stack runs this as a component)."""
+    from prefect import serve
+
+    serve(*deployments(), print_starting_message=True)
+
+
+if __name__ == "__main__":
+    serve_training_flows()

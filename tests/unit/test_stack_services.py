@@ -1,0 +1,118 @@
+"""The lab's components as built from settings, the stack settings, and the stack commands' edges."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from typer.testing import CliRunner
+
+from mlsd.commands import stack as stack_cmd
+from mlsd.settings import MlflowSettings, PrefectSettings, Settings
+from mlsd.stack.processes import component_env
+from mlsd.stack.services import mlflow_component, prefect_component, stack_components
+from mlsd.telemetry import TELEMETRY_OFF
+
+
+def settings(tmp_path: Path, **fields) -> Settings:
+    return Settings(data_dir=tmp_path / "lab", **fields)
+
+
+def flag(argv: tuple[str, ...], name: str) -> str:
+    return argv[argv.index(name) + 1]
+
+
+def test_mlflow_runs_small_on_sqlite_under_the_data_dir(tmp_path):
+    s = settings(tmp_path, mlflow=MlflowSettings(port=5123))
+    c = mlflow_component(s)
+    lab = (tmp_path / "lab").resolve()
+    assert flag(c.argv, "--backend-store-uri") == f"sqlite:///{lab}/mlflow/mlflow.db"
+    assert flag(c.argv, "--artifacts-destination") == f"{lab}/mlflow/artifacts"
+    assert "--serve-artifacts" in c.argv
+    assert (flag(c.argv, "--host"), flag(c.argv, "--port")) == ("127.0.0.1", "5123")
+    assert flag(c.argv, "--workers") == "1"
+    assert c.env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    assert c.health_url == "http://127.0.0.1:5123/health"
+    assert c.log_file == lab / "logs" / "mlflow.log"
+    assert s.mlflow_tracking_uri == "http://127.0.0.1:5123"
+
+
+def test_mlflow_takes_a_postgres_uri_for_the_scale_profile(tmp_path):
+    uri = "postgresql://mlflow:pw@127.0.0.1/mlflow"
+    c = mlflow_component(settings(tmp_path, mlflow=MlflowSettings(backend_store_uri=uri)))
+    assert flag(c.argv, "--backend-store-uri") == uri
+
+
+def test_prefect_has_its_own_home_sqlite_and_ui(tmp_path):
+    s = settings(tmp_path, prefect=PrefectSettings(port=4321))
+    c = prefect_component(s)
+    lab = (tmp_path / "lab").resolve()
+    assert c.argv[-6:] == ("--host", "127.0.0.1", "--port", "4321", "--ui", "--analytics-off")
+    assert c.env["PREFECT_HOME"] == f"{lab}/prefect"
+    assert c.env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] == (
+        f"sqlite+aiosqlite:///{lab}/prefect/prefect.db"
+    )
+    assert c.env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+    assert c.env["PREFECT_SERVER_UI_ENABLED"] == "true"
+    assert c.health_url == "http://127.0.0.1:4321/api/health"
+    assert c.url == "http://127.0.0.1:4321"
+    assert s.prefect_api_url == "http://127.0.0.1:4321/api"
+
+
+def test_every_component_binds_the_configured_host_and_runs_without_telemetry(tmp_path):
+    s = settings(tmp_path, bind_host="127.0.0.2")
+    for component in stack_components(s):
+        assert component.host == "127.0.0.2"
+        assert flag(component.argv, "--host") == "127.0.0.2"
+        env = component_env(component, base={"DO_NOT_TRACK": "false"})
+        assert {k: env[k] for k in TELEMETRY_OFF} == TELEMETRY_OFF
+
+
+def test_a_wildcard_bind_is_reached_on_loopback(tmp_path):
+    assert settings(tmp_path, bind_host="0.0.0.0").mlflow_tracking_uri == "http://127.0.0.1:5000"
+
+
+def test_stack_state_lives_under_the_data_dir(tmp_path):
+    s = settings(tmp_path)
+    for path in (s.logs_dir, s.run_dir, s.mlflow_dir, s.mlflow_artifacts_dir, s.prefect_home):
+        assert path.is_relative_to(s.data_dir)
+
+
+def test_human_formats():
+    assert stack_cmd.human_bytes(512) == "512 B"
+    assert stack_cmd.human_bytes(1536) == "1.5 KiB"
+    assert stack_cmd.human_bytes(3 * 2**30) == "3.0 GiB"
+    assert stack_cmd.human_duration(None) == "-"
+    assert stack_cmd.human_duration(42) == "42s"
+    assert stack_cmd.human_duration(3725) == "1h02m"
+    assert stack_cmd.human_duration(90000) == "1d01h"
+
+
+def cli() -> typer.Typer:
+    app = typer.Typer()
+    stack_cmd.register(app)
+    return app
+
+
+def test_status_and_down_when_nothing_runs(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLSD_DATA_DIR", str(tmp_path / "lab"))
+    runner = CliRunner()
+    result = runner.invoke(cli(), ["status"])
+    assert result.exit_code == 0
+    assert "not running" in result.output
+    data = json.loads(runner.invoke(cli(), ["status", "--json"]).output)
+    assert data == {"watchdog_pid": None, "components": []}
+    assert "nothing was running" in runner.invoke(cli(), ["down"]).output
+
+
+def test_up_refuses_an_unknown_component_and_the_k8s_profile(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLSD_DATA_DIR", str(tmp_path / "lab"))
+    runner = CliRunner()
+    result = runner.invoke(cli(), ["up", "--only", "nope"])
+    assert result.exit_code == 2
+    assert "known: mlflow, prefect" in result.output
+    monkeypatch.setenv("MLSD_PROFILE", "k8s")
+    result = runner.invoke(cli(), ["up"])
+    assert result.exit_code == 2
+    assert "kind-up" in result.output
