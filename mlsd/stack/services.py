@@ -93,8 +93,26 @@ def prefect_component(settings: Settings) -> Component:
     )
 
 
+def flows_component(settings: Settings) -> Component:
+    """The process that serves the training flows as Prefect deployments (by name, schedule or
+    event), executing their runs; it needs the Prefect API to register and MLflow to log to."""
+    return Component(
+        name="flows",
+        argv=(sys.executable, "-m", "pipeline.deployments"),
+        env={
+            "PREFECT_HOME": str(settings.prefect_home.resolve()),
+            "PREFECT_API_URL": settings.prefect_api_url,
+            "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+            "MLSD_DATA_DIR": str(settings.data_dir.resolve()),
+        },
+        log_file=settings.logs_dir.resolve() / "flows.log",
+        host=settings.bind_host,
+        depends_on=("mlflow", "prefect"),
+    )
+
+
 # In start order; a component's depends_on must name one listed before it.
-STACK_BUILDERS: list[Callable[[Settings], Component]] = [mlflow_component, prefect_component]
+STACK_BUILDERS: list[Callable[[Settings], Component]] = [mlflow_component, prefect_component, flows_component]
 
 
 def stack_components(settings: Settings) -> list[Component]:

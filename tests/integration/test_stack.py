@@ -78,7 +78,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     )
     lab = Lab(data_dir, env)
     started = time.monotonic()
-    result = lab.mlsd("up", timeout=300)
+    # The stack core only: model servers and the router need trained models (tested elsewhere).
+    result = lab.mlsd("up", "--only", "mlflow", "--only", "prefect", timeout=300)
     lab.up_seconds = time.monotonic() - started
     try:
         assert result.returncode == 0, result.stdout + result.stderr
@@ -119,7 +120,7 @@ def test_up_returns_and_leaves_both_servers_healthy_in_the_background(lab):
 
 
 def test_up_again_finds_everything_running(lab):
-    result = lab.mlsd("up")
+    result = lab.mlsd("up", "--only", "mlflow", "--only", "prefect")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "mlflow: already running" in result.stdout
     assert "prefect: already running" in result.stdout
