@@ -1,1 +1,12 @@
-"""features package."""
+"""The feature store: feature tables, their Feast definitions, and the facade models read.
+
+Feature tables are computed from the offline store; ``features.store`` is the one facade that
+training and serving both read features through.
+
+Modules: ``catalog`` (the feature contract, as data), ``windows`` / ``fraud`` / ``recsys`` (pure
+table builders), ``tables`` (offline store in, feature tables out), ``on_demand`` (request-time
+transforms), ``definitions`` (the Feast objects), ``store`` (config, apply, materialize,
+training frames, online lookups), ``embeddings`` (vectors written back by training), ``skew``
+(training-serving comparison), ``sample_world`` (seeded events for tests and benchmarks).
+``repo/`` is the Feast repository the ``feast`` CLI reads. Importing this package is cheap.
+"""

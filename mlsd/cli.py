@@ -7,6 +7,8 @@ import typer
 from mlsd.commands import config as config_cmd
 from mlsd.commands import data as data_cmd
 from mlsd.commands import demo as demo_cmd
+from mlsd.commands import features as features_cmd
+from mlsd.commands import rollout as rollout_cmd
 from mlsd.commands import stack as stack_cmd
 from mlsd.commands import train as train_cmd
 from mlsd.telemetry import silence_telemetry
@@ -21,6 +23,8 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(rollout_cmd.app, name="rollout")
+app.add_typer(features_cmd.app, name="features")
 data_cmd.register(app)
 train_cmd.register(app)
 stack_cmd.register(app)

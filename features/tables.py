@@ -1,0 +1,302 @@
+"""Feature tables on disk: raw events from the offline store in, one parquet table per view out.
+
+Each table goes where its Feast source points: ``<data_dir>/features/tables/<view>.parquet``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from features import fraud, recsys
+from features.catalog import (
+    ENTITIES,
+    EVENT_TIMESTAMP,
+    SENTINEL_TIME,
+    VIEWS,
+    DType,
+    ViewSpec,
+    views_of_world,
+)
+from mlsd.settings import WORLDS, Settings
+
+ARROW_TYPES: dict[DType, pa.DataType] = {
+    "int64": pa.int64(),
+    "float64": pa.float64(),
+    "string": pa.string(),
+    "string_list": pa.list_(pa.string()),
+    "float64_list": pa.list_(pa.float64()),
+    "float32_list": pa.list_(pa.float32()),
+}
+TIMESTAMP_TYPE = pa.timestamp("us", tz="UTC")
+
+# The raw columns each builder reads, per world and event type (docs/data-contract.md).
+EVENT_COLUMNS: dict[str, dict[str, list[str]]] = {
+    "fraud": {
+        "transactions": [
+            "transaction_id",
+            EVENT_TIMESTAMP,
+            "card_id",
+            "merchant_id",
+            "amount",
+            "country",
+            "device_id",
+        ],
+        "chargebacks": [
+            "transaction_id",
+            "card_id",
+            "merchant_id",
+            "transaction_timestamp",
+            "reported_at",
+        ],
+        "cards": ["card_id", "home_country", "issued_at"],
+        "merchants": ["merchant_id", "onboarded_at"],
+    },
+    "recsys": {
+        "interactions": ["interaction_id", EVENT_TIMESTAMP, "user_id", "item_id", "event"],
+        "users": ["user_id", "signup_at"],
+        "items": ["item_id", "genre", "released_at", "duration_seconds"],
+    },
+}
+# The event type whose latest timestamp is the world's clock ("now" of the simulated world).
+CLOCK_EVENTS = {"fraud": "transactions", "recsys": "interactions"}
+_TIMESTAMP_COLUMNS = {
+    EVENT_TIMESTAMP,
+    "transaction_timestamp",
+    "reported_at",
+    "issued_at",
+    "onboarded_at",
+    "signup_at",
+    "released_at",
+}
+
+
+def tables_dir(settings: Settings) -> Path:
+    return (settings.features_dir / "tables").resolve()
+
+
+def table_path(settings: Settings, view: str) -> Path:
+    return tables_dir(settings) / f"{view}.parquet"
+
+
+def manifest_path(settings: Settings) -> Path:
+    return tables_dir(settings) / "_manifest.json"
+
+
+def table_schema(view: ViewSpec) -> pa.Schema:
+    entity = ENTITIES[view.entity]
+    return pa.schema(
+        [
+            pa.field(entity.join_key, pa.string()),
+            pa.field(EVENT_TIMESTAMP, TIMESTAMP_TYPE),
+            *(pa.field(f.name, ARROW_TYPES[f.dtype]) for f in view.features),
+        ]
+    )
+
+
+def read_events(settings: Settings, world: str, event_type: str) -> pd.DataFrame:
+    """All accepted events of one type from the offline store (hive partitions by date)."""
+    columns = EVENT_COLUMNS[world][event_type]
+    root = settings.offline_dir / world / event_type
+    if not root.is_dir() or not any(root.glob("date=*/*.parquet")):
+        return _empty_events(columns)
+    # pyarrow skips `_staging` (and every `_`-prefixed path) when it discovers the partitions.
+    dataset = pads.dataset(root, format="parquet", partitioning="hive")
+    frame = dataset.to_table(columns=columns).to_pandas()
+    for column in columns:
+        if column in _TIMESTAMP_COLUMNS:
+            frame[column] = pd.to_datetime(frame[column], utc=True).dt.as_unit("us")
+    return frame
+
+
+def _empty_events(columns: list[str]) -> pd.DataFrame:
+    frame = pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
+    for column in columns:
+        if column in _TIMESTAMP_COLUMNS:
+            frame[column] = pd.Series(dtype="datetime64[us, UTC]")
+        elif column in ("amount", "duration_seconds"):
+            frame[column] = pd.Series(dtype="float64")
+        elif column.endswith("_id") and column in ("transaction_id", "interaction_id"):
+            frame[column] = pd.Series(dtype="int64")
+    return frame
+
+
+def compute_world_tables(
+    world: str, events: dict[str, pd.DataFrame], settings: Settings
+) -> dict[str, pd.DataFrame]:
+    """The feature tables of one world from its raw events (pure: no I/O)."""
+    if world == "fraud":
+        tx = events["transactions"]
+        return {
+            "card_velocity": fraud.card_velocity(tx),
+            "card_profile": fraud.card_profile(tx, events["cards"]),
+            "card_devices": fraud.card_devices(tx),
+            "merchant_risk": fraud.merchant_risk(
+                tx,
+                events["chargebacks"],
+                events["merchants"],
+                refresh=dt.timedelta(hours=settings.features.merchant_risk_refresh_hours),
+            ),
+        }
+    if world == "recsys":
+        refresh = dt.timedelta(hours=settings.features.recsys_refresh_hours)
+        interactions = events["interactions"]
+        return {
+            "user_activity": recsys.user_activity(
+                interactions, events["items"], events["users"], refresh=refresh
+            ),
+            "item_stats": recsys.item_stats(interactions, events["items"], refresh=refresh),
+        }
+    raise ValueError(f"unknown world {world!r}; expected one of {WORLDS}")
+
+
+def with_sentinels(frame: pd.DataFrame, view: ViewSpec) -> pd.DataFrame:
+    """Add one all-null row per entity at the epoch, sorted by (entity, time).
+
+    Feast's parquet store (dask) drops an entity row when the entity has rows but none at or
+    before the row's time, which would silently shrink a training frame; with a row at the
+    epoch every entity row finds one, and it reads as null, i.e. unknown, like a missing entity.
+    The online store never serves it: a later row always supersedes it.
+    """
+    key = ENTITIES[view.entity].join_key
+    entities = pd.unique(frame[key])
+    sentinels = pd.DataFrame({key: entities, EVENT_TIMESTAMP: pd.Timestamp(SENTINEL_TIME)})
+    sentinels[EVENT_TIMESTAMP] = sentinels[EVENT_TIMESTAMP].dt.as_unit("us")
+    out = pd.concat(
+        [sentinels, frame[frame[EVENT_TIMESTAMP] > pd.Timestamp(SENTINEL_TIME)]], ignore_index=True
+    )
+    return out.sort_values([key, EVENT_TIMESTAMP], kind="stable").reset_index(drop=True)
+
+
+def to_arrow(frame: pd.DataFrame, view: ViewSpec) -> pa.Table:
+    schema = table_schema(view)
+    columns = []
+    for column in schema:
+        values = frame[column.name] if column.name in frame else pd.Series([None] * len(frame))
+        if column.type == TIMESTAMP_TYPE:
+            values = pd.to_datetime(values, utc=True).dt.as_unit("us")
+        elif pa.types.is_integer(column.type):
+            values = values.astype("Int64")
+        elif pa.types.is_list(column.type):
+            values = values.map(
+                lambda v: None if v is None or (isinstance(v, float) and v != v) else list(v)
+            )
+        columns.append(pa.array(values, type=column.type, from_pandas=True))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def write_table(path: Path, table: pa.Table) -> Path:
+    """Write atomically: a reader (a training join, a materialisation) sees old or new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        pq.write_table(table, staging)
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+    return path
+
+
+def ensure_tables(settings: Settings) -> list[Path]:
+    """Create an empty table for every view that has none yet, so every Feast source exists."""
+    created = []
+    for view in VIEWS.values():
+        path = table_path(settings, view.name)
+        if not path.exists():
+            created.append(write_table(path, table_schema(view).empty_table()))
+    return created
+
+
+@dataclass
+class WorldBuild:
+    world: str
+    as_of: dt.datetime | None
+    events: dict[str, int]
+    rows: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    # True when events at or before the previous build's clock differ from what that build saw
+    # (e.g. a re-simulated world): materialisation only moves forward, so the online store
+    # then holds the old past until it is reset.
+    past_rewritten: bool = False
+
+
+def build(
+    settings: Settings,
+    worlds: Sequence[str] = WORLDS,
+    *,
+    on_step: Callable[[str], None] | None = None,
+) -> list[WorldBuild]:
+    """Compute every feature table of `worlds` from the offline store and write them.
+
+    A world with no events yet is skipped (its tables stay as they were, or empty).
+    """
+    import time
+
+    results = []
+    for world in worlds:
+        started = time.perf_counter()
+        if on_step:
+            on_step(f"{world}: reading the offline store")
+        events = {name: read_events(settings, world, name) for name in EVENT_COLUMNS[world]}
+        clock = events[CLOCK_EVENTS[world]]
+        result = WorldBuild(world, None, {name: len(frame) for name, frame in events.items()})
+        if clock.empty:
+            results.append(result)
+            continue
+        result.as_of = clock[EVENT_TIMESTAMP].max().to_pydatetime()
+        previous = read_manifest(settings).get(world)
+        if previous:
+            before = clock[EVENT_TIMESTAMP] <= pd.Timestamp(previous["as_of"])
+            result.past_rewritten = int(before.sum()) != previous["events"][
+                CLOCK_EVENTS[world]
+            ] or (result.as_of < dt.datetime.fromisoformat(previous["as_of"]))
+        if on_step:
+            on_step(f"{world}: computing {', '.join(v.name for v in views_of_world(world))}")
+        for name, frame in compute_world_tables(world, events, settings).items():
+            view = VIEWS[name]
+            table = to_arrow(with_sentinels(frame, view), view)
+            write_table(table_path(settings, name), table)
+            result.rows[name] = table.num_rows
+        result.seconds = time.perf_counter() - started
+        results.append(result)
+    ensure_tables(settings)
+    _update_manifest(settings, results)
+    return results
+
+
+def _update_manifest(settings: Settings, results: list[WorldBuild]) -> None:
+    manifest = read_manifest(settings)
+    for r in results:
+        if r.as_of is None:
+            continue
+        manifest[r.world] = {
+            "as_of": r.as_of.isoformat(),
+            "built_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "events": r.events,
+            "rows": r.rows,
+        }
+    path = manifest_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def read_manifest(settings: Settings) -> dict[str, Any]:
+    path = manifest_path(settings)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def world_clock(settings: Settings, world: str) -> dt.datetime | None:
+    """The latest event time the last build saw: the simulated world's "now"."""
+    entry = read_manifest(settings).get(world)
+    return dt.datetime.fromisoformat(entry["as_of"]) if entry else None

@@ -1,0 +1,99 @@
+"""The rollout controller's ramp logic, driven by scripted verdicts (no router needed)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from serving.rollout import RampPlan, run_ramp, step_decision
+
+PLAN = RampPlan(steps=(5.0, 50.0, 100.0), min_step_seconds=10.0, max_step_seconds=60.0, poll_seconds=5.0)
+
+
+class ScriptedAdmin:
+    """Answers verdicts from a script per ramp step and records every call."""
+
+    def __init__(self, script: dict[float, list[str]]):
+        self.script = {k: list(v) for k, v in script.items()}
+        self.percent = 0.0
+        self.calls: list[tuple] = []
+
+    def start_canary(self, product, percent, version):
+        self.percent = percent
+        self.calls.append(("start", percent, version))
+
+    def set_percent(self, product, percent):
+        self.percent = percent
+        self.calls.append(("percent", percent))
+
+    def verdict(self, product, window_seconds):
+        queue = self.script[self.percent]
+        decision = queue.pop(0) if len(queue) > 1 else queue[0]
+        return {"decision": decision, "reasons": [f"{decision} at {self.percent}"], "champion": {}, "challenger": {}}
+
+    def promote(self, product, reason):
+        self.calls.append(("promote", reason))
+
+    def rollback(self, product, reason):
+        self.calls.append(("rollback", reason))
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+def ramp(script):
+    admin, clock = ScriptedAdmin(script), FakeClock()
+    result = run_ramp(admin, "fraud", PLAN, 7, clock=clock, sleep=clock.sleep, log=lambda _m: None)
+    return result, admin.calls
+
+
+def test_every_step_passing_promotes_at_the_end():
+    result, calls = ramp({5.0: ["hold", "promote"], 50.0: ["promote"], 100.0: ["promote"]})
+    assert result["result"] == "promoted"
+    assert [c[0] for c in calls] == ["start", "percent", "percent", "promote"]
+    assert calls[0] == ("start", 5.0, 7)
+    # A step lasts at least min_step_seconds even when the first verdict says promote.
+    assert all(s["seconds"] >= PLAN.min_step_seconds for s in result["steps"])
+
+
+def test_a_breach_rolls_back_at_once_and_never_promotes():
+    result, calls = ramp({5.0: ["promote"], 50.0: ["rollback"], 100.0: ["promote"]})
+    assert result["result"] == "rolled_back"
+    assert calls[-1][0] == "rollback" and "50 %" in calls[-1][1]
+    assert not any(c[0] == "promote" for c in calls)
+    assert result["steps"][-1]["seconds"] == PLAN.poll_seconds  # at the first poll that saw it
+
+
+def test_no_evidence_by_the_deadline_rolls_back():
+    result, calls = ramp({5.0: ["hold"], 50.0: ["promote"], 100.0: ["promote"]})
+    assert result["result"] == "rolled_back"
+    assert "without enough evidence" in calls[-1][1]
+    assert result["steps"][0]["seconds"] >= PLAN.max_step_seconds
+
+
+@given(st.lists(st.sampled_from(["promote", "hold", "rollback"]), min_size=1, max_size=10), st.floats(0, 120))
+def test_step_decision_rules(verdicts, elapsed):
+    action = step_decision(verdicts, elapsed, PLAN)
+    if verdicts[-1] == "rollback":
+        assert action == "rollback"
+    elif verdicts[-1] == "promote" and elapsed >= PLAN.min_step_seconds:
+        assert action == "next"
+    elif elapsed >= PLAN.max_step_seconds:
+        assert action == "rollback"
+    else:
+        assert action is None
+
+
+@pytest.mark.parametrize("steps", [(), (50.0, 5.0, 100.0), (5.0, 50.0), (0.0, 100.0)])
+def test_bad_ramps_are_refused(steps):
+    with pytest.raises(ValueError):
+        RampPlan(steps=steps)
