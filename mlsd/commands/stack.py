@@ -167,8 +167,69 @@ def _render_components(data: list[dict[str, Any]]) -> RenderableType:
     return table
 
 
+def _healthy(rows: list[ComponentStatus], name: str) -> bool:
+    return any(r.name == name and r.state == "healthy" for r in rows)
+
+
+def _collect_models(settings: Settings, rows: list[ComponentStatus]) -> Any:
+    """Aliases of each registered model, and its latest alias moves, from the lab's MLflow."""
+    if not _healthy(rows, "mlflow"):
+        return None
+    from mlsd.registry import ModelRegistry
+
+    registry = ModelRegistry(settings.mlflow_tracking_uri)
+    names = (settings.training.fraud_model_name, settings.training.recsys_model_name)
+    return {name: registry.describe(name) for name in names}
+
+
+def _render_models(data: Any) -> RenderableType:
+    from rich.table import Table
+
+    table = Table(title="registry (MLflow)")
+    for column in ("model", "aliases", "last alias moves"):
+        table.add_column(column, overflow="fold")
+    for name, info in data.items():
+        aliases = ", ".join(f"@{a}=v{v}" for a, v in sorted(info["aliases"].items())) or "-"
+        moves = "\n".join(
+            f"{e['at'][5:16]} @{e['alias']} -> {('v' + e['version']) if e['version'] else '(removed)'}"
+            for e in info["history"][-3:]
+        )
+        table.add_row(name, aliases, moves or "-")
+    return table
+
+
+def _collect_routing(settings: Settings, rows: list[ComponentStatus]) -> Any:
+    """The router's view: which version serves each product, and any split, shadow or canary."""
+    if not _healthy(rows, "router"):
+        return None
+    import httpx
+
+    from serving.router import admin_token
+
+    try:
+        response = httpx.get(
+            f"http://{settings.client_host}:{settings.router.port}/admin/status",
+            headers={"Authorization": f"Bearer {admin_token(settings)}"},
+            timeout=5.0,
+            trust_env=False,
+        )
+        return response.json() if response.status_code == 200 else {"error": response.text[:200]}
+    except httpx.HTTPError as err:
+        return {"error": str(err)}
+
+
+def _render_routing(data: Any) -> RenderableType:
+    import json
+
+    from rich.syntax import Syntax
+
+    return Syntax(json.dumps(data, indent=1, default=str)[:4000], "json", theme="ansi_dark")
+
+
 STATUS_SECTIONS: list[StatusSection] = [
     StatusSection("components", _collect_components, _render_components),
+    StatusSection("models", _collect_models, _render_models),
+    StatusSection("routing", _collect_routing, _render_routing),
 ]
 
 
