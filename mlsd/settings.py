@@ -214,6 +214,48 @@ class StackSettings(_Section):
     )
 
 
+class ProductServerSettings(_Section):
+    """One product's model server: its ports and how long its callers should wait for it."""
+
+    http_port: int = Field(ge=1, le=65535, description="REST port (V1 and V2 protocols).")
+    grpc_port: int = Field(
+        ge=1, le=65535, description="gRPC port (V2 protocol); used only when grpc_enabled."
+    )
+    timeout_ms: float = Field(
+        gt=0,
+        description="Hint for callers (the router): how long to wait for one answer before "
+        "degrading to the fallback. The server itself never cuts a request short.",
+    )
+
+
+class ModelServerSettings(_Section):
+    """The KServe model servers: one process per product, hosting pinned registry versions."""
+
+    fraud: ProductServerSettings = ProductServerSettings(
+        http_port=8081, grpc_port=9081, timeout_ms=50.0
+    )
+    recsys: ProductServerSettings = ProductServerSettings(
+        http_port=8082, grpc_port=9082, timeout_ms=250.0
+    )
+    grpc_enabled: bool = Field(
+        False,
+        description="Also serve gRPC. Off: the router speaks REST, and KServe's gRPC server "
+        "binds every interface ([::]) whatever bind_host says.",
+    )
+    access_log: bool = Field(
+        False,
+        description="Log one line per request (uvicorn's access log and KServe's step timings); "
+        "off keeps the per-request path lean, the router logs every prediction anyway.",
+    )
+
+    def product(self, name: str) -> ProductServerSettings:
+        """The settings of one product's server (`fraud` or `recsys`)."""
+        if name not in ("fraud", "recsys"):
+            raise KeyError(f"no model server for {name!r}; known: fraud, recsys")
+        section: ProductServerSettings = getattr(self, name)
+        return section
+
+
 class FraudTrainingSettings(_Section):
     """How the fraud model is trained, judged and gated."""
 
@@ -374,22 +416,33 @@ class RouterSettings(_Section):
         description="Bearer token of the /admin API; unset: generated at first start and kept "
         "in <data_dir>/router/admin-token (mode 600). Never logged.",
     )
-    fraud_upstream: str = Field(
-        "http://127.0.0.1:8081", description="Base URL of the fraud model server (KServe V2)."
+    fraud_upstream: str | None = Field(
+        None,
+        description="Base URL of the fraud model server (KServe V2); unset: "
+        "model_servers.fraud.http_port on client_host.",
     )
-    recsys_upstream: str = Field(
-        "http://127.0.0.1:8082", description="Base URL of the recsys model server (KServe V2)."
+    recsys_upstream: str | None = Field(
+        None,
+        description="Base URL of the recsys model server (KServe V2); unset: "
+        "model_servers.recsys.http_port on client_host.",
     )
     registry_uri: str | None = Field(
         None,
         description="MLflow tracking URI for alias moves (promote / rollback) and the initial "
-        "champion; unset: MLFLOW_TRACKING_URI if set, else the router keeps routing state alone.",
+        "champion; unset: MLFLOW_TRACKING_URI if set; empty: no registry (the router keeps its "
+        "routing state alone).",
     )
-    model_timeout_ms: float = Field(
-        300.0, gt=0, description="Budget of the call to the routed model version (ms)."
+    model_timeout_ms: float | None = Field(
+        None,
+        gt=0,
+        description="Budget of the call to the routed model version (ms); unset: the "
+        "product's model_servers.<product>.timeout_ms.",
     )
-    fallback_model_timeout_ms: float = Field(
-        200.0, gt=0, description="Budget of the call to the fallback model version (ms)."
+    fallback_model_timeout_ms: float | None = Field(
+        None,
+        gt=0,
+        description="Budget of the call to the fallback model version (ms); unset: as "
+        "model_timeout_ms.",
     )
     features_timeout_ms: float = Field(
         150.0,
@@ -399,11 +452,19 @@ class RouterSettings(_Section):
     load_timeout_seconds: float = Field(
         120.0, gt=0, description="How long a V2 repository load of a new version may take."
     )
-    breaker_failures: int = Field(
-        5,
-        ge=1,
-        description="Consecutive failures after which a model version is skipped (circuit open), "
-        "so a dead model costs no timeout per request.",
+    breaker_window: int = Field(
+        50, ge=1, description="Recent calls per model version the circuit breaker judges."
+    )
+    breaker_min_calls: int = Field(
+        20, ge=1, description="Calls in the window before the circuit may open."
+    )
+    breaker_failure_rate: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of failed calls in the window that opens the circuit: the version is "
+        "skipped, so a dead or hung model costs no time budget per request (a few timeouts of "
+        "a busy one do not).",
     )
     breaker_cooldown_seconds: float = Field(
         5.0, gt=0, description="How long an open circuit skips its model before one trial call."
@@ -483,6 +544,7 @@ class Settings(BaseSettings):
     prefect: PrefectSettings = PrefectSettings()
     stack: StackSettings = StackSettings()
     training: TrainingSettings = TrainingSettings()
+    model_servers: ModelServerSettings = ModelServerSettings()
     router: RouterSettings = RouterSettings()
 
     @classmethod
@@ -579,6 +641,10 @@ class Settings(BaseSettings):
     def prefect_api_url(self) -> str:
         """What PREFECT_API_URL should be for clients of the lab's Prefect server."""
         return f"http://{self.client_host}:{self.prefect.port}/api"
+
+    def model_server_url(self, product: str) -> str:
+        """Base URL of one product's model server (`fraud` or `recsys`), for its clients."""
+        return f"http://{self.client_host}:{self.model_servers.product(product).http_port}"
 
 
 @lru_cache(maxsize=1)

@@ -71,24 +71,63 @@ class RecsysBundle:
         )
 
 
+def load_bundle(model_uri: str, tracking_uri: str | None = None) -> RecsysBundle:
+    """A registered recommender (``models:/recsys/3``): the skops ranker plus its side files.
+
+    Downloaded once into a temporary directory and read into memory. `tracking_uri` is the
+    MLflow server holding the registry (default: MLflow's current tracking URI).
+    """
+    import tempfile
+
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix="recsys-bundle-") as tmp:
+        folder = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=model_uri,
+                dst_path=tmp,
+                tracking_uri=tracking_uri,
+                registry_uri=tracking_uri,
+            )
+        )
+        ranker = mlflow.sklearn.load_model(str(folder))
+        side = next(folder.rglob("embeddings.npz")).parent
+        return RecsysBundle.load(ranker, side)
+
+
 FeatureLookup = Callable[[str, Sequence[str]], pd.DataFrame]
 """(user_id, candidate item ids) -> one row per candidate with the feature service's features."""
 
 
 def candidates_for(
-    bundle: RecsysBundle, user_id: str, n: int, user_index: dict[str, int]
+    bundle: RecsysBundle,
+    user_id: str,
+    n: int,
+    user_index: dict[str, int],
+    *,
+    user_vector: np.ndarray | None = None,
+    genre_hint: str | None = None,
 ) -> tuple[list[str], np.ndarray]:
     """Retrieval: top-n items by inner product, plus fresh releases in the user's genres (which
-    have no embedding yet: the cold-start source). Scores are NaN for fresh items."""
-    row = user_index.get(user_id)
-    if row is None:
-        return [], np.array([])
-    scores = bundle.embeddings.items @ bundle.embeddings.users[row]
+    have no embedding yet: the cold-start source). Scores are NaN for fresh items.
+
+    `user_vector` is the query (default: the bundle's own vector of the user); it must come from
+    this bundle's user tower. `genre_hint` (e.g. a genre the listener just picked) takes the
+    first of the two genre slots that fresh releases come from."""
+    if user_vector is None:
+        row = user_index.get(user_id)
+        if row is None:
+            return [], np.array([])
+        user_vector = bundle.embeddings.users[row]
+    scores = bundle.embeddings.items @ user_vector
     best = top_k(scores[None, :], n)[0]
     items = [str(i) for i in bundle.embeddings.item_ids[best]]
     retrieval = [float(s) for s in scores[best]]
     seen = set(items)
-    for genre in bundle.favourite_genres.get(user_id, [])[:2]:
+    genres = bundle.favourite_genres.get(user_id, [])
+    if genre_hint:
+        genres = [genre_hint, *(g for g in genres if g != genre_hint)]
+    for genre in genres[:2]:
         for item in bundle.fresh_by_genre.get(genre, [])[:5]:
             if item not in seen:
                 items.append(item)
@@ -104,10 +143,17 @@ def recommend(
     n_candidates: int,
     lookup: FeatureLookup,
     user_index: dict[str, int] | None = None,
+    *,
+    user_vector: np.ndarray | None = None,
+    genre_hint: str | None = None,
 ) -> tuple[list[str], list[float], str]:
-    """Top-k items, their scores, and which path answered: 'model' or 'popularity' (cold start)."""
+    """Top-k items, their scores, and which path answered: 'model' or 'popularity' (cold start).
+
+    `user_vector` and `genre_hint` go to retrieval (see `candidates_for`)."""
     index = user_index if user_index is not None else bundle.embeddings.user_index()
-    items, retrieval = candidates_for(bundle, user_id, n_candidates, index)
+    items, retrieval = candidates_for(
+        bundle, user_id, n_candidates, index, user_vector=user_vector, genre_hint=genre_hint
+    )
     if not items:
         return bundle.popular[:k], [0.0] * min(k, len(bundle.popular)), "popularity"
     features = lookup(user_id, items)

@@ -16,7 +16,13 @@ from prefect.cache_policies import NO_CACHE
 
 from mlsd.registry import CHAMPION, ModelRegistry
 from mlsd.settings import Settings
-from models.recsys_bundle import RETRIEVAL_SCORE, RecsysBundle, candidates_for, recommend
+from models.recsys_bundle import (
+    RETRIEVAL_SCORE,
+    RecsysBundle,
+    candidates_for,
+    load_bundle,
+    recommend,
+)
 from pipeline.evaluation import catalogue_coverage, ndcg_at_k, recall_at_k
 from pipeline.registration_gate import GatePolicy
 
@@ -326,7 +332,7 @@ def register(
         )
 
     def champion_metrics(version: str) -> dict[str, float] | None:
-        champion = load_bundle(f"models:/{name}/{version}")
+        champion = load_bundle(f"models:/{name}/{version}", tracking_uri)
         return evaluate_bundle(settings, champion, ev)
 
     outcome = register_and_gate(
@@ -362,16 +368,6 @@ def register(
             version=outcome.version,
         )
     return outcome.as_dict()
-
-
-def load_bundle(model_uri: str) -> RecsysBundle:
-    """A registered recommender: the skops ranker plus its side files."""
-    import mlflow
-
-    folder = Path(mlflow.artifacts.download_artifacts(model_uri))
-    ranker = mlflow.sklearn.load_model(model_uri)
-    side = next(folder.rglob("embeddings.npz")).parent
-    return RecsysBundle.load(ranker, side)
 
 
 @flow(name="train_recsys", log_prints=True)

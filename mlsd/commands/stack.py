@@ -40,6 +40,8 @@ def up(
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from err
     supervisor = Supervisor.from_settings(settings)
+    if not only:
+        components += _serving_if_trained(settings, supervisor, components)
     names = ", ".join(c.name for c in components)
     try:
         with console.status(f"starting {names} (a first start migrates databases: up to ~30 s)"):
@@ -59,6 +61,27 @@ def up(
         f"clients: export MLFLOW_TRACKING_URI={settings.mlflow_tracking_uri} "
         f"PREFECT_API_URL={settings.prefect_api_url}"
     )
+
+
+def _serving_if_trained(settings: Settings, supervisor: Any, core: list[Any]) -> list[Any]:
+    """Model servers for every product with a @champion, and the router: started after the core
+    (MLflow must answer before the registry can be asked)."""
+    from mlsd.registry import CHAMPION, ModelRegistry
+    from mlsd.stack.services import serving_components
+
+    with console.status("starting the core (MLflow, Prefect, flows) first"):
+        supervisor.start(core, on_event=lambda name, what: console.print(f"{name}: {what}"))
+    registry = ModelRegistry(settings.mlflow_tracking_uri)
+    names = {
+        "fraud": settings.training.fraud_model_name,
+        "recsys": settings.training.recsys_model_name,
+    }
+    trained = [p for p, name in names.items() if registry.version_of(name, CHAMPION)]
+    for product in sorted(set(names) - set(trained)):
+        console.print(
+            f"[yellow]{product}[/yellow]: no @champion yet: `mlsd train {product}`, then `mlsd up` again"
+        )
+    return serving_components(settings, trained)
 
 
 def down() -> None:

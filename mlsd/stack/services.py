@@ -111,8 +111,69 @@ def flows_component(settings: Settings) -> Component:
     )
 
 
-# In start order; a component's depends_on must name one listed before it.
-STACK_BUILDERS: list[Callable[[Settings], Component]] = [mlflow_component, prefect_component, flows_component]
+def model_server_component(product: str) -> Callable[[Settings], Component]:
+    """A KServe model server for one product, loading the version @champion points at; the
+    router loads challengers onto it (V2 repository API) when a shadow or canary starts."""
+
+    def build(settings: Settings) -> Component:
+        from serving.launch import model_server_argv, model_server_health_url
+
+        return Component(
+            name=f"model-{product}",
+            argv=tuple(model_server_argv(product, settings)),  # type: ignore[arg-type]
+            env={
+                "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+                "MLSD_DATA_DIR": str(settings.data_dir.resolve()),
+            },
+            log_file=settings.logs_dir.resolve() / f"model-{product}.log",
+            host=settings.bind_host,
+            port=settings.model_servers.product(product).http_port,
+            health_url=model_server_health_url(product, settings),  # type: ignore[arg-type]
+            url=settings.model_server_url(product),
+            depends_on=("mlflow",),
+        )
+
+    return build
+
+
+def router_component(settings: Settings) -> Component:
+    """The router: the public API, traffic policies, prediction log, admin API."""
+    url = f"http://{settings.client_host}:{settings.router.port}"
+    return Component(
+        name="router",
+        argv=(sys.executable, "-m", "serving.router"),
+        env={
+            "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
+            "MLSD_DATA_DIR": str(settings.data_dir.resolve()),
+        },
+        log_file=settings.logs_dir.resolve() / "router.log",
+        host=settings.bind_host,
+        port=settings.router.port,
+        health_url=f"{url}/healthz",
+        url=f"{url}/docs",
+        depends_on=("mlflow",),
+    )
+
+
+# In start order; a component's depends_on must name one listed before it. The core runs with
+# no trained model; the serving components need a champion in the registry (see `mlsd up`).
+STACK_BUILDERS: list[Callable[[Settings], Component]] = [
+    mlflow_component,
+    prefect_component,
+    flows_component,
+]
+SERVING_BUILDERS: dict[str, Callable[[Settings], Component]] = {
+    "fraud": model_server_component("fraud"),
+    "recsys": model_server_component("recsys"),
+}
+
+
+def serving_components(settings: Settings, products: list[str]) -> list[Component]:
+    """Model servers of `products` (those with a champion), then the router in front of them."""
+    servers = [SERVING_BUILDERS[p](settings) for p in products]
+    router = router_component(settings)
+    router = router.model_copy(update={"depends_on": ("mlflow", *(c.name for c in servers))})
+    return [*servers, router] if servers else []
 
 
 def stack_components(settings: Settings) -> list[Component]:

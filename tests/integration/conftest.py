@@ -99,3 +99,4 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             yield api_url
 
 
+from tests.integration.lab import trained_lab  # noqa: E402, F401  (shared with the router's tests)
