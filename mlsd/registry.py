@@ -89,7 +89,7 @@ class ModelRegistry:
         if previous is not None and previous != version:
             self.client.set_model_version_tag(name, previous, f"{alias}.until", now)
         event = AliasEvent(now, alias, version, previous, reason[:300])
-        events = [*[e.__dict__ for e in self.history(name)][-(_HISTORY_KEEP - 1):], event.__dict__]
+        events = [*[e.__dict__ for e in self.history(name)][-(_HISTORY_KEEP - 1) :], event.__dict__]
         self.client.set_registered_model_tag(name, _HISTORY_TAG, json.dumps(events))
         return event
 

@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# System packages the tests use beside the Python ones: redis-server, for the `scale` profile's
-# online store. Installed with apt when we may (root on Debian/Ubuntu); otherwise we say how.
+# System packages the tests use beside the Python ones, for the `scale` profile's backends:
+# redis-server (online store) and PostgreSQL (prediction log). Installed with apt when we may
+# (root on Debian/Ubuntu); otherwise we say how, and those tests skip with the reason.
 set -u
-if command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ]; then
-  exit 0
-fi
+missing=()
+command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 || missing+=(postgresql)
+[ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-  echo "installing redis-server (Debian package) for the Redis online-store tests"
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null) \
-    || echo "warning: could not install redis-server; the Redis tests will be skipped"
+  echo "installing ${missing[*]} (Debian packages) for the scale-profile tests"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null) \
+    || echo "warning: could not install ${missing[*]}; those tests will be skipped"
 else
-  echo "note: redis-server is not installed; install it (e.g. 'sudo apt-get install redis-server'" \
-       "or 'brew install redis') to run the Redis online-store tests"
+  echo "note: ${missing[*]} not installed (e.g. 'sudo apt-get install ${missing[*]}' or 'brew install redis postgresql');" \
+       "the Redis / PostgreSQL tests will be skipped"
 fi
 exit 0

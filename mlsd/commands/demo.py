@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
+from typing import Any
 
 import typer
 
@@ -11,20 +15,56 @@ from mlsd.console import console
 
 def demo(
     days: int | None = typer.Option(
-        None, "--days", min=2, help="Clean days per world [default: simulator.days]."
+        None, "--days", min=27, help="Clean days per world [default: simulator.days]."
+    ),
+    keep_up: bool = typer.Option(False, "--keep-up", help="Leave the stack running at the end."),
+    data_only: bool = typer.Option(
+        False, "--data-only", help="Stop after the quality gate (no stack)."
     ),
 ) -> None:
-    """Simulate both worlds, land a broken upstream feed, run the quality gate, and summarise."""
+    """Simulate both worlds, gate the data, build features, bring the stack up, train and gate
+    both models, serve live traffic with a shadow and a canary, show the status, stop."""
+    from mlsd.settings import Settings
+
+    settings = Settings()
+    n_days = days or settings.simulator.days
+    land_and_gate(settings, n_days)
+    if data_only:
+        return
+    build_features(settings)
+    try:
+        run(
+            ["up", "--only", "mlflow", "--only", "prefect", "--only", "flows"],
+            "bring up the core of the stack",
+        )
+        train_models(settings, n_days)
+        # A demo canary lasts seconds, not hours: let a step pass on fewer requests per arm.
+        os.environ.setdefault("MLSD_ROUTER__CANARY__MIN_REQUESTS", "60")
+        os.environ.setdefault("MLSD_ROUTER__CANARY__MIN_LATENCY_SAMPLES", "50")
+        run(["up"], "start the model servers (the champions) and the router")
+        serve_traffic(settings)
+        run(["status"], "the stack, the registry and the routing now")
+    finally:
+        if not keep_up:
+            run(["down"], "stop the stack")
+
+
+def run(args: list[str], title: str) -> None:
+    """A step that is itself an `mlsd` command, run as the user would."""
+    console.rule(f"mlsd {' '.join(args)}: {title}")
+    done = subprocess.run([sys.executable, "-m", "mlsd.cli", *args], check=False)
+    if done.returncode != 0:
+        raise typer.Exit(done.returncode)
+
+
+def land_and_gate(settings: Any, n_days: int) -> None:
     from rich.table import Table
 
     from mlsd.commands.data import print_ingest_report
-    from mlsd.settings import Settings
     from pipeline.ingest import ingest, offline_partitions
     from simulator import run_simulation
 
-    settings = Settings()
     sim = settings.simulator
-    n_days = days or sim.days
     console.rule("1. the world lands raw batches")
     runs = []
     for world in ("fraud", "recsys"):
@@ -42,9 +82,7 @@ def demo(
     with console.status("validating batches"):
         report = ingest(settings)
     print_ingest_report(report)
-
-    console.rule("3. summary")
-    table = Table()
+    table = Table(title="offline store")
     for column in ("world", "event type", "rows accepted", "partitions", "quarantined batches"):
         table.add_column(column)
     for world in ("fraud", "recsys"):
@@ -57,7 +95,7 @@ def demo(
             table.add_row(
                 world,
                 event_type,
-                f"{sum(b.rows for b in accepted):,}",
+                f"{sum(b.rows or 0 for b in accepted):,}",
                 str(len(offline_partitions(settings, world, event_type))),
                 str(len(batches) - len(accepted)),
             )
@@ -69,6 +107,92 @@ def demo(
         f"(labels arrive {sim.fraud.chargeback_delay_days_mean:.0f} days late on average)"
     )
     console.print(f"quarantine: {settings.quarantine_dir} (each batch with its .validation.json)")
+
+
+def build_features(settings: Any) -> None:
+    from features import store, tables
+
+    console.rule("3. features: tables from the offline store, Feast apply, materialise online")
+    with console.status("building feature tables"):
+        built = tables.build(settings)
+    for b in built:
+        console.print(f"{b.world}: {sum(b.rows.values()):,} feature rows in {b.seconds:.0f} s")
+    with console.status("feast apply + materialize"):
+        store.apply(settings)
+        views = store.materialize(settings)
+    console.print(
+        f"materialised {len(views)} feature views into the {settings.features.online_store} online store"
+    )
+
+
+def train_models(settings: Any, n_days: int) -> None:
+    from mlsd.commands.train import print_outcome
+    from pipeline.train_fraud import train_fraud
+    from pipeline.train_recsys import train_recsys
+
+    console.rule("4. training flows (Prefect) register and gate versions (MLflow)")
+    end = dt.datetime.combine(
+        settings.simulator.start_date + dt.timedelta(days=n_days), dt.time(), dt.UTC
+    )
+    # A first fraud model as of three days ago, then a retrain on everything: the retrain is
+    # judged against the first on the same window and becomes @challenger if it holds up.
+    print_outcome(train_fraud(as_of=end - dt.timedelta(days=3)))
+    print_outcome(train_fraud(seed=1))
+    print_outcome(train_recsys())
+
+
+def serve_traffic(settings: Any) -> None:
+    import asyncio
+
+    from mlsd.registry import ModelRegistry
+    from serving.rollout import AdminClient, RampPlan, run_ramp
+    from serving.router import admin_token
+    from simulator.live import fraud_requests, recs_requests, send
+
+    base = f"http://{settings.client_host}:{settings.router.port}"
+    admin = AdminClient(base, admin_token(settings))
+    console.rule("5. live traffic through the router")
+    fraud = fraud_requests(settings, 600, seed=101)
+    report = asyncio.run(send(f"{base}/v1/fraud/score", fraud[:200], rate_per_s=100))
+    console.print(f"fraud: {report.summary()}")
+    recs = asyncio.run(send(f"{base}/v1/recs", recs_requests(settings, 100, seed=5), rate_per_s=50))
+    console.print(f"recs: {recs.summary()}")
+
+    challenger = ModelRegistry(settings.mlflow_tracking_uri).version_of(
+        settings.training.fraud_model_name, "challenger"
+    )
+    if challenger is None:
+        console.print(
+            "[yellow]fraud has no @challenger (the retrain did not pass the gate): no shadow or canary[/yellow]"
+        )
+        return
+    console.rule(
+        f"6. shadow: v{challenger} sees a copy of every fraud request; answers do not change"
+    )
+    admin.call("POST", "/admin/fraud/shadow/start", json={"version": int(challenger)})
+    report = asyncio.run(send(f"{base}/v1/fraud/score", fraud[200:400], rate_per_s=100))
+    console.print(f"fraud with shadow: {report.summary()}")
+    admin.call("POST", "/admin/fraud/shadow/stop")
+
+    console.rule(
+        f"7. canary: v{challenger} ramps 25 % -> 100 % while traffic flows; guardrails decide"
+    )
+    plan = RampPlan(
+        steps=(25.0, 100.0), min_step_seconds=4.0, max_step_seconds=20.0, poll_seconds=2.0
+    )
+
+    async def traffic_and_ramp() -> dict[str, Any]:
+        sender = asyncio.create_task(
+            send(f"{base}/v1/fraud/score", fraud[400:] * 10, rate_per_s=80)
+        )
+        result = await asyncio.to_thread(
+            run_ramp, admin, "fraud", plan, int(challenger), log=console.print
+        )
+        sender.cancel()
+        return result
+
+    result = asyncio.run(traffic_and_ramp())
+    console.print(f"canary result: [bold]{result['result']}[/bold]")
 
 
 def register(app: typer.Typer) -> None:

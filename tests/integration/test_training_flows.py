@@ -27,15 +27,26 @@ def test_fraud_versions_carry_metrics_features_and_the_feature_service(trained_l
         assert mv.tags["gate.decision"] in {"champion", "challenger", "rejected"}
         run = client.get_run(mv.run_id)
         metrics = run.data.metrics
-        for key in ("pr_auc", "roc_auc", "recall_at_precision_50", "precision_at_100", "expected_cost",
-                    "baseline_logistic_pr_auc", "baseline_rules_pr_auc"):
+        for key in (
+            "pr_auc",
+            "roc_auc",
+            "recall_at_precision_50",
+            "precision_at_100",
+            "expected_cost",
+            "baseline_logistic_pr_auc",
+            "baseline_rules_pr_auc",
+        ):
             assert key in metrics, key
         # Above the floor of the gate: far better than guessing at the base rate.
         assert metrics["pr_auc"] > 3 * metrics["positive_rate"]
         assert run.data.params["feature_service"] == "fraud_scoring"
         assert run.data.tags["prefect.flow_run_id"]
         artifacts = {a.path for a in client.list_artifacts(mv.run_id, "plots")}
-        assert {"plots/pr_curve.png", "plots/calibration.png", "plots/score_histogram.png"} <= artifacts
+        assert {
+            "plots/pr_curve.png",
+            "plots/calibration.png",
+            "plots/score_histogram.png",
+        } <= artifacts
 
 
 def test_first_fraud_version_became_champion_and_the_retrain_was_judged_against_it(trained_lab):
@@ -74,7 +85,9 @@ def test_a_model_trained_on_shuffled_labels_is_refused_and_no_alias_moves(traine
     before = registry.aliases(name)
     outcome = train_fraud(seed=2, shuffle_labels=True, tracking_uri=trained_lab.tracking_uri)
     assert outcome["decision"] == "rejected"
-    assert any("floor" in r or "worse than the champion" in r for r in outcome["reasons"]), outcome["reasons"]
+    assert any("floor" in r or "worse than the champion" in r for r in outcome["reasons"]), outcome[
+        "reasons"
+    ]
     assert registry.aliases(name) == before
     # Refused, yet recorded: the version exists with the reason on it.
     tags = registry.version_tags(name, outcome["version"])
@@ -89,7 +102,9 @@ def test_a_failed_flow_leaves_every_alias_as_it_was(trained_lab):
     registry = ModelRegistry(trained_lab.tracking_uri)
     name = trained_lab.fraud_model_name
     before = registry.aliases(name)
-    versions_before = len(MlflowClient(trained_lab.tracking_uri).search_model_versions(f"name='{name}'"))
+    versions_before = len(
+        MlflowClient(trained_lab.tracking_uri).search_model_versions(f"name='{name}'")
+    )
     # As of the first simulated day there is no history to split: the flow fails loudly.
     state = train_fraud(
         as_of=dt.datetime.combine(trained_lab.settings.simulator.start_date, dt.time(12), dt.UTC),
@@ -97,9 +112,14 @@ def test_a_failed_flow_leaves_every_alias_as_it_was(trained_lab):
         return_state=True,
     )
     assert isinstance(state, State) and state.is_failed()
-    assert "not enough history" in str(state.message) or "history" in repr(state.result(raise_on_failure=False))
+    assert "not enough history" in str(state.message) or "history" in repr(
+        state.result(raise_on_failure=False)
+    )
     assert registry.aliases(name) == before
-    assert len(MlflowClient(trained_lab.tracking_uri).search_model_versions(f"name='{name}'")) == versions_before
+    assert (
+        len(MlflowClient(trained_lab.tracking_uri).search_model_versions(f"name='{name}'"))
+        == versions_before
+    )
 
 
 def test_recsys_version_beats_popularity_and_wrote_its_vectors_to_the_store(trained_lab):
@@ -128,4 +148,7 @@ def test_training_flows_are_served_as_deployments():
     assert set(served) == {"train_fraud", "train_recsys"}
     for deployment in served.values():
         assert deployment.triggers, "a retrain must be startable by an event"
-        assert deployment.concurrency_limit == 1 or getattr(deployment.concurrency_limit, "limit", None) == 1
+        assert (
+            deployment.concurrency_limit == 1
+            or getattr(deployment.concurrency_limit, "limit", None) == 1
+        )

@@ -8,7 +8,9 @@ from hypothesis import strategies as st
 
 from serving.rollout import RampPlan, run_ramp, step_decision
 
-PLAN = RampPlan(steps=(5.0, 50.0, 100.0), min_step_seconds=10.0, max_step_seconds=60.0, poll_seconds=5.0)
+PLAN = RampPlan(
+    steps=(5.0, 50.0, 100.0), min_step_seconds=10.0, max_step_seconds=60.0, poll_seconds=5.0
+)
 
 
 class ScriptedAdmin:
@@ -30,7 +32,12 @@ class ScriptedAdmin:
     def verdict(self, product, window_seconds):
         queue = self.script[self.percent]
         decision = queue.pop(0) if len(queue) > 1 else queue[0]
-        return {"decision": decision, "reasons": [f"{decision} at {self.percent}"], "champion": {}, "challenger": {}}
+        return {
+            "decision": decision,
+            "reasons": [f"{decision} at {self.percent}"],
+            "champion": {},
+            "challenger": {},
+        }
 
     def promote(self, product, reason):
         self.calls.append(("promote", reason))
@@ -80,7 +87,10 @@ def test_no_evidence_by_the_deadline_rolls_back():
     assert result["steps"][0]["seconds"] >= PLAN.max_step_seconds
 
 
-@given(st.lists(st.sampled_from(["promote", "hold", "rollback"]), min_size=1, max_size=10), st.floats(0, 120))
+@given(
+    st.lists(st.sampled_from(["promote", "hold", "rollback"]), min_size=1, max_size=10),
+    st.floats(0, 120),
+)
 def test_step_decision_rules(verdicts, elapsed):
     action = step_decision(verdicts, elapsed, PLAN)
     if verdicts[-1] == "rollback":

@@ -1,0 +1,469 @@
+"""The serving router in front of the real KServe model servers: open-loop latency of fraud
+scoring (and its overhead over calling the model server directly, in the same run), shadow on
+against off, recommendations, and the router's memory.
+
+A small trained lab is built in a temporary directory (simulate, ingest, features, train fraud
+twice and the recommender once, into a local MLflow on SQLite), or once in BENCH_ROUTER_DIR and
+reused from there. Every process shares the machine's cores: the
+model servers, the router and the load generator (aiohttp, in this process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.record import Figure, load, record
+
+# 200 req/s fraud and 50 req/s recs are the target loads; 50 and 10 are loads the model servers
+# sustain on a shared 2-core machine, where the router's own overhead can be read without the
+# servers' queueing in it.
+FRAUD_RATES, RECS_RATES = (50, 200), (10, 50)
+SECONDS, WARMUP_SECONDS, PAUSE_SECONDS = 20.0, 3.0, 3.0
+SHADOW_SAMPLE_PERCENT = 25.0
+TOKEN = "bench-router-admin-token"
+SMALL_WORLD = {
+    "MLSD_SIMULATOR__DAYS": "30",
+    "MLSD_SIMULATOR__FRAUD__N_CARDS": "2000",
+    "MLSD_SIMULATOR__FRAUD__N_MERCHANTS": "300",
+    "MLSD_SIMULATOR__RECSYS__N_USERS": "1000",
+    "MLSD_SIMULATOR__RECSYS__N_ITEMS": "800",
+    "MLSD_TRAINING__RECSYS__EVAL_USERS": "200",
+}
+
+
+# --- the lab and its servers -----------------------------------------------------------------
+
+
+def build_lab(data_dir: Path, tracking_uri: str) -> None:
+    """Simulate, ingest, build and materialise features, train fraud twice (v1 on older data,
+    v2 on all of it) and the recommender once."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    from features import store, tables
+    from mlsd.settings import Settings
+    from pipeline.ingest import ingest
+    from pipeline.train_fraud import train_fraud
+    from pipeline.train_recsys import train_recsys
+    from simulator import run_simulation
+
+    settings = Settings()
+    for world in ("fraud", "recsys"):
+        run_simulation(settings, world, days=settings.simulator.days, seed=settings.simulator.seed)
+    ingest(settings)
+    tables.build(settings)
+    store.apply(settings)
+    store.materialize(settings)
+    clock = tables.world_clock(settings, "fraud")
+    assert clock is not None
+    with prefect_test_harness():
+        train_fraud(as_of=clock - dt.timedelta(days=3), seed=0, tracking_uri=tracking_uri)
+        train_fraud(seed=1, tracking_uri=tracking_uri)
+        train_recsys(seed=0, tracking_uri=tracking_uri)
+
+
+@dataclass
+class Server:
+    name: str
+    popen: subprocess.Popen[bytes]
+    url: str
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(20)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+
+
+def start(name: str, argv: list[str], env: dict[str, str], health: str, log: Path) -> Server:
+    from mlsd.netutil import http_ok
+
+    with log.open("wb") as out:
+        popen = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
+    server = Server(name, popen, health.split("/v2/")[0].split("/healthz")[0])
+    deadline = time.monotonic() + 180
+    while not http_ok(health, timeout=1.0):
+        if popen.poll() is not None or time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(f"{name} did not start; see {log}:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    return server
+
+
+# --- open-loop load --------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    latencies_ms: np.ndarray  # of answered requests
+    errors: int  # non-200 answers and failed connections
+    degraded: int
+    sent: int
+    max_lag_ms: float  # how far behind its schedule the generator fell
+
+    def p(self, q: float) -> float:
+        return (
+            float(np.percentile(self.latencies_ms, q)) if self.latencies_ms.size else float("nan")
+        )
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.sent if self.sent else float("nan")
+
+
+async def open_loop(
+    url: str, path: str, bodies: list[dict[str, Any]], rps: float, seconds: float
+) -> Run:
+    """Send at a fixed rate whatever the answers do (open loop: a slow server does not slow
+    the arrivals down); latency is measured per request from its send."""
+    import aiohttp
+
+    latencies: list[float] = []
+    errors = degraded = 0
+    lags: list[float] = []
+    n = int(rps * seconds)
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as session:
+
+        async def one(body: dict[str, Any]) -> None:
+            nonlocal errors, degraded
+            started = time.perf_counter()
+            try:
+                async with session.post(path, json=body) as response:
+                    payload = await response.json(content_type=None)
+                    if response.status != 200:
+                        errors += 1
+                        return
+            except Exception:
+                errors += 1
+                return
+            latencies.append((time.perf_counter() - started) * 1000)
+            if isinstance(payload, dict) and payload.get("degraded"):
+                degraded += 1
+
+        tasks = []
+        t0 = time.perf_counter()
+        for i in range(n):
+            due = t0 + i / rps
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                lags.append(-delay)
+            tasks.append(asyncio.create_task(one(bodies[i % len(bodies)])))
+        await asyncio.gather(*tasks)
+    return Run(np.array(latencies), errors, degraded, n, 1000 * max(lags) if lags else 0.0)
+
+
+def v2_body(tx: dict[str, Any]) -> dict[str, Any]:
+    """A fraud transaction as the model server's own V2 request (what the router sends)."""
+    columns = {
+        "card_id": tx["card_id"],
+        "merchant_id": tx["merchant_id"],
+        "amount": tx["amount"],
+        "country": tx["country"],
+        "device_id": tx["device_id"],
+        "event_timestamp": tx["epoch"],
+    }
+    return {
+        "inputs": [
+            {
+                "name": k,
+                "shape": [1],
+                "datatype": "BYTES" if isinstance(v, str) else "FP64",
+                "data": [v],
+            }
+            for k, v in columns.items()
+        ]
+    }
+
+
+def sample_requests(data_dir: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Recent real transactions (cards and merchants the store knows) and known listeners."""
+    import pandas as pd
+
+    tx = pd.read_parquet(data_dir / "offline" / "fraud" / "transactions")
+    tx = tx.sort_values("event_timestamp").tail(2_000)
+    out = []
+    for row in tx.to_dict("records"):
+        stamp = pd.Timestamp(row["event_timestamp"]) + pd.Timedelta(seconds=1)
+        out.append(
+            {
+                "card_id": str(row["card_id"]),
+                "merchant_id": str(row["merchant_id"]),
+                "amount": float(row["amount"]),
+                "country": str(row["country"]),
+                "device_id": str(row["device_id"]),
+                "timestamp": stamp.isoformat(),
+                "epoch": stamp.timestamp(),
+            }
+        )
+    plays = pd.read_parquet(data_dir / "offline" / "recsys" / "interactions", columns=["user_id"])
+    users = [str(u) for u in plays["user_id"].drop_duplicates().head(500)]
+    return out, users
+
+
+# --- the benchmark ---------------------------------------------------------------------------
+
+
+def measure(data_dir: Path, tracking_uri: str, env: dict[str, str]) -> dict[str, Any]:
+    import httpx
+    import psutil
+
+    from mlsd.netutil import free_port
+
+    transactions, users = sample_requests(data_dir)
+    logs = data_dir / "bench-logs"
+    logs.mkdir(exist_ok=True)
+    py = sys.executable
+    fraud_port, recsys_port, router_port = free_port(), free_port(), free_port()
+    servers: list[Server] = []
+    try:
+        for product, port, versions in (
+            ("fraud", fraud_port, ["1", "2"]),
+            ("recsys", recsys_port, ["1"]),
+        ):
+            argv = [py, "-m", "serving.model_server", "--product", product, "--versions"]
+            argv += [*versions, "--http-port", str(port), "--grpc-port", str(free_port())]
+            argv += ["--tracking-uri", tracking_uri]
+            health = f"http://127.0.0.1:{port}/v2/models/{product}-v1/ready"
+            servers.append(start(f"{product} server", argv, env, health, logs / f"{product}.log"))
+        router_env = {
+            **env,
+            "MLSD_ROUTER__PORT": str(router_port),
+            "MLSD_ROUTER__FRAUD_UPSTREAM": f"http://127.0.0.1:{fraud_port}",
+            "MLSD_ROUTER__RECSYS_UPSTREAM": f"http://127.0.0.1:{recsys_port}",
+            "MLSD_ROUTER__ADMIN_TOKEN": TOKEN,
+            "MLSD_ROUTER__REGISTRY_URI": tracking_uri,
+        }
+        router = start(
+            "router",
+            [py, "-m", "serving.router"],
+            router_env,
+            f"http://127.0.0.1:{router_port}/healthz",
+            logs / "router.log",
+        )
+        servers.append(router)
+        admin = httpx.Client(
+            base_url=router.url, headers={"Authorization": f"Bearer {TOKEN}"}, trust_env=False
+        )
+        # The router warms Feast (its rule fallback) in the background: wait, then measure.
+        deadline = time.monotonic() + 120
+        while admin.get("/admin/status").json()["online_features"] == "warming":
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        routed = [{k: v for k, v in t.items() if k != "epoch"} for t in transactions]
+        direct_bodies = [v2_body(t) for t in transactions]
+        fraud_url = f"http://127.0.0.1:{fraud_port}"
+        proc = psutil.Process(router.popen.pid)
+
+        def phase(url: str, path: str, bodies: list[dict[str, Any]], rps: float) -> Run:
+            time.sleep(PAUSE_SECONDS)  # let the previous phase's queues drain
+            asyncio.run(open_loop(url, path, bodies, rps, WARMUP_SECONDS))
+            return asyncio.run(open_loop(url, path, bodies, rps, SECONDS))
+
+        runs: dict[str, Run] = {}
+        out: dict[str, Any] = {"runs": runs, "router_cpu_ms": {}, "shadow_dropped": {}}
+        for rps in FRAUD_RATES:
+            runs[f"direct@{rps}"] = phase(
+                fraud_url, "/v2/models/fraud-v1/infer", direct_bodies, rps
+            )
+            cpu0 = sum(proc.cpu_times()[:2])
+            runs[f"router@{rps}"] = phase(router.url, "/v1/fraud/score", routed, rps)
+            used = sum(proc.cpu_times()[:2]) - cpu0
+            out["router_cpu_ms"][rps] = 1000 * used / ((SECONDS + WARMUP_SECONDS) * rps)
+            admin.post("/admin/fraud/shadow/start", json={"version": 2}).raise_for_status()
+            dropped0 = admin.get("/admin/status").json()["shadow"]["dropped"]
+            runs[f"shadow@{rps}"] = phase(router.url, "/v1/fraud/score", routed, rps)
+            dropped = admin.get("/admin/status").json()["shadow"]["dropped"] - dropped0
+            out["shadow_dropped"][rps] = dropped
+            admin.post("/admin/fraud/shadow/stop").raise_for_status()
+        # A full shadow doubles the load of the model server that hosts both versions; a sample
+        # is what a busy lab would run.
+        top = max(FRAUD_RATES)
+        sample = {"version": 2, "percent": SHADOW_SAMPLE_PERCENT}
+        admin.post("/admin/fraud/shadow/start", json=sample).raise_for_status()
+        runs[f"shadow sample@{top}"] = phase(router.url, "/v1/fraud/score", routed, top)
+        admin.post("/admin/fraud/shadow/stop").raise_for_status()
+        recs_url = f"http://127.0.0.1:{recsys_port}"
+        routed_recs = [{"user_id": u, "k": 10} for u in users]
+        now = time.time()  # what the router sends when a request has no timestamp
+        direct_recs = [
+            {
+                "inputs": [
+                    {"name": "user_id", "shape": [1], "datatype": "BYTES", "data": [u]},
+                    {"name": "k", "shape": [1], "datatype": "INT64", "data": [10]},
+                    {"name": "event_timestamp", "shape": [1], "datatype": "FP64", "data": [now]},
+                ]
+            }
+            for u in users
+        ]
+        for rps in RECS_RATES:
+            runs[f"recs direct@{rps}"] = phase(
+                recs_url, "/v2/models/recsys-v1/infer", direct_recs, rps
+            )
+            runs[f"recs@{rps}"] = phase(router.url, "/v1/recs", routed_recs, rps)
+        status = admin.get("/admin/status").json()
+        out["rss_mb"] = proc.memory_info().rss / 2**20
+        out["online_features"] = status["online_features"]
+        return out
+    finally:
+        for server in reversed(servers):
+            server.stop()
+
+
+def main() -> None:
+    from mlsd.telemetry import TELEMETRY_OFF
+
+    before = load()
+    # BENCH_ROUTER_DIR keeps the lab between runs (built there the first time).
+    keep = os.environ.get("BENCH_ROUTER_DIR")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(keep).resolve() if keep else Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        data_dir = root / "lab"
+        tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+        os.environ.update({**SMALL_WORLD, "MLSD_DATA_DIR": str(data_dir)})
+        os.environ["PREFECT_HOME"] = str(root / "prefect")
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+        built_s = 0.0
+        if not (root / "lab-built").exists():
+            started = time.perf_counter()
+            cwd = os.getcwd()
+            os.chdir(root)  # MLflow on SQLite keeps artifacts under ./mlruns
+            try:
+                build_lab(data_dir, tracking_uri)
+            finally:
+                os.chdir(cwd)
+            (root / "lab-built").touch()
+            built_s = time.perf_counter() - started
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("MLSD_ROUTER__")},
+            **TELEMETRY_OFF,
+            "MLSD_DATA_DIR": str(data_dir),
+            "MLFLOW_TRACKING_URI": tracking_uri,
+        }
+        m = measure(data_dir, tracking_uri, env)
+    runs: dict[str, Run] = m["runs"]
+    fraud_p99_target = 50.0
+    figures: list[Figure] = []
+    for rps in FRAUD_RATES:
+        direct, off, on = runs[f"direct@{rps}"], runs[f"router@{rps}"], runs[f"shadow@{rps}"]
+        at = f"@{rps}/s"
+        figures += [
+            Figure(f"fraud {at} via router p50", off.p(50), "ms"),
+            Figure(
+                f"fraud {at} via router p99",
+                off.p(99),
+                "ms",
+                f"< {fraud_p99_target:g} ms",
+                off.p(99) < fraud_p99_target,
+            ),
+            Figure(
+                f"fraud {at} via router error rate", off.error_rate, "share", "0", off.errors == 0
+            ),
+            Figure(f"fraud {at} via router degraded share", off.degraded / off.sent, "share"),
+            Figure(f"fraud {at} direct to model server p50", direct.p(50), "ms"),
+            Figure(f"fraud {at} direct to model server p99", direct.p(99), "ms"),
+            Figure(f"fraud {at} direct error rate", direct.error_rate, "share"),
+            Figure(
+                f"router overhead {at} p50 (router / direct)", off.p(50) / direct.p(50), "ratio"
+            ),
+            Figure(
+                f"router overhead {at} p99 (router / direct)", off.p(99) / direct.p(99), "ratio"
+            ),
+            Figure(f"router CPU per fraud request {at}", m["router_cpu_ms"][rps], "ms"),
+            Figure(f"fraud {at} via router p99, shadow on", on.p(99), "ms"),
+            Figure(
+                f"shadow on - off {at}, p99",
+                on.p(99) - off.p(99),
+                "ms",
+                "< 5 ms",
+                on.p(99) - off.p(99) < 5,
+            ),
+            Figure(f"fraud {at} degraded share, shadow on", on.degraded / on.sent, "share"),
+            Figure(f"shadow copies dropped {at} (queue full)", m["shadow_dropped"][rps], "copies"),
+        ]
+    top, sample = max(FRAUD_RATES), runs[f"shadow sample@{max(FRAUD_RATES)}"]
+    figures += [
+        Figure(
+            f"fraud @{top}/s via router p99, shadow on {SHADOW_SAMPLE_PERCENT:g}% of cards",
+            sample.p(99),
+            "ms",
+        ),
+        Figure(
+            f"shadow {SHADOW_SAMPLE_PERCENT:g}% on - off @{top}/s, p99",
+            sample.p(99) - runs[f"router@{top}"].p(99),
+            "ms",
+        ),
+        Figure(
+            f"fraud @{top}/s degraded share, shadow {SHADOW_SAMPLE_PERCENT:g}%",
+            sample.degraded / sample.sent,
+            "share",
+        ),
+    ]
+    recs_p99_target = 250.0
+    for rps in RECS_RATES:
+        recs, direct = runs[f"recs@{rps}"], runs[f"recs direct@{rps}"]
+        at = f"@{rps}/s"
+        figures += [
+            Figure(
+                f"recs top-10 {at} via router p99",
+                recs.p(99),
+                "ms",
+                f"< {recs_p99_target:g} ms",
+                recs.p(99) < recs_p99_target,
+            ),
+            Figure(f"recs top-10 {at} via router p50", recs.p(50), "ms"),
+            Figure(f"recs {at} error rate", recs.error_rate, "share", "0", recs.errors == 0),
+            Figure(f"recs {at} degraded share", recs.degraded / recs.sent, "share"),
+            Figure(f"recs top-10 {at} direct to model server p50", direct.p(50), "ms"),
+            Figure(f"recs top-10 {at} direct to model server p99", direct.p(99), "ms"),
+        ]
+    figures += [
+        Figure("router RSS (after Feast warm-up)", m["rss_mb"], "MiB"),
+        Figure("load generator max lag", max(r.max_lag_ms for r in runs.values()), "ms"),
+    ]
+    record(
+        "router",
+        figures,
+        {
+            "fraud_rps": "/".join(str(r) for r in FRAUD_RATES),
+            "recs_rps": "/".join(str(r) for r in RECS_RATES),
+            "seconds_per_phase": SECONDS,
+            "warmup_seconds": WARMUP_SECONDS,
+            "lab_build_s": round(built_s, 1),
+            "online_features": m["online_features"],
+        },
+        concurrency=f"open loop: {'/'.join(map(str, FRAUD_RATES))} req/s fraud, "
+        f"{'/'.join(map(str, RECS_RATES))} req/s recs",
+        notes="Router, both model servers (fraud v1+v2, recsys v1) and the load generator share "
+        "the machine. Per fraud rate, in order: direct to fraud-v1, router shadow off, router "
+        "shadow on (v2); a 25 % shadow sample at the top rate; then per recs rate, direct then via the router. Each phase after a pause and a warm-up at its rate. The "
+        "router's model budget is the default (model_servers.fraud.timeout_ms): past it, "
+        "answers degrade to the rules, so a saturated model server shows as degraded share, "
+        "not as router latency.",
+        load_before=before,
+    )
+    for figure in figures:
+        print(f"{figure.name}: {figure.value:.3g} {figure.unit}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,312 @@
+"""The router's smaller policies: routing-state transitions, circuit breakers, the fallback chain,
+decoding model answers, the rule and popularity fallbacks, and V2 request encoding."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from mlsd.settings import Settings
+from serving import routing_state as rs
+from serving.fallback import (
+    Breakers,
+    CircuitBreaker,
+    Hop,
+    PopularityList,
+    first_answer,
+    fraud_answer_from_outputs,
+    recs_answer_from_outputs,
+    request_only_answer,
+    rule_answer,
+)
+from serving.upstream import UpstreamError, v2_datatype, v2_outputs, v2_request
+
+# --- routing state ---------------------------------------------------------------------------
+
+
+def fraud(**kw) -> rs.ProductRouting:
+    return rs.ProductRouting(product="fraud", **kw)
+
+
+def test_canary_then_promote_then_rollback_restores_the_champion():
+    state = rs.start_canary(fraud(champion=3), 4, 5)
+    assert state.split is not None and state.split.name == "canary-fraud-v4"
+    state = rs.set_canary_percent(state, 50)
+    assert state.split is not None and state.split.challenger_percent == 50
+    state = rs.promote(state, "all green")
+    assert (state.champion, state.previous, state.challenger, state.split) == (4, 3, None, None)
+    assert rs.rollback_kind(state) == "champion_restored"
+    state = rs.rollback(state)
+    assert (state.champion, state.previous) == (3, None)
+    assert [e.action for e in state.history] == [
+        "canary_started",
+        "canary_percent",
+        "promoted",
+        "champion_restored",
+    ]
+    assert state.history[2].detail == "v4 replaces v3: all green"
+
+
+def test_rollback_prefers_withdrawing_a_challenger_in_traffic():
+    shadowing = rs.start_shadow(fraud(champion=3, previous=2), 4)
+    assert rs.rollback_kind(shadowing) == "challenger_withdrawn"
+    state = rs.rollback(shadowing, "bad shadow scores")
+    assert (state.champion, state.challenger, state.shadow, state.previous) == (3, None, False, 2)
+    with pytest.raises(rs.RoutingConflict, match="no previous champion"):
+        rs.rollback(fraud(champion=3))
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: rs.start_canary(fraud(), 4, 5), "no champion"),
+        (lambda: rs.start_canary(fraud(champion=4), 4, 5), "already the fraud champion"),
+        (lambda: rs.set_canary_percent(fraud(champion=3), 5), "no canary"),
+        (lambda: rs.stop_shadow(fraud(champion=3)), "no shadow"),
+        (lambda: rs.stop_split(fraud(champion=3)), "no split"),
+        (lambda: rs.promote(fraud(champion=3)), "no challenger"),
+        (
+            lambda: rs.start_shadow(rs.start_canary(fraud(champion=3), 4, 5), 5),
+            "stop it before shadowing v5",
+        ),
+    ],
+)
+def test_transitions_that_do_not_fit_are_conflicts(call, message):
+    with pytest.raises(rs.RoutingConflict, match=message):
+        call()
+
+
+def test_an_experiment_replaces_a_canary_and_is_salted_by_its_name():
+    state = rs.start_canary(fraud(champion=3), 4, 5)
+    state = rs.start_experiment(state, "ab-7", "precision", 50, 4)
+    assert state.split is not None and (state.split.kind, state.split.name) == (
+        "experiment",
+        "ab-7",
+    )
+    with pytest.raises(rs.RoutingConflict):
+        rs.set_canary_percent(state, 10)
+
+
+def test_registry_sync_adopts_set_aliases_and_never_clears_or_interrupts():
+    idle = fraud(champion=3)
+    synced = rs.sync_with_registry(idle, {"champion": 5, "challenger": 6, "previous": 3})
+    assert (synced.champion, synced.challenger, synced.previous) == (5, 6, 3)
+    assert synced.history[-1].action == "registry_sync"
+    # A registry that knows nothing (down, or an untrained product) changes nothing.
+    assert rs.sync_with_registry(synced, {}) is synced
+    canary = rs.start_canary(fraud(champion=3), 4, 25)
+    assert rs.sync_with_registry(canary, {"champion": 3, "challenger": 4}) is canary
+    # A canary of a version chosen by number survives another @challenger.
+    kept = rs.sync_with_registry(canary, {"champion": 3, "challenger": 7})
+    assert kept is canary
+    # Promoted elsewhere: the canary is over.
+    done = rs.sync_with_registry(canary, {"champion": 4, "previous": 3})
+    assert (done.champion, done.challenger, done.split, done.previous) == (4, None, None, 3)
+
+
+def test_the_store_survives_a_restart_and_a_corrupt_file(tmp_path: Path):
+    path = tmp_path / "routing.json"
+    store = rs.RoutingStore(path)
+    store.put(rs.start_shadow(fraud(champion=3), 4))
+    again = rs.RoutingStore(path)
+    assert again["fraud"].shadow and again["fraud"].challenger == 4
+    assert again["recsys"].champion is None
+    path.write_text("{not json")
+    assert rs.RoutingStore(path)["fraud"].champion is None
+
+
+def test_history_is_bounded():
+    state = fraud(champion=1)
+    for _ in range(rs.HISTORY_KEEP + 20):
+        state = rs.stop_shadow(rs.start_shadow(state, 2))
+    assert len(state.history) == rs.HISTORY_KEEP
+
+
+# --- circuit breaker and the chain -----------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def breaker(clock: Clock, window: int = 10, min_calls: int = 4) -> CircuitBreaker:
+    return CircuitBreaker(window, min_calls, failure_rate=0.5, cooldown_s=5, clock=clock)
+
+
+def test_circuit_opens_on_a_failure_rate_and_half_opens_after_cooldown():
+    clock = Clock()
+    b = breaker(clock)
+    for _ in range(3):  # below min_calls: never opens, however bad
+        b.record_failure()
+    assert b.state == "closed"
+    b.record_failure()  # 4 of 4 failed
+    assert b.state == "open" and not b.allow()
+    clock.now = 5.0
+    assert b.state == "half_open"
+    assert b.allow() and not b.allow()  # one trial call at a time
+    b.record_failure()
+    assert b.state == "open"
+    clock.now = 10.0
+    assert b.allow()
+    b.record_success()  # the trial answered: closed, with a clean slate
+    assert b.state == "closed" and list(b.outcomes) == [False]
+
+
+def test_a_few_failures_in_a_row_among_successes_do_not_open_it():
+    b = breaker(Clock())
+    for i in range(100):
+        # 4 failures in a row every 20 calls: at most 40 % of any 10, under the 50 % bar.
+        if i % 20 >= 16:
+            b.record_failure()
+        else:
+            b.record_success()
+        assert b.state == "closed", i
+
+
+def test_the_window_forgets_old_failures():
+    b = breaker(Clock(), window=10, min_calls=4)
+    for _ in range(3):
+        b.record_failure()
+    for _ in range(10):
+        b.record_success()
+    assert sum(b.outcomes) == 0
+    for _ in range(4):
+        b.record_failure()
+    assert b.state == "closed"  # 4 of the last 10 failed: 40 %
+    b.record_failure()
+    assert b.state == "open"  # 5 of 10
+
+
+def test_first_answer_walks_the_hops_and_reports_failures():
+    hops = [Hop("m-v2", "m/2", 0.05), Hop("m-v1", "m/1", 0.05)]
+
+    async def call(hop: Hop) -> str:
+        if hop.model == "m-v2":
+            raise UpstreamError(hop.model, "timeout", "slow")
+        return hop.version
+
+    result = asyncio.run(first_answer(hops, call, Breakers(50, 20, 0.5, 5)))
+    assert result.answer == "m/1" and result.hop == hops[1]
+    assert [(f.model, f.kind) for f in result.failures] == [("m-v2", "timeout")]
+
+    async def malformed(hop: Hop) -> str:
+        raise KeyError("score")
+
+    none = asyncio.run(first_answer(hops, malformed, Breakers(50, 20, 0.5, 5)))
+    assert none.answer is None and [f.kind for f in none.failures] == ["bad_response"] * 2
+
+
+# --- decoding model answers ------------------------------------------------------------------
+
+
+def test_fraud_outputs_decode_and_bad_ones_raise():
+    outputs: dict[str, list[Any]] = {
+        "score": [0.73],
+        "decision": ["block"],
+        "reasons": ["is_new_device,is_foreign_country"],
+        "model_version": ["fraud/3"],
+        "card_unknown": [1],
+    }
+    answer = fraud_answer_from_outputs(outputs, "fraud/3")
+    assert answer.reasons == ("is_new_device", "is_foreign_country") and answer.card_unknown
+    with pytest.raises(ValueError):
+        fraud_answer_from_outputs({**outputs, "score": [float("nan")]}, "fraud/3")
+    with pytest.raises(KeyError):
+        fraud_answer_from_outputs({"decision": ["allow"]}, "fraud/3")
+
+
+def test_recs_outputs_decode_and_mismatches_raise():
+    answer = recs_answer_from_outputs(
+        {"item_ids": ["a,b"], "scores": ["0.9,0.5"], "path": ["model"]}, "recsys/1"
+    )
+    assert answer.items == (("a", 0.9), ("b", 0.5)) and answer.model_version == "recsys/1"
+    with pytest.raises(ValueError):
+        recs_answer_from_outputs({"item_ids": ["a,b"], "scores": ["0.9"]}, "recsys/1")
+
+
+def test_v2_request_encoding_follows_the_contract():
+    body = v2_request({"card_id": ["c1"], "amount": [1.5], "k": [3], "flag": [True]}, "rid")
+    assert body["id"] == "rid"
+    assert [(i["name"], i["datatype"], i["shape"]) for i in body["inputs"]] == [
+        ("card_id", "BYTES", [1]),
+        ("amount", "FP64", [1]),
+        ("k", "INT64", [1]),
+        ("flag", "BOOL", [1]),
+    ]
+    assert v2_datatype([None, 2]) == "INT64"
+    assert v2_outputs({"outputs": [{"name": "x", "data": [1]}]}, "m") == {"x": [1]}
+    with pytest.raises(UpstreamError, match="bad_response"):
+        v2_outputs({"error": "nope"}, "m")
+
+
+# --- fallbacks -------------------------------------------------------------------------------
+
+
+def test_rule_answer_uses_the_shared_rules_on_served_features():
+    features = {
+        "is_new_device": 1,
+        "is_foreign_country": 1,
+        "amount_over_card_mean": 1.0,
+        "card_tx_count_1h": 0,
+        "merchant_chargeback_rate_90d": 0.0,
+        "card_known_devices": ["d1"],  # not a number: ignored by the rules
+        "card_unknown": False,
+    }
+    answer = rule_answer(features, block_threshold=0.5)
+    assert answer.score == pytest.approx(0.6) and answer.decision == "block"
+    assert answer.reasons == ("is_new_device", "is_foreign_country")
+    assert answer.model_version == "rules" and "card_known_devices" not in (answer.features or {})
+
+
+def test_the_request_only_answer_flags_large_amounts_only():
+    assert request_only_answer(999.0, 1_000.0, 0.5).decision == "allow"
+    big = request_only_answer(1_000.01, 1_000.0, 0.5)
+    assert (big.decision, big.reasons, big.model_version) == (
+        "block",
+        ("large_amount",),
+        "rules:request",
+    )
+
+
+def test_popularity_prefers_the_hinted_genre_then_fills_without_repeats(tmp_path: Path):
+    popular = PopularityList(tmp_path / "popularity.json")
+    assert popular.recommend(3).items == ()
+    popular.update([("a", 3.0), ("b", 2.0), ("c", 1.0)], {"jazz": [("j", 9.0), ("b", 2.0)]}, "test")
+    assert [i for i, _ in popular.recommend(3, "jazz").items] == ["j", "b", "a"]
+    assert [i for i, _ in popular.recommend(2).items] == ["a", "b"]
+    popular.save()
+    again = PopularityList(tmp_path / "popularity.json")
+    assert again.overall == popular.overall and again.source == "test (saved)"
+
+
+def test_popularity_seeds_from_the_item_stats_table(tmp_path: Path):
+    settings = Settings(data_dir=tmp_path)
+    from features.tables import table_path
+
+    path = table_path(settings, "item_stats")
+    path.parent.mkdir(parents=True)
+    pd.DataFrame(
+        {
+            "item_id": ["a", "b", "a", "c"],
+            "event_timestamp": pd.to_datetime(
+                ["2026-01-01", "2026-01-01", "2026-01-02", "2026-01-02"], utc=True
+            ),
+            "item_plays_7d": [1, 5, 9, 2],
+            "item_genre": ["jazz", "rock", "jazz", "rock"],
+        }
+    ).to_parquet(path)
+    popular = PopularityList(tmp_path / "p.json")
+    assert popular.seed_from_feature_table(settings)
+    assert [i for i, _ in popular.overall] == ["a", "b", "c"]  # a's latest count is 9
+    assert [i for i, _ in popular.by_genre["rock"]] == ["b", "c"]
+    assert not PopularityList(tmp_path / "q.json").seed_from_feature_table(
+        Settings(data_dir=tmp_path / "empty")
+    )
