@@ -21,8 +21,9 @@ DEFAULT_STEPS = (5.0, 25.0, 50.0, 100.0)
 
 @dataclass(frozen=True)
 class RampPlan:
-    """How fast to ramp. Each step lasts at least `min_step_seconds` and at most
-    `max_step_seconds`; its verdict covers only the traffic since the step began."""
+    """How fast to ramp. Each step below 100 % lasts at least `min_step_seconds` and at most
+    `max_step_seconds`; its verdict covers only the traffic since the step began. The final
+    100 % is the promotion."""
 
     steps: tuple[float, ...] = DEFAULT_STEPS
     min_step_seconds: float = 30.0
@@ -36,9 +37,9 @@ class RampPlan:
             or not 0 < self.steps[0] <= self.steps[-1] <= 100
         ):
             raise ValueError(f"ramp steps must rise within (0, 100]: {self.steps}")
-        if self.steps[-1] != 100:
+        if self.steps[-1] != 100 or len(self.steps) < 2:
             raise ValueError(
-                "the last ramp step must be 100 % (promotion needs full traffic evidence)"
+                "a ramp ends at 100 % (the promotion) after at least one judged step below it"
             )
         if not 0 < self.min_step_seconds <= self.max_step_seconds:
             raise ValueError("need 0 < min_step_seconds <= max_step_seconds")
@@ -122,9 +123,13 @@ def run_ramp(
     sleep: Callable[[float], None] = time.sleep,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Drive the canary through the plan; returns the outcome with every step's evidence."""
+    """Drive the canary through the plan; returns the outcome with every step's evidence.
+
+    Every step below 100 % is judged, champion against challenger over the same window; 100 %
+    is the promotion itself (at 100 % no champion traffic would be left to compare against).
+    """
     steps: list[StepOutcome] = []
-    for index, percent in enumerate(plan.steps):
+    for index, percent in enumerate(p for p in plan.steps if p < 100):
         if index == 0:
             admin.start_canary(product, percent, version)
         else:

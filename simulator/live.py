@@ -44,7 +44,9 @@ class TrafficReport:
         }
 
 
-def fraud_requests(settings: Settings, n: int, seed: int, day: dt.date | None = None) -> list[dict[str, Any]]:
+def fraud_requests(
+    settings: Settings, n: int, seed: int, day: dt.date | None = None
+) -> list[dict[str, Any]]:
     """`n` transactions of a day the platform has not seen, as `POST /v1/fraud/score` bodies."""
     day = day or settings.simulator.start_date + dt.timedelta(days=settings.simulator.days)
     tx = simulate_frames(settings, "fraud", days=1, seed=seed, start=day)["transactions"]
@@ -68,13 +70,19 @@ def recs_requests(settings: Settings, n: int, seed: int, k: int = 10) -> list[di
     users = settings.simulator.recsys.n_users
     ids = rng.integers(1, int(users * 1.05) + 1, size=n)  # ids past the population: cold start
     now = dt.datetime.combine(
-        settings.simulator.start_date + dt.timedelta(days=settings.simulator.days), dt.time(12), dt.UTC
+        settings.simulator.start_date + dt.timedelta(days=settings.simulator.days),
+        dt.time(12),
+        dt.UTC,
     )
     return [{"user_id": f"u_{i:06d}", "k": k, "timestamp": now.isoformat()} for i in ids.tolist()]
 
 
 async def send(
-    url: str, bodies: list[dict[str, Any]], rate_per_s: float, concurrency: int = 32, timeout_s: float = 5.0
+    url: str,
+    bodies: list[dict[str, Any]],
+    rate_per_s: float,
+    concurrency: int = 32,
+    timeout_s: float = 5.0,
 ) -> TrafficReport:
     """POST every body at an open-loop rate (arrivals do not wait for answers), bounded in time."""
     report = TrafficReport()

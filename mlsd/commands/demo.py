@@ -126,6 +126,9 @@ def build_features(settings: Any) -> None:
 
 
 def train_models(settings: Any, n_days: int) -> None:
+    # Flow runs go to the lab's Prefect server (and show in its UI), not a temporary one.
+    os.environ.setdefault("PREFECT_API_URL", settings.prefect_api_url)
+    os.environ.setdefault("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
     from mlsd.commands.train import print_outcome
     from pipeline.train_fraud import train_fraud
     from pipeline.train_recsys import train_recsys

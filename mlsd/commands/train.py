@@ -29,17 +29,26 @@ def train(
     seed: int = typer.Option(0, "--seed", help="Seed of sampling and model fitting."),
 ) -> None:
     """Train, evaluate, register and gate a model (a Prefect flow run and an MLflow run)."""
+    import os
+
+    from mlsd.netutil import http_ok
     from mlsd.settings import Settings
 
     settings = Settings()
+    if not http_ok(f"{settings.mlflow_tracking_uri}/health"):
+        console.print(
+            f"[red]error:[/red] no MLflow at {settings.mlflow_tracking_uri}: start the stack with `mlsd up`"
+        )
+        raise typer.Exit(2)
+    # Flow runs go to the lab's Prefect server when it runs (they show in its UI).
+    if http_ok(f"{settings.prefect_api_url}/health"):
+        os.environ.setdefault("PREFECT_API_URL", settings.prefect_api_url)
     parameters: dict[str, object] = {"seed": seed}
     if shuffle_labels:
         if model is not ModelName.fraud:
             raise typer.BadParameter("--shuffle-labels applies to the fraud model only")
         parameters["shuffle_labels"] = True
     if via_deployment:
-        import os
-
         from prefect.deployments import run_deployment
 
         from pipeline.deployments import DEPLOYMENT_NAMES
