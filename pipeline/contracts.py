@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from features.catalog import GENRES as CATALOG_GENRES
 from mlsd.settings import World
 from mlsd.telemetry import silence_telemetry
 
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
     import great_expectations as gx
 
 LogicalType = Literal["int64", "float64", "string", "timestamp"]
+
+# The platform's one list of genres: the gate accepts these and the feature views follow them.
+GENRES = CATALOG_GENRES
 
 CATEGORIES: tuple[str, ...] = (
     "grocery",
@@ -54,20 +58,6 @@ COUNTRIES: tuple[str, ...] = (
     "RU",
     "CN",
     "AU",
-)
-GENRES: tuple[str, ...] = (
-    "pop",
-    "rock",
-    "hiphop",
-    "electronic",
-    "jazz",
-    "classical",
-    "country",
-    "latin",
-    "rnb",
-    "metal",
-    "folk",
-    "ambient",
 )
 
 # Ids are zero-padded to at least the width the contract shows; wider is allowed so that a
