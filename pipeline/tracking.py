@@ -57,6 +57,16 @@ def start_run(tracking_uri: str, experiment: str, run_name: str, tags: dict[str,
     return mlflow.start_run(run_name=run_name, tags={**tags, "prefect.flow_run_id": flow_run_id})
 
 
+def active_run_id() -> str:
+    """Id of the MLflow run the flow opened (registration happens inside it)."""
+    import mlflow
+
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("no active MLflow run: register inside the flow's run")
+    return str(run.info.run_id)
+
+
 def log_figure(fig: Any, name: str) -> None:
     import matplotlib.pyplot as plt
     import mlflow

@@ -212,7 +212,7 @@ def register(
     from mlflow.models import infer_signature
 
     from models.fraud import SKOPS_TRUSTED_TYPES
-    from pipeline.tracking import log_json, pinned_requirements, register_and_gate
+    from pipeline.tracking import active_run_id, log_json, pinned_requirements, register_and_gate
 
     cfg = settings.training.fraud
     name = settings.training.fraud_model_name
@@ -297,7 +297,7 @@ def register(
         registry=ModelRegistry(tracking_uri),
         model_name=name,
         model_uri=info.model_uri,
-        run_id=mlflow.active_run().info.run_id,
+        run_id=active_run_id(),
         policy=policy,
         data_checks_passed=bool(checks["success"]),
         metrics=primary,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,7 +205,7 @@ def evaluate_bundle(
         else {}
     )
 
-    def lookup(user: str, items: list[str]) -> pd.DataFrame:
+    def lookup(user: str, items: Sequence[str]) -> pd.DataFrame:
         return by_user[user].drop(columns="user_id").reset_index(drop=True)
 
     recommended, paths, retrieved = [], [], []
@@ -291,7 +292,7 @@ def register(
     from mlflow.models import infer_signature
 
     from features.embeddings import write_embeddings
-    from pipeline.tracking import log_json, pinned_requirements, register_and_gate
+    from pipeline.tracking import active_run_id, log_json, pinned_requirements, register_and_gate
 
     cfg = settings.training.recsys
     name = settings.training.recsys_model_name
@@ -339,7 +340,7 @@ def register(
         registry=ModelRegistry(tracking_uri),
         model_name=name,
         model_uri=info.model_uri,
-        run_id=mlflow.active_run().info.run_id,
+        run_id=active_run_id(),
         policy=GatePolicy(
             metric="ndcg_at_10", margin=cfg.gate_margin, floors={"ndcg_lift_over_popularity": 1.0}
         ),

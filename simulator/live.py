@@ -51,16 +51,18 @@ def fraud_requests(
     day = day or settings.simulator.start_date + dt.timedelta(days=settings.simulator.days)
     tx = simulate_frames(settings, "fraud", days=1, seed=seed, start=day)["transactions"]
     tx = tx.sample(n=min(n, len(tx)), random_state=seed).sort_values("event_timestamp")
+    columns = ["card_id", "merchant_id", "amount", "country", "device_id", "event_timestamp"]
+    records: list[dict[Any, Any]] = tx[columns].to_dict("records")
     return [
         {
-            "card_id": r.card_id,
-            "merchant_id": r.merchant_id,
-            "amount": float(r.amount),
-            "country": r.country,
-            "device_id": r.device_id,
-            "timestamp": r.event_timestamp.isoformat(),
+            "card_id": r["card_id"],
+            "merchant_id": r["merchant_id"],
+            "amount": float(r["amount"]),
+            "country": r["country"],
+            "device_id": r["device_id"],
+            "timestamp": r["event_timestamp"].isoformat(),
         }
-        for r in tx.itertuples()
+        for r in records
     ]
 
 

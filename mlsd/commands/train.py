@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 import typer
 
@@ -55,17 +56,17 @@ def train(
 
         os.environ.setdefault("PREFECT_API_URL", settings.prefect_api_url)
         with console.status(f"running deployment {DEPLOYMENT_NAMES[model]}"):
-            run = run_deployment(DEPLOYMENT_NAMES[model], parameters=parameters, timeout=1800)
+            run: Any = run_deployment(DEPLOYMENT_NAMES[model], parameters=parameters, timeout=1800)
         console.print(f"flow run {run.name}: {run.state.name if run.state else 'unknown'}")
         raise typer.Exit(0 if run.state and run.state.is_completed() else 1)
     if model is ModelName.fraud:
         from pipeline.train_fraud import train_fraud
 
-        outcome = train_fraud(**parameters)  # type: ignore[arg-type]
+        outcome: dict[str, Any] = train_fraud(**parameters)  # type: ignore[call-overload]
     else:
         from pipeline.train_recsys import train_recsys
 
-        outcome = train_recsys(**parameters)  # type: ignore[arg-type]
+        outcome = train_recsys(**parameters)  # type: ignore[call-overload]
     print_outcome(outcome)
     if outcome["decision"] == "rejected":
         raise typer.Exit(3)
