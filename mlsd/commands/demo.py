@@ -178,10 +178,10 @@ def serve_traffic(settings: Any) -> None:
     admin.call("POST", "/admin/fraud/shadow/stop")
 
     console.rule(
-        f"7. canary: v{challenger} ramps 25 % -> 100 % while traffic flows; guardrails decide"
+        f"7. canary: v{challenger} at 25 %, then 50 %, judged against the champion; then promoted"
     )
     plan = RampPlan(
-        steps=(25.0, 100.0), min_step_seconds=4.0, max_step_seconds=20.0, poll_seconds=2.0
+        steps=(25.0, 50.0, 100.0), min_step_seconds=4.0, max_step_seconds=20.0, poll_seconds=2.0
     )
 
     async def traffic_and_ramp() -> dict[str, Any]:
