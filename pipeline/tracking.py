@@ -106,14 +106,13 @@ def register_and_gate(
     champion = registry.version_of(model_name, CHAMPION)
     champion_metrics: dict[str, float] | None = None
     if champion:
+        # A champion that cannot be scored on this window (e.g. trained on features that no
+        # longer exist) gives no comparison ({}): the candidate is at most @challenger.
         try:
-            champion_metrics = champion_metrics_on_same_window(champion)
+            champion_metrics = champion_metrics_on_same_window(champion) or {}
         except (KeyError, ValueError) as err:
-            # The champion cannot be scored on this window (e.g. it was trained on features
-            # that no longer exist): no comparison, so at most @challenger, never @champion.
-            champion_metrics = None
+            champion_metrics = {}
             mlflow.set_tag("gate.champion_error", f"{type(err).__name__}: {err}"[:500])
-        champion_metrics = champion_metrics or {}
     verdict: GateVerdict = gate_verdict(policy, data_checks_passed, metrics, champion_metrics)
     mv = mlflow.register_model(model_uri, model_name, tags=version_tags)
     version = str(mv.version)
@@ -123,13 +122,12 @@ def register_and_gate(
         model_name, version, "gate.reasons", " | ".join(verdict.reasons)[:4000]
     )
     if champion_metrics:
-        for key in (policy.metric,):
-            client.set_model_version_tag(
-                model_name,
-                version,
-                f"gate.champion_v{champion}.{key}",
-                f"{champion_metrics.get(key)}",
-            )
+        client.set_model_version_tag(
+            model_name,
+            version,
+            f"gate.champion_v{champion}.{policy.metric}",
+            f"{champion_metrics.get(policy.metric)}",
+        )
     if verdict.decision == "champion":
         registry.move_alias(model_name, CHAMPION, version, verdict.reasons[0])
     elif verdict.decision == "challenger":

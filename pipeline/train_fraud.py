@@ -144,24 +144,26 @@ def evaluate(
 ) -> dict[str, dict[str, float]]:
     """Per model: threshold from the calibration window's cost, metrics on the validation window."""
     cost = CostModel(false_alarm_cost=settings.training.fraud.false_alarm_cost)
+    return {name: judge(model, ts, ts.features, cost) for name, model in models.items()}
+
+
+def judge(
+    model: Any, ts: FraudTrainingSet, features: list[str], cost: CostModel
+) -> dict[str, float]:
+    """Threshold from the calibration window's cost, metrics on the validation window: the same
+    rule for the candidate, its baselines and the champion it is compared with."""
     cal = ts.frame[ts.frame["window"] == "calibrate"]
     val = ts.frame[ts.frame["window"] == "validate"]
-    out = {}
-    for name, model in models.items():
-        threshold = choose_threshold(
-            cal["is_fraud"].to_numpy(),
-            score(model, cal, ts.features),
-            cal["amount"].to_numpy(),
-            cost,
-        )
-        out[name] = fraud_metrics(
-            val["is_fraud"].to_numpy(),
-            score(model, val, ts.features),
-            val["amount"].to_numpy(),
-            threshold,
-            cost,
-        )
-    return out
+    threshold = choose_threshold(
+        cal["is_fraud"].to_numpy(), score(model, cal, features), cal["amount"].to_numpy(), cost
+    )
+    return fraud_metrics(
+        val["is_fraud"].to_numpy(),
+        score(model, val, features),
+        val["amount"].to_numpy(),
+        threshold,
+        cost,
+    )
 
 
 def _plots(ts: FraudTrainingSet, model: Any) -> None:
@@ -272,21 +274,7 @@ def register(
         features = list(getattr(champion, "feature_names_in_", ts.features))
         if not set(features) <= set(val.columns):
             return None
-        cal = ts.frame[ts.frame["window"] == "calibrate"]
-        cost = CostModel(false_alarm_cost=cfg.false_alarm_cost)
-        threshold = choose_threshold(
-            cal["is_fraud"].to_numpy(),
-            score(champion, cal, features),
-            cal["amount"].to_numpy(),
-            cost,
-        )
-        return fraud_metrics(
-            val["is_fraud"].to_numpy(),
-            score(champion, val, features),
-            val["amount"].to_numpy(),
-            threshold,
-            cost,
-        )
+        return judge(champion, ts, features, CostModel(false_alarm_cost=cfg.false_alarm_cost))
 
     policy = GatePolicy(
         metric="pr_auc",

@@ -9,7 +9,7 @@ import json
 import logging
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -75,6 +75,30 @@ class Feedback:
 
 _RECORD_FIELDS = [f.name for f in fields(PredictionRecord)]
 _JSON_FIELDS = {"inputs", "features", "output"}
+
+
+def window_query(
+    placeholder: Callable[[int], str],
+    product: str,
+    arm: str,
+    since: float,
+    until: float,
+    role: str | None,
+) -> tuple[str, list[Any]]:
+    """One arm's predictions in [since, until) with their labels, for either SQL dialect
+    (`placeholder(n)` writes the n-th parameter: `?` for SQLite, `$n` for PostgreSQL)."""
+    columns = ", ".join(f"p.{c}" for c in _RECORD_FIELDS)
+    args: list[Any] = [product, arm, since, until]
+    query = (
+        f"SELECT {columns}, l.item_id, l.label FROM predictions p "
+        "LEFT JOIN labels l ON l.request_id = p.request_id "
+        f"WHERE p.product = {placeholder(1)} AND p.arm = {placeholder(2)} "
+        f"AND p.at >= {placeholder(3)} AND p.at < {placeholder(4)}"
+    )
+    if role is not None:
+        args.append(role)
+        query += f" AND p.role = {placeholder(5)}"
+    return query + " ORDER BY p.at, p.request_id, p.role", args
 
 
 # --- the interface ---------------------------------------------------------------------------
@@ -281,17 +305,7 @@ class SqlitePredictionLog(PredictionLog):
     def _window(
         self, product: str, arm: str, since: float, until: float, role: str | None
     ) -> list[tuple[Any, ...]]:
-        columns = ", ".join(f"p.{c}" for c in _RECORD_FIELDS)
-        query = (
-            f"SELECT {columns}, l.item_id, l.label FROM predictions p "
-            "LEFT JOIN labels l ON l.request_id = p.request_id "
-            "WHERE p.product = ? AND p.arm = ? AND p.at >= ? AND p.at < ?"
-        )
-        args: list[Any] = [product, arm, since, until]
-        if role is not None:
-            query += " AND p.role = ?"
-            args.append(role)
-        query += " ORDER BY p.at, p.request_id, p.role"
+        query, args = window_query(lambda _n: "?", product, arm, since, until, role)
         return self._read().execute(query, args).fetchall()
 
     async def count(self, product: Product | None = None) -> int:
@@ -433,17 +447,7 @@ class PostgresPredictionLog(PredictionLog):
         until: float,
         role: Role | None = None,
     ) -> list[LoggedPrediction]:
-        columns = ", ".join(f"p.{c}" for c in _RECORD_FIELDS)
-        query = (
-            f"SELECT {columns}, l.item_id, l.label FROM predictions p "
-            "LEFT JOIN labels l ON l.request_id = p.request_id "
-            "WHERE p.product = $1 AND p.arm = $2 AND p.at >= $3 AND p.at < $4"
-        )
-        args: list[Any] = [product, arm, since, until]
-        if role is not None:
-            query += " AND p.role = $5"
-            args.append(role)
-        query += " ORDER BY p.at, p.request_id, p.role"
+        query, args = window_query(lambda n: f"${n}", product, arm, since, until, role)
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(query, *args)
         return _group_window_rows([tuple(r) for r in rows])

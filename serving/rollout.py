@@ -81,6 +81,13 @@ class AdminClient:
             trust_env=False,
         )
 
+    @classmethod
+    def for_lab(cls, settings: Any) -> AdminClient:
+        """The lab's own router, with the admin token kept under its data dir."""
+        from serving.router import admin_token
+
+        return cls(f"http://{settings.client_host}:{settings.router.port}", admin_token(settings))
+
     def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         response = self.http.request(method, path, **kwargs)
         if response.status_code >= 400:
@@ -184,11 +191,11 @@ def rollout(
 ) -> dict[str, Any]:
     """Canary-ramp `product`'s challenger (or `version`) and promote it or roll it back."""
     from mlsd.settings import Settings
-    from serving.router import admin_token as stored_token
 
-    settings = Settings()
-    url = router_url or f"http://{settings.client_host}:{settings.router.port}"
     plan = RampPlan(tuple(steps or DEFAULT_STEPS), min_step_seconds, max_step_seconds, poll_seconds)
     logger = get_run_logger()
-    admin = AdminClient(url, admin_token or stored_token(settings))
+    if router_url and admin_token:
+        admin = AdminClient(router_url, admin_token)
+    else:
+        admin = AdminClient.for_lab(Settings())
     return run_ramp(admin, product, plan, version, log=logger.info)

@@ -149,11 +149,10 @@ def serve_traffic(settings: Any) -> None:
 
     from mlsd.registry import ModelRegistry
     from serving.rollout import AdminClient, RampPlan, run_ramp
-    from serving.router import admin_token
     from simulator.live import fraud_requests, recs_requests, send
 
     base = f"http://{settings.client_host}:{settings.router.port}"
-    admin = AdminClient(base, admin_token(settings))
+    admin = AdminClient.for_lab(settings)
     console.rule("5. live traffic through the router")
     fraud = fraud_requests(settings, 600, seed=101)
     report = asyncio.run(send(f"{base}/v1/fraud/score", fraud[:200], rate_per_s=100))

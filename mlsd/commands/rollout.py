@@ -23,12 +23,8 @@ class Product(StrEnum):
 def _admin() -> object:
     from mlsd.settings import Settings
     from serving.rollout import AdminClient
-    from serving.router import admin_token
 
-    settings = Settings()
-    return AdminClient(
-        f"http://{settings.client_host}:{settings.router.port}", admin_token(settings)
-    )
+    return AdminClient.for_lab(Settings())
 
 
 def _call(what: str, fn: object) -> dict:

@@ -225,20 +225,12 @@ def _collect_routing(settings: Settings, rows: list[ComponentStatus]) -> Any:
     """The router's view: which version serves each product, and any split, shadow or canary."""
     if not _healthy(rows, "router"):
         return None
-    import httpx
-
-    from serving.router import admin_token
+    from serving.rollout import AdminClient
 
     try:
-        response = httpx.get(
-            f"http://{settings.client_host}:{settings.router.port}/admin/status",
-            headers={"Authorization": f"Bearer {admin_token(settings)}"},
-            timeout=5.0,
-            trust_env=False,
-        )
-        return response.json() if response.status_code == 200 else {"error": response.text[:200]}
-    except httpx.HTTPError as err:
-        return {"error": str(err)}
+        return AdminClient.for_lab(settings).call("GET", "/admin/status")
+    except Exception as err:
+        return {"error": str(err)[:200]}
 
 
 def _render_routing(data: Any) -> RenderableType:
