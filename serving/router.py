@@ -53,6 +53,7 @@ from serving.prediction_log import (
     open_prediction_log,
 )
 from serving.routing_state import ProductRouting, RoutingConflict, RoutingStore
+from serving.runtime import freeze_heap
 from serving.schemas import (
     PRODUCTS,
     AdminAnswer,
@@ -195,6 +196,15 @@ class Router:
                 loop.create_task(self._seed_popularity(), name="popularity-seed")
             )
         self._background.append(loop.create_task(self._maintain(), name="router-maintenance"))
+        self._background.append(loop.create_task(self._freeze_when_warm(), name="heap-freeze"))
+        freeze_heap()
+
+    async def _freeze_when_warm(self) -> None:
+        """Freeze the heap again once the fallback's Feast store is open (it warms on a thread
+        after start): its registry and store are long-lived too (see serving.runtime)."""
+        while self.features.status == "warming":
+            await asyncio.sleep(0.5)
+        freeze_heap()
 
     async def stop(self) -> None:
         for task in self._background:

@@ -148,6 +148,26 @@ def test_fraud_v1_says_which_version_and_features_answered(
         assert p["features"]["card_unknown"] == 0
     # The large amount is far above the card's mean: its rule fires.
     assert "amount_over_card_mean" in predictions[1]["reasons"].split(",")
+    # The server scores with its compiled copy of the trees: the registered scikit-learn model
+    # gives the same probability for the features the server reports it used.
+    estimator = registered_estimator(trained_lab, version)
+    names = tags["features"].split(",")
+    matrix = np.array(
+        [
+            [np.nan if p["features"][n] is None else p["features"][n] for n in names]
+            for p in predictions
+        ],
+        dtype=np.float64,
+    )
+    expected = estimator.predict_proba(matrix)[:, 1]
+    assert [p["score"] for p in predictions] == pytest.approx(expected.tolist(), abs=1e-9)
+
+
+def registered_estimator(lab: Lab, version: str) -> Any:
+    """The scikit-learn model as registered (the estimator itself, not the server's copy)."""
+    from serving.inference import load_fraud_version
+
+    return load_fraud_version(lab.settings, version, lab.tracking_uri).estimator
 
 
 def trained_lab_tags(lab: Lab, version: str) -> dict[str, str]:
@@ -203,6 +223,7 @@ def test_fraud_v2_metadata_names_the_features(
     assert body["parameters"]["features"] == tags["features"]
     assert body["parameters"]["model_version"] == f"fraud/{version}"
     assert body["parameters"]["threshold"] == pytest.approx(float(tags["threshold"]))
+    assert body["parameters"]["scoring"].startswith("compiled trees")
     assert [i["name"] for i in body["inputs"]][:5] == [
         "card_id",
         "merchant_id",
