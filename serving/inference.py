@@ -16,7 +16,12 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from features.store import FeatureRequestError, online_features, online_features_many
+from features.store import (
+    FeatureRequestError,
+    OnlineFeatureCache,
+    online_features,
+    online_features_many,
+)
 from mlsd.registry import ModelRegistry
 from mlsd.settings import Settings
 from models.recsys_bundle import RETRIEVAL_SCORE, RecsysBundle, load_bundle, recommend
@@ -287,6 +292,8 @@ class RecsysVersion:
     feature_service: str
     n_candidates: int
     tags: Mapping[str, str] = field(default_factory=dict)
+    # Recently read item rows (settings.model_servers.cached_views); None: read every time.
+    feature_cache: OnlineFeatureCache | None = None
 
     @property
     def model_version(self) -> str:
@@ -347,6 +354,7 @@ def load_recsys_version(settings: Settings, version: str, tracking_uri: str) -> 
     name = registry_name(settings, "recsys")
     tags = ModelRegistry(tracking_uri).version_tags(name, version)
     bundle = load_bundle(f"models:/{name}/{version}", tracking_uri)
+    servers = settings.model_servers
     return RecsysVersion(
         version=str(version),
         bundle=bundle,
@@ -354,6 +362,9 @@ def load_recsys_version(settings: Settings, version: str, tracking_uri: str) -> 
         feature_service=tags.get("feature_service", RECSYS_SERVICE),
         n_candidates=settings.training.recsys.candidates,
         tags=tags,
+        feature_cache=OnlineFeatureCache(servers.cached_views, servers.feature_cache_ttl_s)
+        if servers.feature_cache_ttl_s > 0 and servers.cached_views
+        else None,
     )
 
 
@@ -526,9 +537,13 @@ def query_vector(served: RecsysVersion, user_id: str, settings: Settings) -> np.
 
 
 def ranking_lookup(
-    feature_service: str, event_epoch_s: float, settings: Settings
+    feature_service: str,
+    event_epoch_s: float,
+    settings: Settings,
+    cache: OnlineFeatureCache | None = None,
 ) -> Callable[[str, Sequence[str]], pd.DataFrame]:
-    """The recommender's feature lookup: one online-store round trip for all candidates."""
+    """The recommender's feature lookup for all candidates: the user's row once, the items'
+    rows from `cache` where it has them."""
 
     def lookup(user_id: str, items: Sequence[str]) -> pd.DataFrame:
         rows = online_features_many(
@@ -536,6 +551,7 @@ def ranking_lookup(
             {"event_epoch_s": event_epoch_s},
             feature_service,
             settings=settings,
+            cache=cache,
         )
         return pd.DataFrame(rows)
 
@@ -554,7 +570,7 @@ def recommend_for(
     now = row.get("event_timestamp")
     event_epoch_s = float(now) if now is not None else time.time()
     seen: dict[str, Any] = {}
-    lookup = ranking_lookup(served.feature_service, event_epoch_s, settings)
+    lookup = ranking_lookup(served.feature_service, event_epoch_s, settings, served.feature_cache)
 
     def remembering_lookup(user: str, items: Sequence[str]) -> pd.DataFrame:
         # Kept to report what the ranker saw for the items it returns.
@@ -578,9 +594,10 @@ def recommend_for(
     if path == "model":
         position = {item: i for i, item in enumerate(seen["items"])}
         names = [n for n in served.bundle.ranker_features if n != RETRIEVAL_SCORE]
+        columns = {name: seen["frame"][name].tolist() for name in names}
         for item in items:
-            values = seen["frame"].iloc[position[item]]
-            used[item] = {name: _plain(values[name]) for name in names}
+            i = position[item]
+            used[item] = {name: _plain(columns[name][i]) for name in names}
     return Recommendation(
         item_ids=tuple(items),
         scores=tuple(float(s) for s in scores),

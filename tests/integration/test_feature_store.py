@@ -567,3 +567,43 @@ def test_online_lookups_from_many_threads_agree(served_lab: tuple[Settings, dict
             pool.map(lambda c: online_features(*c, "fraud_scoring", settings=settings), calls)
         )
     assert threaded == sequential
+
+
+def test_a_slate_read_per_entity_equals_row_by_row_reads(served_lab: tuple[Settings, dict]) -> None:
+    """Many rows are read once per distinct key of each entity (and item rows from a cache):
+    every row equals what a lookup of that row alone serves."""
+    settings, events = served_lab
+    plays = events["recsys"]["interactions"]
+    users = [*plays["user_id"].drop_duplicates().head(3), "u_new"]
+    items = [*plays["item_id"].drop_duplicates().head(40), "i_new"]
+    slate = [{"user_id": u, "item_id": i} for u in users for i in items]
+    request = {"event_epoch_s": 1.8e9}
+    one_by_one = [
+        store.online_features_many([row], request, "recsys_ranking", settings=settings)[0]
+        for row in slate
+    ]
+    assert store.online_features_many(slate, request, "recsys_ranking", settings=settings) == (
+        one_by_one
+    )
+    cache = store.OnlineFeatureCache(["item_stats"], ttl_s=60.0)
+    first = store.online_features_many(
+        slate, request, "recsys_ranking", settings=settings, cache=cache
+    )
+    again = store.online_features_many(
+        slate, request, "recsys_ranking", settings=settings, cache=cache
+    )
+    assert first == again == one_by_one
+    assert cache.misses == len(items) and cache.hits == len(items)  # second slate: all hits
+    # The rows differ where they should: the comparison is not between defaults.
+    assert len({row["user_plays_30d"] for row in one_by_one}) > 1
+    assert len({row["item_plays_7d"] for row in one_by_one}) > 1
+    fraud = events["fraud"]["transactions"].sample(50, random_state=3)
+    entities = [{"card_id": r.card_id, "merchant_id": r.merchant_id} for r in fraud.itertuples()]
+    requests = [
+        {"amount": r.amount, "country": r.country, "device_id": r.device_id, "event_epoch_s": 1.8e9}
+        for r in fraud.itertuples()
+    ]
+    assert store.online_features_many(entities, requests, "fraud_scoring", settings=settings) == [
+        online_features(e, q, "fraud_scoring", settings=settings)
+        for e, q in zip(entities, requests, strict=True)
+    ]
