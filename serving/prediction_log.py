@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import orjson
+
 from mlsd.settings import (
     PostgresPredictionLogSettings,
     Settings,
@@ -136,12 +138,18 @@ class PredictionLog(ABC):
         """Release connections; everything written so far stays."""
 
 
+_ORJSON = orjson.OPT_SERIALIZE_NUMPY
+
+
 def _row_values(record: PredictionRecord) -> tuple[Any, ...]:
     values = []
     for name in _RECORD_FIELDS:
         value = getattr(record, name)
         if name in _JSON_FIELDS:
-            value = None if value is None else json.dumps(value, separators=(",", ":"))
+            # orjson: the writer thread holds the GIL while it encodes, and the event loop
+            # waits for it; json.dumps of a batch's features was most of that time. (NaN is
+            # written as null: JSON has no NaN, and PostgreSQL's jsonb refuses one.)
+            value = None if value is None else orjson.dumps(value, option=_ORJSON).decode()
         values.append(value)
     return tuple(values)
 

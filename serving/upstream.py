@@ -4,11 +4,11 @@ and the model repository (load / unload), each call with its own time budget."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 import aiohttp
+import orjson
 
 FailureKind = Literal["timeout", "unavailable", "bad_status", "bad_response"]
 
@@ -115,7 +115,7 @@ class V2Client:
     async def _call(
         self, model: str, method: str, path: str, timeout_s: float, body: Any = None
     ) -> Any:
-        payload = None if body is None else json.dumps(body).encode()
+        payload = None if body is None else orjson.dumps(body)
         try:
             async with asyncio.timeout(timeout_s):
                 status, content = await self.transport.request(method, path, payload)
@@ -129,8 +129,8 @@ class V2Client:
             text = content[:200].decode(errors="replace")
             raise UpstreamError(model, "bad_status", f"HTTP {status}: {text}")
         try:
-            return json.loads(content)
-        except ValueError as err:
+            return orjson.loads(content)
+        except orjson.JSONDecodeError as err:
             raise UpstreamError(model, "bad_response", "the body is not JSON") from err
 
     async def infer(
