@@ -470,7 +470,7 @@ def main() -> None:
         concurrency=f"open loop: {'/'.join(map(str, FRAUD_RATES))} req/s fraud, "
         f"{'/'.join(map(str, RECS_RATES))} req/s recs",
         notes="Router, both model servers (fraud v1+v2, recsys v1) and the load generator share "
-        "the machine. Per fraud rate, in order: direct to fraud-v1, router shadow off, router "
+        "the machine; the generator is aiohttp on uvloop, its heap frozen before each phase. Per fraud rate, in order: direct to fraud-v1, router shadow off, router "
         "shadow on (v2); a 25 % shadow sample at the top rate; then per recs rate, direct then via the router. Each phase after a pause and a warm-up at its rate. The "
         "router's model budget is the default (model_servers.fraud.timeout_ms): past it, "
         "answers degrade to the rules, so a saturated model server shows as degraded share, "
