@@ -183,13 +183,14 @@ class _ServicePlan:
     needs_clock: bool
     outputs: tuple[FeatureSpec, ...]
     unknown_checks: tuple[tuple[str, tuple[str, ...]], ...]
-    # The online path: stored features to read ("view:feature"), then the registry's own
-    # on-demand functions with the names they produce.
-    stored_refs: tuple[str, ...]
+    # The online path: per stored view, the join key of its entity and the features to read
+    # ("view:feature"); then the registry's own on-demand functions with the names they produce.
+    refs_by_view: tuple[tuple[str, str, tuple[str, ...]], ...]
     transforms: tuple[tuple[Callable[[dict[str, list]], dict[str, list]], tuple[str, ...]], ...]
-    # The same stored refs per view, with the join key of the view's entity: the grouped
-    # read (`_read_by_entity`) asks Feast once per entity, for the distinct keys only.
-    refs_by_view: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+
+    @property
+    def stored_refs(self) -> list[str]:
+        return [ref for _, _, refs in self.refs_by_view for ref in refs]
 
 
 class _Session:
@@ -256,7 +257,6 @@ def service_plan(
         needs_clock=any(f.name == EVENT_EPOCH_S for f in service_request_fields(spec)),
         outputs=service_features(spec),
         unknown_checks=checks,
-        stored_refs=tuple(f"{v}:{f.name}" for v in stored_views for f in VIEWS[v].features),
         refs_by_view=tuple(
             (
                 v,
@@ -528,8 +528,9 @@ def online_features_many(
     # them: the same functions Feast applies to training frames, without Feast's per-request
     # proto round trip through them (about half the latency of a lookup).
     if len(rows) == 1 and cache is None:
+        # One row (a transaction to score): one Feast call for every view beats one per entity.
         values = session.store.get_online_features(
-            features=list(plan.stored_refs),
+            features=plan.stored_refs,
             entity_rows=[{k: row[k] for k in plan.join_keys} for row in rows],
         ).to_dict()
     else:
@@ -574,9 +575,6 @@ class OnlineFeatureCache:
                 del self._rows[old]
         self._rows[(view, key)] = (now + self.ttl_s, row)
 
-    def clear(self) -> None:
-        self._rows.clear()
-
 
 def _read_by_entity(
     session: _Session,
@@ -591,14 +589,11 @@ def _read_by_entity(
     for view, join_key, refs in plan.refs_by_view:
         names = [ref.split(":", 1)[1] for ref in refs]
         keys = list(dict.fromkeys(row[join_key] for row in rows))
-        cached = view in cache.views if cache is not None and cache.ttl_s > 0 else False
+        view_cache = cache if cache is not None and view in cache.views else None
         found: dict[str, dict[str, Any]] = {}
-        if cached:
-            assert cache is not None
-            for key in keys:
-                hit = cache.get(view, key, now)
-                if hit is not None:
-                    found[key] = hit
+        if view_cache is not None:
+            hits = {key: view_cache.get(view, key, now) for key in keys}
+            found = {key: row for key, row in hits.items() if row is not None}
         missing = [key for key in keys if key not in found]
         if missing:
             read = session.store.get_online_features(
@@ -606,9 +601,8 @@ def _read_by_entity(
             ).to_dict()
             for i, key in enumerate(missing):
                 found[key] = {name: read[name][i] for name in names}
-                if cached:
-                    assert cache is not None
-                    cache.put(view, key, found[key], now)
+                if view_cache is not None:
+                    view_cache.put(view, key, found[key], now)
         for name in names:
             values[name] = [found[row[join_key]][name] for row in rows]
     return values

@@ -7,9 +7,13 @@ promotes and rolls back) both use it, and neither imports the other. MLflow is i
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -61,6 +65,31 @@ class ModelRegistry:
 
     def version_tags(self, name: str, version: str) -> dict[str, str]:
         return dict(self.client.get_model_version(name, version).tags)
+
+    @contextlib.contextmanager
+    def downloaded(self, name: str, version: str) -> Iterator[Path]:
+        """The files of version `version` of `name`, in a temporary folder removed afterwards.
+
+        Resolved through this registry's own client. (`mlflow.artifacts.download_artifacts`
+        with a `models:/` URI asks MLflow's *default* registry for part of the lookup, i.e.
+        MLFLOW_TRACKING_URI or an mlflow.db in the working directory, whatever URI it is given.)
+        """
+        import mlflow
+
+        source = self.client.get_model_version_download_uri(name, version)
+        with tempfile.TemporaryDirectory(prefix=f"{name}-v{version}-") as tmp:
+            yield Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=source, dst_path=tmp, tracking_uri=self.tracking_uri
+                )
+            )
+
+    def load_sklearn(self, name: str, version: str) -> Any:
+        """The scikit-learn model registered as version `version` of `name`."""
+        import mlflow
+
+        with self.downloaded(name, version) as folder:
+            return mlflow.sklearn.load_model(str(folder))
 
     def version_run_metrics(self, name: str, version: str) -> dict[str, float]:
         run_id = self.client.get_model_version(name, version).run_id

@@ -4,7 +4,6 @@ recommends. Training evaluates it; the registry stores it; the model server load
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlsd.registry import ModelRegistry
 from models.recsys import Embeddings, top_k
 
 # The ranker sees this besides the feature service's features: the retrieval score (NaN when
@@ -78,35 +78,16 @@ class RecsysBundle:
         )
 
 
-def load_bundle(model_uri: str, tracking_uri: str | None = None) -> RecsysBundle:
-    """A registered recommender (``models:/recsys/3``): the skops ranker plus its side files.
-
-    Downloaded once into a temporary directory and read into memory. `tracking_uri` is the
-    MLflow server holding the registry (default: MLflow's current tracking URI).
-    """
-    import tempfile
-
+def load_bundle(registry: ModelRegistry, name: str, version: str) -> RecsysBundle:
+    """A registered recommender (version `version` of `name`): the skops ranker plus its side
+    files, downloaded from `registry` into a temporary folder and read into memory."""
     import mlflow
 
-    with tempfile.TemporaryDirectory(prefix="recsys-bundle-") as tmp:
-        folder = Path(
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=model_uri,
-                dst_path=tmp,
-                tracking_uri=tracking_uri,
-                registry_uri=tracking_uri,
-            )
-        )
+    with registry.downloaded(name, version) as folder:
         ranker = mlflow.sklearn.load_model(str(folder))
         side = next(folder.rglob("embeddings.npz")).parent
         return RecsysBundle.load(ranker, side)
 
-
-# `recommend` passes the ranker an array in its fitted column order (checked at load), which
-# scikit-learn would otherwise flag on every call.
-warnings.filterwarnings(
-    "ignore", message="X does not have valid feature names", category=UserWarning
-)
 
 FeatureLookup = Callable[[str, Sequence[str]], pd.DataFrame]
 """(user_id, candidate item ids) -> one row per candidate with the feature service's features."""

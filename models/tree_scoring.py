@@ -84,9 +84,10 @@ class _Isotonic:
             return ys[0]
         if t >= xs[-1]:
             return ys[-1]
+        # xs[j - 1] <= t < xs[j], so x1 > x0.
         j = bisect.bisect_right(xs, t)
         x0, x1, y0, y1 = xs[j - 1], xs[j], ys[j - 1], ys[j]
-        return y0 + (y1 - y0) * (t - x0) / (x1 - x0) if x1 != x0 else y1
+        return y0 + (y1 - y0) * (t - x0) / (x1 - x0)
 
 
 @dataclass(frozen=True)

@@ -269,8 +269,10 @@ def register(
         metadata={"feature_service": FEATURE_SERVICE, "features": ts.features},
     )
 
+    registry = ModelRegistry(tracking_uri)
+
     def champion_metrics(version: str) -> dict[str, float] | None:
-        champion = mlflow.sklearn.load_model(f"models:/{name}/{version}")
+        champion = registry.load_sklearn(name, version)
         features = list(getattr(champion, "feature_names_in_", ts.features))
         if not set(features) <= set(val.columns):
             return None
@@ -282,7 +284,7 @@ def register(
         floors={"pr_auc": cfg.min_lift_over_base_rate * positive_rate},
     )
     outcome = register_and_gate(
-        registry=ModelRegistry(tracking_uri),
+        registry=registry,
         model_name=name,
         model_uri=info.model_uri,
         run_id=active_run_id(),

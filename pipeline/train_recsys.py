@@ -332,12 +332,14 @@ def register(
             metadata={"feature_service": FEATURE_SERVICE, "two_stage": True},
         )
 
+    registry = ModelRegistry(tracking_uri)
+
     def champion_metrics(version: str) -> dict[str, float] | None:
-        champion = load_bundle(f"models:/{name}/{version}", tracking_uri)
+        champion = load_bundle(registry, name, version)
         return evaluate_bundle(settings, champion, ev)
 
     outcome = register_and_gate(
-        registry=ModelRegistry(tracking_uri),
+        registry=registry,
         model_name=name,
         model_uri=info.model_uri,
         run_id=active_run_id(),

@@ -6,9 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
-import tempfile
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -307,18 +305,10 @@ class RecsysVersion:
 def load_fraud_version(settings: Settings, version: str, tracking_uri: str) -> FraudVersion:
     """Download `models:/<fraud model>/<version>` and read its threshold and features from its
     version tags (written by the training flow)."""
-    import mlflow
-
     name = registry_name(settings, "fraud")
-    tags = ModelRegistry(tracking_uri).version_tags(name, version)
-    with tempfile.TemporaryDirectory(prefix="fraud-model-") as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{name}/{version}",
-            dst_path=tmp,
-            tracking_uri=tracking_uri,
-            registry_uri=tracking_uri,
-        )
-        estimator = mlflow.sklearn.load_model(local)
+    registry = ModelRegistry(tracking_uri)
+    tags = registry.version_tags(name, version)
+    estimator = registry.load_sklearn(name, version)
     trained_on = [str(f) for f in getattr(estimator, "feature_names_in_", [])]
     tagged = [f for f in tags.get("features", "").split(",") if f]
     if tagged and trained_on and tagged != trained_on:
@@ -326,12 +316,8 @@ def load_fraud_version(settings: Settings, version: str, tracking_uri: str) -> F
             f"{name} v{version}: the 'features' tag disagrees with the features the estimator "
             f"was fitted on ({tagged} vs {trained_on})"
         )
+    # score_fraud passes values in exactly this order (see models/__init__.py on the warning).
     features = tuple(trained_on or tagged)
-    # score_fraud passes arrays in exactly this order; scikit-learn would warn on every call
-    # that they carry no column names.
-    warnings.filterwarnings(
-        "ignore", message="X does not have valid feature names", category=UserWarning
-    )
     if not features:
         raise ValueError(f"{name} v{version} names no features (tag 'features' is empty)")
     if "threshold" not in tags:
@@ -352,8 +338,9 @@ def load_fraud_version(settings: Settings, version: str, tracking_uri: str) -> F
 def load_recsys_version(settings: Settings, version: str, tracking_uri: str) -> RecsysVersion:
     """Download `models:/<recsys model>/<version>`: ranker, towers and fallbacks."""
     name = registry_name(settings, "recsys")
-    tags = ModelRegistry(tracking_uri).version_tags(name, version)
-    bundle = load_bundle(f"models:/{name}/{version}", tracking_uri)
+    registry = ModelRegistry(tracking_uri)
+    tags = registry.version_tags(name, version)
+    bundle = load_bundle(registry, name, version)
     servers = settings.model_servers
     return RecsysVersion(
         version=str(version),

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -168,6 +169,35 @@ def registered_estimator(lab: Lab, version: str) -> Any:
     from serving.inference import load_fraud_version
 
     return load_fraud_version(lab.settings, version, lab.tracking_uri).estimator
+
+
+def test_versions_load_from_the_registry_they_are_given(
+    trained_lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """MLflow's process-wide default registry points at an empty one: the loaders must still
+    fetch from the lab's, and leave no mlflow.db behind in the working directory."""
+    import mlflow
+
+    from serving.inference import load_fraud_version, load_recsys_version
+
+    elsewhere = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", elsewhere)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", elsewhere)
+    monkeypatch.chdir(tmp_path)
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(elsewhere)
+    try:
+        fraud = load_fraud_version(
+            trained_lab.settings, trained_lab.fraud_versions[0], trained_lab.tracking_uri
+        )
+        recsys = load_recsys_version(
+            trained_lab.settings, trained_lab.recsys_versions[0], trained_lab.tracking_uri
+        )
+    finally:
+        mlflow.set_tracking_uri(before)
+    assert fraud.version == trained_lab.fraud_versions[0] and fraud.compiled is not None
+    assert recsys.version == trained_lab.recsys_versions[0] and recsys.user_index
+    assert not (tmp_path / "mlflow.db").exists()
 
 
 def trained_lab_tags(lab: Lab, version: str) -> dict[str, str]:
