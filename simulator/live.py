@@ -47,9 +47,13 @@ class TrafficReport:
 def fraud_requests(
     settings: Settings, n: int, seed: int, day: dt.date | None = None
 ) -> list[dict[str, Any]]:
-    """`n` transactions of a day the platform has not seen, as `POST /v1/fraud/score` bodies."""
+    """`n` transactions of a day the platform has not seen, as `POST /v1/fraud/score` bodies.
+
+    The day is simulated from the landed world's own seed (its cards, merchants and devices);
+    `seed` only picks which of the day's transactions are sent."""
     day = day or settings.simulator.start_date + dt.timedelta(days=settings.simulator.days)
-    tx = simulate_frames(settings, "fraud", days=1, seed=seed, start=day)["transactions"]
+    world_seed = settings.simulator.seed
+    tx = simulate_frames(settings, "fraud", days=1, seed=world_seed, start=day)["transactions"]
     tx = tx.sample(n=min(n, len(tx)), random_state=seed).sort_values("event_timestamp")
     columns = ["card_id", "merchant_id", "amount", "country", "device_id", "event_timestamp"]
     records: list[dict[Any, Any]] = tx[columns].to_dict("records")
@@ -69,8 +73,10 @@ def fraud_requests(
 def recs_requests(settings: Settings, n: int, seed: int, k: int = 10) -> list[dict[str, Any]]:
     """`n` recommendation requests from the world's listeners (a few never seen before)."""
     rng = np.random.default_rng(seed)
-    users = settings.simulator.recsys.n_users
-    ids = rng.integers(1, int(users * 1.05) + 1, size=n)  # ids past the population: cold start
+    sim = settings.simulator
+    # Listeners of day 0 plus each later day's sign-ups; ids past them are cold starts.
+    users = sim.recsys.n_users + sim.recsys.new_users_per_day * max(sim.days - 1, 0)
+    ids = rng.integers(1, int(users * 1.05) + 1, size=n)
     now = dt.datetime.combine(
         settings.simulator.start_date + dt.timedelta(days=settings.simulator.days),
         dt.time(12),
