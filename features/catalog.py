@@ -193,7 +193,6 @@ def _affinity_features() -> tuple[FeatureSpec, ...]:
 _P = PROFILE_WINDOW[0]
 _M = MERCHANT_RISK_WINDOW[0]
 _U7, _U30 = USER_ACTIVITY_WINDOWS
-_G = GENRE_AFFINITY_WINDOW[0]
 _I = ITEM_POPULARITY_WINDOW[0]
 
 VIEWS: dict[str, ViewSpec] = {
@@ -512,5 +511,6 @@ def service_features(service: ServiceSpec) -> tuple[FeatureSpec, ...]:
     return tuple(out)
 
 
-def views_of_world(world: str, written_by: str = "build") -> tuple[ViewSpec, ...]:
-    return tuple(v for v in VIEWS.values() if v.world == world and v.written_by == written_by)
+def views_of_world(world: str) -> tuple[ViewSpec, ...]:
+    """The views of `world` that `features build` writes (not those training writes)."""
+    return tuple(v for v in VIEWS.values() if v.world == world and v.written_by == "build")

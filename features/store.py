@@ -183,14 +183,11 @@ class _ServicePlan:
     needs_clock: bool
     outputs: tuple[FeatureSpec, ...]
     unknown_checks: tuple[tuple[str, tuple[str, ...]], ...]
-    # The online path: per stored view, the join key of its entity and the features to read
-    # ("view:feature"); then the registry's own on-demand functions with the names they produce.
-    refs_by_view: tuple[tuple[str, str, tuple[str, ...]], ...]
+    # What is read from the store: per stored view (the service's and its on-demand views'
+    # sources), the join key of its entity and the view's feature names. Then the registry's
+    # own on-demand functions, with the names they produce.
+    stored_views: tuple[tuple[str, str, tuple[str, ...]], ...]
     transforms: tuple[tuple[Callable[[dict[str, list]], dict[str, list]], tuple[str, ...]], ...]
-
-    @property
-    def stored_refs(self) -> list[str]:
-        return [ref for _, _, refs in self.refs_by_view for ref in refs]
 
 
 class _Session:
@@ -246,9 +243,7 @@ def service_plan(
         )
         for e in entities
     )
-    stored_views = list(
-        dict.fromkeys([*spec.views, *(s for o in spec.on_demand for s in ON_DEMAND[o].sources)])
-    )
+    views = dict.fromkeys([*spec.views, *(s for o in spec.on_demand for s in ON_DEMAND[o].sources)])
     return _ServicePlan(
         spec=spec,
         feast_service=feast_service,
@@ -257,13 +252,9 @@ def service_plan(
         needs_clock=any(f.name == EVENT_EPOCH_S for f in service_request_fields(spec)),
         outputs=service_features(spec),
         unknown_checks=checks,
-        refs_by_view=tuple(
-            (
-                v,
-                ENTITIES[VIEWS[v].entity].join_key,
-                tuple(f"{v}:{f.name}" for f in VIEWS[v].features),
-            )
-            for v in stored_views
+        stored_views=tuple(
+            (v, ENTITIES[VIEWS[v].entity].join_key, tuple(f.name for f in VIEWS[v].features))
+            for v in views
         ),
         transforms=tuple(
             (udf, tuple(f.name for f in ON_DEMAND[o].features))
@@ -512,9 +503,9 @@ def online_features_many(
     """:func:`online_features` for several entities (e.g. ranking a slate of candidates);
     `request_data` is one mapping for all rows, or one per row.
 
-    Several rows are read per entity, each distinct key once (a slate of 100 candidates for
-    one user reads the user's features once, not 100 times). `cache` lets the caller reuse
-    recently read rows of the views it names (see :class:`OnlineFeatureCache`)."""
+    Each distinct key is read once (a slate of 100 candidates for one user builds the user's
+    features once, not 100 times). `cache` lets the caller reuse recently read rows of the
+    views it names (see :class:`OnlineFeatureCache`)."""
     session = _session(settings)
     plan = session.plan(feature_service)
     if not entities:
@@ -527,14 +518,7 @@ def online_features_many(
     # Stored features from Feast, then the registered on-demand functions called directly on
     # them: the same functions Feast applies to training frames, without Feast's per-request
     # proto round trip through them (about half the latency of a lookup).
-    if len(rows) == 1 and cache is None:
-        # One row (a transaction to score): one Feast call for every view beats one per entity.
-        values = session.store.get_online_features(
-            features=plan.stored_refs,
-            entity_rows=[{k: row[k] for k in plan.join_keys} for row in rows],
-        ).to_dict()
-    else:
-        values = _read_by_entity(session, plan, rows, cache)
+    values = _read_stored(session, plan, rows, cache)
     if plan.transforms:
         inputs = dict(values)
         for name in rows[0].keys() - plan.join_keys:
@@ -552,7 +536,7 @@ class OnlineFeatureCache:
     statistics), a model server that reads the same hundred candidates for every request can
     reuse them for a few seconds: a row is then at most `ttl_s` staler than the store. Only the
     views named are cached; the others are read every time. Bounded: past `max_keys` entries
-    the oldest half is dropped."""
+    the oldest are dropped (with one time to live, the first inserted expire first)."""
 
     def __init__(self, views: Sequence[str], ttl_s: float, max_keys: int = 50_000) -> None:
         self.views = frozenset(views)
@@ -570,41 +554,61 @@ class OnlineFeatureCache:
         return entry[1]
 
     def put(self, view: str, key: str, row: dict[str, Any], now: float) -> None:
-        if len(self._rows) >= self.max_keys:
-            for old in list(self._rows)[: self.max_keys // 2]:
-                del self._rows[old]
-        self._rows[(view, key)] = (now + self.ttl_s, row)
+        rows = self._rows
+        rows.pop((view, key), None)  # re-inserted at the end: insertion order = expiry order
+        while rows and (len(rows) >= self.max_keys or next(iter(rows.values()))[0] <= now):
+            del rows[next(iter(rows))]
+        rows[(view, key)] = (now + self.ttl_s, row)
 
 
-def _read_by_entity(
+def _read_stored(
     session: _Session,
     plan: _ServicePlan,
     rows: Sequence[Mapping[str, Any]],
     cache: OnlineFeatureCache | None,
 ) -> dict[str, list[Any]]:
-    """Stored features of `rows` as Feast's `to_dict` gives them, read view by view for the
-    distinct keys of each view's entity (from `cache` where it may answer)."""
-    now = time.monotonic()
+    """The stored features of `rows`, per feature a list in row order (plus the join keys).
+
+    The views `cache` does not name are read in one Feast call for the distinct combinations
+    of their join keys (one row for a transaction; one user for a slate of items when the item
+    view is cached). Each cached view is answered by `cache` per distinct key, its misses read
+    in one call and remembered."""
     values: dict[str, list[Any]] = {key: [row[key] for row in rows] for key in plan.join_keys}
-    for view, join_key, refs in plan.refs_by_view:
-        names = [ref.split(":", 1)[1] for ref in refs]
-        keys = list(dict.fromkeys(row[join_key] for row in rows))
-        view_cache = cache if cache is not None and view in cache.views else None
+    cached = [v for v in plan.stored_views if cache is not None and v[0] in cache.views]
+    direct = [v for v in plan.stored_views if v not in cached]
+    if direct:
+        keys = tuple(dict.fromkeys(key for _, key, _ in direct))
+        combos = [tuple(row[k] for k in keys) for row in rows]
+        distinct = list(dict.fromkeys(combos))
+        read = session.store.get_online_features(
+            features=[f"{view}:{name}" for view, _, names in direct for name in names],
+            entity_rows=[dict(zip(keys, combo, strict=True)) for combo in distinct],
+        ).to_dict()
+        position = {combo: i for i, combo in enumerate(distinct)}
+        at = [position[combo] for combo in combos]
+        for _, _, names in direct:
+            for name in names:
+                column = read[name]
+                values[name] = [column[i] for i in at]
+    now = time.monotonic()
+    for view, key, names in cached:
+        assert cache is not None
         found: dict[str, dict[str, Any]] = {}
-        if view_cache is not None:
-            hits = {key: view_cache.get(view, key, now) for key in keys}
-            found = {key: row for key, row in hits.items() if row is not None}
-        missing = [key for key in keys if key not in found]
+        for k in dict.fromkeys(row[key] for row in rows):
+            hit = cache.get(view, k, now)
+            if hit is not None:
+                found[k] = hit
+        missing = [k for k in dict.fromkeys(row[key] for row in rows) if k not in found]
         if missing:
             read = session.store.get_online_features(
-                features=list(refs), entity_rows=[{join_key: key} for key in missing]
+                features=[f"{view}:{name}" for name in names],
+                entity_rows=[{key: k} for k in missing],
             ).to_dict()
-            for i, key in enumerate(missing):
-                found[key] = {name: read[name][i] for name in names}
-                if view_cache is not None:
-                    view_cache.put(view, key, found[key], now)
+            for i, k in enumerate(missing):
+                found[k] = {name: read[name][i] for name in names}
+                cache.put(view, k, found[k], now)
         for name in names:
-            values[name] = [found[row[join_key]][name] for row in rows]
+            values[name] = [found[row[key]][name] for row in rows]
     return values
 
 
@@ -735,11 +739,7 @@ def _join_asof(session: _Session, plan: _ServicePlan, rows: pd.DataFrame) -> pd.
     left = rows[columns].reset_index()
     left["_asof"] = pd.to_datetime(left[EVENT_TIMESTAMP], utc=True).astype("datetime64[ns, UTC]")
     left = left.sort_values("_asof", kind="stable")
-    views = dict.fromkeys(
-        [*plan.spec.views, *(v for o in plan.spec.on_demand for v in ON_DEMAND[o].sources)]
-    )
-    for view in views:
-        key = ENTITIES[VIEWS[view].entity].join_key
+    for view, key, _ in plan.stored_views:
         table = _view_table(table_path(session.settings, view), key)
         left = pd.merge_asof(
             left, table, on="_asof", by=key, direction="backward", allow_exact_matches=True

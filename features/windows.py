@@ -121,9 +121,6 @@ class Timeline:
             totals[name] = total
         return cls(keys=keys, times=times, before=before, totals=totals)
 
-    def __len__(self) -> int:
-        return len(self.keys)
-
     def rank(self, query_keys: np.ndarray, query_times: np.ndarray) -> np.ndarray:
         return rank_before(self.keys, self.times, query_keys, query_times)
 

@@ -22,8 +22,8 @@ from features.store import (
 )
 from mlsd.registry import ModelRegistry
 from mlsd.settings import Settings
+from models.fraud_rules import rule_reasons
 from models.recsys_bundle import RETRIEVAL_SCORE, RecsysBundle, load_bundle, recommend
-from models.rules import rule_reasons
 from models.tree_scoring import CompiledScorer, compile_scorer
 
 Product = Literal["fraud", "recsys"]
@@ -418,8 +418,6 @@ def fraud_features(
         for r in rows
     ]
     try:
-        if len(rows) == 1:
-            return [online_features(entities[0], requests[0], feature_service, settings=settings)]
         return online_features_many(entities, requests, feature_service, settings=settings)
     except FeatureRequestError as err:
         raise RequestError(str(err), err.fields) from err

@@ -15,12 +15,21 @@ def test_a_row_is_reused_until_its_time_to_live_ends() -> None:
     assert (cache.hits, cache.misses) == (1, 3)
 
 
-def test_the_cache_drops_its_oldest_half_when_full() -> None:
-    cache = OnlineFeatureCache(["item_stats"], ttl_s=30.0, max_keys=10)
-    for i in range(10):
-        cache.put("item_stats", f"i{i}", {"n": i}, now=0.0)
-    cache.put("item_stats", "i10", {"n": 10}, now=0.0)
-    assert cache.get("item_stats", "i0", now=1.0) is None
-    assert cache.get("item_stats", "i4", now=1.0) is None
-    assert cache.get("item_stats", "i5", now=1.0) == {"n": 5}
-    assert cache.get("item_stats", "i10", now=1.0) == {"n": 10}
+def test_a_full_cache_drops_the_rows_that_expire_first() -> None:
+    cache = OnlineFeatureCache(["item_stats"], ttl_s=30.0, max_keys=3)
+    for i in range(3):
+        cache.put("item_stats", f"i{i}", {"n": i}, now=float(i))
+    cache.put("item_stats", "i0", {"n": 10}, now=5.0)  # refreshed: now the last to expire
+    cache.put("item_stats", "i3", {"n": 3}, now=6.0)  # full: i1, the oldest, goes
+    assert cache.get("item_stats", "i1", now=7.0) is None
+    assert cache.get("item_stats", "i0", now=7.0) == {"n": 10}
+    assert cache.get("item_stats", "i2", now=7.0) == {"n": 2}
+    assert cache.get("item_stats", "i3", now=7.0) == {"n": 3}
+
+
+def test_expired_rows_are_dropped_as_new_ones_arrive() -> None:
+    cache = OnlineFeatureCache(["item_stats"], ttl_s=10.0)
+    cache.put("item_stats", "i0", {"n": 0}, now=0.0)
+    cache.put("item_stats", "i1", {"n": 1}, now=5.0)
+    cache.put("item_stats", "i2", {"n": 2}, now=12.0)  # i0 expired at 10
+    assert len(cache._rows) == 2
