@@ -86,12 +86,6 @@ def offline_partitions(settings: Settings, world: str, event_type: str) -> list[
     )
 
 
-def partition_days(settings: Settings, world: str, event_type: str) -> list[dt.date]:
-    """Days that have a partition, oldest first."""
-    days = (_partition_day(p) for p in offline_partitions(settings, world, event_type))
-    return [day for day in days if day is not None]
-
-
 def _partition_day(path: Path) -> dt.date | None:
     try:
         return dt.date.fromisoformat(path.parent.name.removeprefix("date="))

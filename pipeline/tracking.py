@@ -4,7 +4,6 @@ trained model, and the registration gate applied to the aliases. Shared by both 
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,20 +40,17 @@ class RegistrationOutcome:
 
 
 def start_run(tracking_uri: str, experiment: str, run_name: str, tags: dict[str, str]) -> Any:
-    """Open the flow's MLflow run (the caller closes it with `mlflow.end_run`)."""
+    """Open the flow's MLflow run, tagged with the Prefect flow run; use it as a context manager,
+    which ends the run FAILED when the block raises and FINISHED otherwise."""
     import mlflow
+    from prefect.runtime import flow_run
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     mlflow.set_experiment(experiment)
-    flow_run_id = os.environ.get("PREFECT__FLOW_RUN_ID", "")
-    try:
-        from prefect.runtime import flow_run
-
-        flow_run_id = str(flow_run.id or flow_run_id)
-    except Exception:
-        pass
-    return mlflow.start_run(run_name=run_name, tags={**tags, "prefect.flow_run_id": flow_run_id})
+    # (flow_run.id falls back to PREFECT__FLOW_RUN_ID itself.)
+    tags = {**tags, "prefect.flow_run_id": str(flow_run.id or "")}
+    return mlflow.start_run(run_name=run_name, tags=tags)
 
 
 def active_run_id() -> str:

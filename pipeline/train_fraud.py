@@ -312,7 +312,6 @@ def train_fraud(
     tracking_uri: str | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate, register and gate a fraud model on the offline store as of `as_of`."""
-    import mlflow
 
     from pipeline.tracking import start_run
 
@@ -330,10 +329,7 @@ def train_fraud(
         "train_fraud",
         {"model": "fraud", "shuffle_labels": str(shuffle_labels)},
     ):
-        try:
-            outcome = register(settings, ts, models, metrics, checks, uri)
-        finally:
-            mlflow.end_run()
+        outcome = register(settings, ts, models, metrics, checks, uri)
     logger.info(
         "v%s: %s (%s)", outcome["version"], outcome["decision"], "; ".join(outcome["reasons"])
     )

@@ -378,7 +378,6 @@ def train_recsys(
     as_of: dt.datetime | None = None, seed: int = 0, tracking_uri: str | None = None
 ) -> dict[str, Any]:
     """Train, evaluate against popularity, register and gate the two-stage recommender."""
-    import mlflow
 
     from pipeline.tracking import start_run
 
@@ -397,10 +396,7 @@ def train_recsys(
         metrics["ndcg_lift_over_popularity"],
     )
     with start_run(uri, settings.training.experiment, "train_recsys", {"model": "recsys"}):
-        try:
-            outcome = register(settings, data, bundle, ev, metrics, checks, uri)
-        finally:
-            mlflow.end_run()
+        outcome = register(settings, data, bundle, ev, metrics, checks, uri)
     logger.info(
         "v%s: %s (%s)", outcome["version"], outcome["decision"], "; ".join(outcome["reasons"])
     )
