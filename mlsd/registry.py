@@ -91,10 +91,6 @@ class ModelRegistry:
         with self.downloaded(name, version) as folder:
             return mlflow.sklearn.load_model(str(folder))
 
-    def version_run_metrics(self, name: str, version: str) -> dict[str, float]:
-        run_id = self.client.get_model_version(name, version).run_id
-        return dict(self.client.get_run(run_id).data.metrics) if run_id else {}
-
     def history(self, name: str) -> list[AliasEvent]:
         from mlflow.exceptions import MlflowException
 

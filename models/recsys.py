@@ -39,9 +39,6 @@ class Embeddings:
     def user_index(self) -> dict[str, int]:
         return {u: i for i, u in enumerate(self.user_ids.tolist())}
 
-    def item_index(self) -> dict[str, int]:
-        return {u: i for i, u in enumerate(self.item_ids.tolist())}
-
 
 def play_matrix(plays: pd.DataFrame) -> tuple[sparse.csr_matrix, np.ndarray, np.ndarray]:
     """Users x items matrix of play counts from rows with user_id and item_id."""
@@ -100,10 +97,3 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
 def popularity_ranking(plays: pd.DataFrame) -> list[str]:
     """Items by play count, most played first: the cold-start answer and the baseline."""
     return plays["item_id"].value_counts().index.tolist()
-
-
-def genre_popularity(plays: pd.DataFrame, item_genre: pd.Series) -> dict[str, list[str]]:
-    """Per genre, items by play count: the fallback when a user's taste is known only by genre."""
-    genre = plays["item_id"].map(item_genre)
-    ranked = plays.assign(genre=genre).groupby("genre")["item_id"].value_counts()
-    return {g: ranked.loc[g].index.tolist() for g in ranked.index.get_level_values(0).unique()}

@@ -15,10 +15,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from features.catalog import EVENT_EPOCH_S, GENRES
 from mlsd.settings import Settings
+from models.fraud_rules import rule_reasons, rule_score
 from serving.upstream import UpstreamError
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,11 @@ class CircuitBreaker:
     call goes through (half-open): a success closes the circuit with a clean slate, a failure
     opens it again. A failure *rate*, not a run of failures: at a few hundred requests a second
     a busy model times out a few calls in a row now and then, and skipping it for the whole
-    cooldown would degrade far more answers than the timeouts did."""
+    cooldown would degrade far more answers than the timeouts did.
+
+    Only the trial's own answer decides the half-open state: at hundreds of requests a second,
+    calls let through before the circuit opened are still answering after it opened, and
+    their (old) news must neither close it nor restart its cooldown."""
 
     window: int
     min_calls: int
@@ -68,31 +73,41 @@ class CircuitBreaker:
             return "closed"
         return "half_open" if self.clock() - self.opened_at >= self.cooldown_s else "open"
 
-    def allow(self) -> bool:
+    def allow(self) -> Literal["call", "trial"] | None:
+        """Whether a call may go: "call" (closed), "trial" (the half-open probe), None."""
         state = self.state
         if state == "closed":
-            return True
+            return "call"
         if state == "half_open" and not self.trial_running:
             self.trial_running = True
-            return True
-        return False
+            return "trial"
+        return None
 
-    def record_success(self) -> None:
-        if self.opened_at is not None:  # the trial call answered: start afresh
+    def record_success(self, trial: bool = False) -> None:
+        if trial:  # the trial call answered: start afresh
             self.outcomes.clear()
             self.opened_at, self.trial_running = None, False
+        elif self.opened_at is not None:
+            return  # a call from before the circuit opened
         self._record(False)
 
-    def record_failure(self) -> None:
-        if self.opened_at is not None:  # the trial call failed: wait another cooldown
+    def record_failure(self, trial: bool = False) -> None:
+        if trial:  # the trial call failed: wait another cooldown
             self.opened_at, self.trial_running = self.clock(), False
             return
+        if self.opened_at is not None:
+            return  # a call from before the circuit opened
         self._record(True)
         failed = sum(self.outcomes)
         if len(self.outcomes) >= self.min_calls and failed >= self.failure_rate * len(
             self.outcomes
         ):
             self.opened_at = self.clock()
+
+    def abandon(self, trial: bool) -> None:
+        """A call that ended without an answer either way (cancelled): a trial frees its slot."""
+        if trial:
+            self.trial_running = False
 
     def _record(self, failed: bool) -> None:
         self.outcomes.append(failed)
@@ -139,7 +154,6 @@ class ChainResult(Generic[T]):
     answer: T | None
     hop: Hop | None
     failures: tuple[HopFailure, ...]
-    latency_ms: float  # of the hop that answered (or of the whole chain when none did)
 
 
 async def first_answer(
@@ -147,27 +161,30 @@ async def first_answer(
 ) -> ChainResult[T]:
     """Try each hop in order, each within its own budget, skipping open circuits."""
     failures: list[HopFailure] = []
-    started = time.perf_counter()
     for hop in hops:
         breaker = breakers[hop.model]
-        if not breaker.allow():
+        permit = breaker.allow()
+        if permit is None:
             failures.append(HopFailure(hop.model, "circuit_open", "skipped: failing recently"))
             continue
-        hop_started = time.perf_counter()
+        trial = permit == "trial"
         try:
             answer = await call(hop)
         except UpstreamError as err:
-            breaker.record_failure()
+            breaker.record_failure(trial)
             failures.append(HopFailure(hop.model, err.kind, err.detail))
             continue
         except (ValueError, KeyError, IndexError, TypeError) as err:
             # The server answered, but not with what the contract promises.
-            breaker.record_failure()
+            breaker.record_failure(trial)
             failures.append(HopFailure(hop.model, "bad_response", f"{type(err).__name__}: {err}"))
             continue
-        breaker.record_success()
-        return ChainResult(answer, hop, tuple(failures), (time.perf_counter() - hop_started) * 1000)
-    return ChainResult(None, None, tuple(failures), (time.perf_counter() - started) * 1000)
+        except BaseException:
+            breaker.abandon(trial)  # cancelled (the caller gave up): no verdict on the model
+            raise
+        breaker.record_success(trial)
+        return ChainResult(answer, hop, tuple(failures))
+    return ChainResult(None, None, tuple(failures))
 
 
 def degraded_reason(failures: Sequence[HopFailure], answered_by: str) -> str | None:
@@ -209,10 +226,6 @@ def fraud_answer_from_outputs(outputs: Mapping[str, list[Any]], version: str) ->
 
 def rule_answer(features: Mapping[str, Any], block_threshold: float) -> FraudAnswer:
     """The rule-based scorer over the served features (the model's own baseline)."""
-    # Imported here: models.rules brings scikit-learn (~150 MB, seconds), which only this
-    # fallback needs; OnlineFeatureLookup.warm imports it in the background at start.
-    from models.rules import rule_reasons, rule_score
-
     clean = {k: v for k, v in features.items() if isinstance(v, int | float)}
     score = rule_score(clean)
     return FraudAnswer(
@@ -260,8 +273,6 @@ class OnlineFeatureLookup:
 
     def _warm(self) -> None:
         try:
-            import models.rules  # noqa: F401  (see rule_answer)
-
             # One throwaway lookup imports Feast, loads its registry and opens the store.
             self._lookup(
                 {
@@ -291,20 +302,23 @@ class OnlineFeatureLookup:
         self, request: Mapping[str, Any], timeout_s: float
     ) -> dict[str, Any] | None:
         """The fraud_scoring features of a request, or None (not ready, failed, too slow)."""
-        # Two threads: more waiting lookups would only time out, so they are not queued.
+        # Two threads: more waiting lookups would only time out, so they are not queued. A
+        # lookup holds its thread until Feast returns, past the caller's budget: the count
+        # drops when the thread is free, not when the caller stops waiting.
         if not self._ready.is_set() or self._in_flight >= 2:
             return None
         self._in_flight += 1
+        lookup = asyncio.get_running_loop().run_in_executor(self._pool, self._lookup, dict(request))
+        lookup.add_done_callback(self._thread_free)
         try:
             async with asyncio.timeout(timeout_s):
-                return await asyncio.get_running_loop().run_in_executor(
-                    self._pool, self._lookup, dict(request)
-                )
+                return await asyncio.shield(lookup)
         except Exception as err:
             log.debug("online feature lookup failed: %r", err)
             return None
-        finally:
-            self._in_flight -= 1
+
+    def _thread_free(self, _: asyncio.Future[Any]) -> None:
+        self._in_flight -= 1
 
     def _lookup(self, request: dict[str, Any]) -> dict[str, Any]:
         from features.store import online_features

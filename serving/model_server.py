@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
-import inspect
 import logging
 import os
 import uuid
@@ -136,11 +135,6 @@ class PinnedModel(kserve.Model):
         self.settings = settings
         self.ready = True
 
-    def load(self) -> bool:
-        # The version was fetched before this object existed; nothing is left to load.
-        self.ready = True
-        return True
-
     def validate(self, payload: Any) -> Any:
         # Inputs are checked against the contract in preprocess, naming the input at fault.
         return payload
@@ -261,17 +255,17 @@ class VersionRepository(ModelRepository):
         self.tracking_uri = tracking_uri
         self._loading: dict[str, asyncio.Lock] = {}
 
-    def build(self, name: str) -> PinnedModel:
+    def version_of(self, name: str) -> str:
+        """The registry version `name` serves; ValueError for a malformed or foreign name."""
         product, version = parse_served_name(name)
         if product != self.product:
             raise ValueError(f"this server hosts {self.product} versions, not {name!r}")
-        return load_pinned_model(product, version, self.settings, self.tracking_uri)
+        return version
 
-    def load_model(self, name: str) -> bool:
-        """Load synchronously (at start-up, before serving)."""
-        if self.get_model(name) is None:
-            self.update(self.build(name))
-        return True
+    def build(self, name: str) -> PinnedModel:
+        return load_pinned_model(
+            self.product, self.version_of(name), self.settings, self.tracking_uri
+        )
 
     async def load(self, name: str) -> bool:
         """Load while serving: the download and unpickling run in a worker thread, so the
@@ -288,29 +282,22 @@ class VersionRepositoryExtension(ModelRepositoryExtension):
     """KServe's V2 repository extension, with the client's mistakes as 4xx instead of 503: a
     malformed or foreign name is 400, a version the registry does not have is 404."""
 
-    def __init__(self, model_registry: ModelRepository) -> None:
-        super().__init__(model_registry=model_registry)
-        self._repository = model_registry
+    def __init__(self, versions: VersionRepository) -> None:
+        super().__init__(model_registry=versions)
+        self.versions = versions
 
     async def load(self, model_name: str) -> None:
         try:
-            product, _ = parse_served_name(model_name)
+            self.versions.version_of(model_name)
         except ValueError as err:
             raise InvalidInput(str(err)) from err
-        hosted = getattr(self._repository, "product", product)
-        if product != hosted:
-            raise InvalidInput(f"this server hosts {hosted} versions, not {model_name!r}")
         try:
-            load = self._repository.load
-            if inspect.iscoroutinefunction(load):
-                await load(model_name)
-            else:
-                load(model_name)
+            await self.versions.load(model_name)
         except Exception as err:
             if _is_missing_version(err):
                 raise ModelNotFound(model_name) from err
             raise ModelNotReady(model_name, f"{type(err).__name__}: {err}") from err
-        if not await self._repository.is_model_ready(model_name):
+        if not await self.versions.is_model_ready(model_name):
             raise ModelNotReady(model_name)
 
 
@@ -331,11 +318,18 @@ class LabModelServer(kserve.ModelServer):
     for it; the config is only read when serving starts, so `start` sets the host in between.
     """
 
-    def __init__(self, *, bind_host: str, access_log: bool, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        bind_host: str,
+        access_log: bool,
+        registered_models: VersionRepository,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(registered_models=registered_models, **kwargs)
         self.bind_host = bind_host
         self.access_log = access_log
-        self.model_repository_extension = VersionRepositoryExtension(self.registered_models)
+        self.model_repository_extension = VersionRepositoryExtension(registered_models)
         if not access_log:
             # KServe's timing middleware logs every request on the trace logger.
             logging.getLogger("kserve.trace").setLevel(logging.WARNING)

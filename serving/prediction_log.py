@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import orjson
 
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 Product = Literal["fraud", "recsys"]
 Role = Literal["served", "shadow"]
 JoinResult = Literal["joined", "unknown_request", "wrong_product"]
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -302,8 +301,10 @@ class SqlitePredictionLog(PredictionLog):
         until: float,
         role: Role | None = None,
     ) -> list[LoggedPrediction]:
-        raw = await self._run(self._reader_pool, self._window, product, arm, since, until, role)
-        return _group_window_rows(raw)
+        rows: list[LoggedPrediction] = await self._run(
+            self._reader_pool, self._window, product, arm, since, until, role
+        )
+        return rows
 
     def _read(self) -> sqlite3.Connection:
         if self._reader is None:
@@ -312,9 +313,11 @@ class SqlitePredictionLog(PredictionLog):
 
     def _window(
         self, product: str, arm: str, since: float, until: float, role: str | None
-    ) -> list[tuple[Any, ...]]:
+    ) -> list[LoggedPrediction]:
+        # Grouped and decoded here, on the reader's thread: a canary window's JSON would stall
+        # the event loop that answers requests.
         query, args = window_query(lambda _n: "?", product, arm, since, until, role)
-        return self._read().execute(query, args).fetchall()
+        return _group_window_rows(self._read().execute(query, args).fetchall())
 
     async def count(self, product: Product | None = None) -> int:
         result: int = await self._run(self._reader_pool, self._count, product)
@@ -458,7 +461,8 @@ class PostgresPredictionLog(PredictionLog):
         query, args = window_query(lambda n: f"${n}", product, arm, since, until, role)
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(query, *args)
-        return _group_window_rows([tuple(r) for r in rows])
+        # Decoded on a thread, as the SQLite log does: a window's JSON would stall the loop.
+        return await asyncio.to_thread(_group_window_rows, [tuple(r) for r in rows])
 
     async def count(self, product: Product | None = None) -> int:
         async with self._pool.acquire() as conn:

@@ -27,6 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from features.catalog import GENRES
 from mlsd.registry import ModelRegistry
 from mlsd.settings import Settings, get_settings
 from serving import routing_state as rs
@@ -304,8 +305,6 @@ class Router:
         champion = self.store["recsys"].champion
         if champion is None:
             return False
-        from features.catalog import GENRES
-
         model = model_name("recsys", champion)
         label = version_label("recsys", champion)
         client = self.clients["recsys"]
@@ -691,11 +690,12 @@ class Router:
         self,
         product: Product,
         transition: Callable[[ProductRouting], ProductRouting],
-        action: str,
+        action: str | None,
         registry_move: Callable[[ModelRegistry, ProductRouting], None] | None = None,
     ) -> AdminAnswer:
         """Apply one transition: registry first (when configured: it is the truth for aliases),
-        then the routing state, persisted before the answer."""
+        then the routing state, persisted before the answer. `action` None: the one the
+        transition recorded (decided under the lock, on the state it applies to)."""
         async with self._admin_lock:
             current = self.store[product]
             try:
@@ -710,6 +710,8 @@ class Router:
                         502, f"registry {self.registry_uri}: {type(err).__name__}: {err}"
                     ) from err
             self.store.put(updated)
+            if action is None:
+                action = updated.history[-1].action
             log.info(
                 "%s %s: %s", product, action, updated.history[-1].detail if updated.history else ""
             )
@@ -1129,7 +1131,9 @@ def add_admin_routes(app: FastAPI) -> None:
             raise HTTPException(409, str(err)) from err
 
         def move(registry: ModelRegistry, current: ProductRouting) -> None:
-            if kind == "champion_restored":
+            # Decided again on the state under the admin lock: a canary may have started while
+            # the previous version was loading.
+            if rs.rollback_kind(current) == "champion_restored":
                 registry.rollback(name, reason)
                 return
             assert current.challenger is not None
@@ -1143,7 +1147,7 @@ def add_admin_routes(app: FastAPI) -> None:
         if kind == "champion_restored" and previous is not None:
             await router.ensure_loaded(product, previous)
         return await router.change_routing(
-            product, lambda r: rs.rollback(r, body.reason), kind, move
+            product, lambda r: rs.rollback(r, body.reason), None, move
         )
 
     @admin.post("/{product}/refresh", response_model=AdminAnswer)
@@ -1190,9 +1194,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    # httpx logs every request at INFO: a log line per upstream call is the router's biggest
-    # cost at a few hundred requests a second.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
     uvicorn.run(
         create_app(settings),
         host=args.host or settings.bind_host,

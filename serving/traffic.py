@@ -127,9 +127,7 @@ class ArmWindow:
         }
 
 
-def window_stats(
-    rows: Iterable[WindowRow], positive_decisions: frozenset[str] = POSITIVE_DECISIONS
-) -> ArmWindow:
+def window_stats(rows: Iterable[WindowRow]) -> ArmWindow:
     """An arm's window from its prediction-log rows (one arm, one window: the caller selects)."""
     requests = errors = tp = fp = fn = tn = 0
     latencies: list[float] = []
@@ -145,7 +143,7 @@ def window_stats(
             scores.append(float(row.score))
         if row.label is None:
             continue
-        flagged = row.decision in positive_decisions
+        flagged = row.decision in POSITIVE_DECISIONS
         if flagged and row.label:
             tp += 1
         elif flagged:

@@ -159,9 +159,6 @@ class V2Client:
         """POST /v2/repository/models/{model}/load (the server fetches it from the registry)."""
         await self._call(model, "POST", f"/v2/repository/models/{model}/load", timeout_s)
 
-    async def unload(self, model: str, timeout_s: float) -> None:
-        await self._call(model, "POST", f"/v2/repository/models/{model}/unload", timeout_s)
-
     async def list_models(self, timeout_s: float) -> list[str]:
         """GET /v2/models: the names the server hosts (KServe's model repository listing)."""
         body = await self._call("*", "GET", "/v2/models", timeout_s)

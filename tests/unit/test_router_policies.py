@@ -151,13 +151,34 @@ def test_circuit_opens_on_a_failure_rate_and_half_opens_after_cooldown():
     assert b.state == "open" and not b.allow()
     clock.now = 5.0
     assert b.state == "half_open"
-    assert b.allow() and not b.allow()  # one trial call at a time
-    b.record_failure()
+    assert b.allow() == "trial" and b.allow() is None  # one trial call at a time
+    b.record_failure(trial=True)
     assert b.state == "open"
     clock.now = 10.0
-    assert b.allow()
-    b.record_success()  # the trial answered: closed, with a clean slate
+    assert b.allow() == "trial"
+    b.record_success(trial=True)  # the trial answered: closed, with a clean slate
     assert b.state == "closed" and list(b.outcomes) == [False]
+
+
+def test_answers_of_calls_from_before_the_circuit_opened_decide_nothing():
+    clock = Clock()
+    b = breaker(clock)
+    for _ in range(4):
+        b.record_failure()
+    assert b.state == "open"
+    clock.now = 1.0
+    b.record_success()  # a call still in flight when it opened
+    assert b.state == "open"
+    clock.now = 4.0
+    b.record_failure()  # nor does a late failure restart the cooldown
+    clock.now = 5.0
+    assert b.state == "half_open" and b.allow() == "trial"
+    b.record_success()  # not the trial: the probe is still out
+    assert b.state == "half_open" and b.allow() is None
+    b.abandon(trial=True)  # the trial was cancelled: another may go
+    assert b.allow() == "trial"
+    b.record_success(trial=True)
+    assert b.state == "closed"
 
 
 def test_a_few_failures_in_a_row_among_successes_do_not_open_it():
@@ -310,3 +331,43 @@ def test_popularity_seeds_from_the_item_stats_table(tmp_path: Path):
     assert not PopularityList(tmp_path / "q.json").seed_from_feature_table(
         Settings(data_dir=tmp_path / "empty")
     )
+
+
+def test_a_feature_lookup_past_its_budget_keeps_its_thread_counted(tmp_path):
+    """A timed-out lookup still occupies a thread until Feast returns: while both threads are
+    held, further lookups are refused at once instead of queueing behind them."""
+    import threading
+
+    from mlsd.settings import Settings
+    from serving.fallback import OnlineFeatureLookup
+
+    release, started = threading.Event(), []
+    features = OnlineFeatureLookup(Settings(data_dir=tmp_path))
+
+    def stuck(request: dict) -> dict:
+        started.append(request["card_id"])
+        release.wait(10)
+        return {"card_id": request["card_id"]}
+
+    features._lookup = stuck  # type: ignore[method-assign]
+    features._ready.set()
+
+    async def scenario() -> tuple[list, list, int]:
+        request = {"card_id": "c"}
+        first = [
+            await features.fraud_features({**request, "card_id": f"c{i}"}, 0.01) for i in range(2)
+        ]
+        refused = await features.fraud_features({**request, "card_id": "c2"}, 0.01)
+        held = features._in_flight
+        release.set()
+        for _ in range(200):
+            if features._in_flight == 0:
+                break
+            await asyncio.sleep(0.01)
+        return [*first, refused], list(started), held
+
+    answers, calls, held = asyncio.run(scenario())
+    features.close()
+    assert answers == [None, None, None]  # two timed out, the third was refused
+    assert calls == ["c0", "c1"] and held == 2  # the third never reached a thread
+    assert features._in_flight == 0
