@@ -1,13 +1,14 @@
-"""`python -m benchmarks` (`make bench`): run every benchmark, each recording its own results file."""
+"""`python -m benchmarks` (`make bench`): run every benchmark, each recording its own results file.
+
+Each in a process of its own: benchmarks set environment variables (the router's small world)
+and process-wide state (a frozen heap) that must not leak into the next one's figures."""
 
 from __future__ import annotations
 
-import importlib
 import pkgutil
+import subprocess
 import sys
 from pathlib import Path
-
-from benchmarks.record import write_readme
 
 
 def main() -> int:
@@ -21,8 +22,8 @@ def main() -> int:
         if only and name.removeprefix("bench_") not in only:
             continue
         print(f"== {name}", flush=True)
-        importlib.import_module(f"benchmarks.{name}").main()
-    write_readme()
+        subprocess.run([sys.executable, "-m", f"benchmarks.{name}"], check=True)
+    # (Each benchmark's `record` regenerated the README.)
     print(Path(__file__).parent / "README.md")
     return 0
 

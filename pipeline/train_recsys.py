@@ -191,10 +191,11 @@ def evaluate_bundle(
     validation start for every candidate (one batched point-in-time join)."""
     n = settings.training.recsys.candidates
     index = bundle.embeddings.user_index()
-    pairs = []
+    pairs, retrieved = [], []
     for user in ev.users:
         items, _ = candidates_for(bundle, user, n, index)
         pairs += [(user, item) for item in items]
+        retrieved.append(items)
     rows = pd.DataFrame(pairs, columns=["user_id", "item_id"])
     rows["event_timestamp"] = pd.Timestamp(ev.at)
     service_names = [f for f in bundle.ranker_features if f != RETRIEVAL_SCORE]
@@ -208,12 +209,11 @@ def evaluate_bundle(
     def lookup(user: str, items: Sequence[str]) -> pd.DataFrame:
         return by_user[user].drop(columns="user_id").reset_index(drop=True)
 
-    recommended, paths, retrieved = [], [], []
+    recommended, paths = [], []
     for user in ev.users:
         recs, _, path = recommend(bundle, user, K, n, lookup, index)
         recommended.append(recs)
         paths.append(path)
-        retrieved.append(candidates_for(bundle, user, n, index)[0])
     metrics = {
         "ndcg_at_10": ndcg_at_k(recommended, ev.relevant, 10),
         "recall_at_10": recall_at_k(recommended, ev.relevant, 10),

@@ -257,7 +257,8 @@ def simulate_day(
     user = np.repeat(session_user, k)
     item = slates.ravel()
     position = np.tile(np.arange(k), session_user.size)
-    utility = 3.0 * affinity(pop, user, item) + 0.1 * np.log(pop.item_popularity[item]) - 1.0
+    taste = affinity(pop, user, item)
+    utility = 3.0 * taste + 0.1 * np.log(pop.item_popularity[item]) - 1.0
     p_play = 1.0 / (1.0 + np.exp(-utility)) / np.log2(position + 2.0)
     played = rng.random(item.size) < p_play
     duration = pop.item_duration_s[item]
@@ -288,7 +289,7 @@ def simulate_day(
     truth = pd.DataFrame(
         {
             "interaction_id": interactions["interaction_id"],
-            "affinity": affinity(pop, user[order], item[order]),
+            "affinity": taste[order],
             "p_play": p_play[order],
         }
     )

@@ -121,7 +121,8 @@ def build_features(settings: Any) -> None:
         store.apply(settings)
         views = store.materialize(settings)
     console.print(
-        f"materialised {len(views)} feature views into the {settings.features.online_store} online store"
+        f"materialised {len(views)} feature views into the {store.online_store_type(settings)} "
+        "online store"
     )
 
 
