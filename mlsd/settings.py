@@ -328,6 +328,12 @@ class TrainingSettings(_Section):
     fraud: FraudTrainingSettings = FraudTrainingSettings()
     recsys: RecsysTrainingSettings = RecsysTrainingSettings()
 
+    def model_name(self, product: str) -> str:
+        """The registered model name of a product (`fraud` or `recsys`)."""
+        if product not in WORLDS:
+            raise KeyError(f"no registered model for {product!r}; known: {', '.join(WORLDS)}")
+        return self.fraud_model_name if product == "fraud" else self.recsys_model_name
+
 
 class SqlitePredictionLogSettings(_Section):
     """The prediction log in one SQLite file in WAL mode (profile local)."""

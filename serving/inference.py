@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,11 +24,8 @@ from mlsd.settings import Settings
 from models.fraud_rules import rule_reasons
 from models.recsys_bundle import RETRIEVAL_SCORE, RecsysBundle, load_bundle, recommend
 from models.tree_scoring import CompiledScorer, compile_scorer
+from serving.names import Product, version_label
 
-Product = Literal["fraud", "recsys"]
-PRODUCTS: tuple[Product, ...] = ("fraud", "recsys")
-# A served model name is `<product>-v<registry version>`, and never changes meaning.
-SERVED_NAME = re.compile(r"^(?P<product>fraud|recsys)-v(?P<version>[1-9][0-9]*)$")
 FRAUD_SERVICE = "fraud_scoring"  # when a version's tags do not name its feature service
 RECSYS_SERVICE = "recsys_ranking"
 RECSYS_USER_VECTOR_SERVICE = "recsys_retrieval_user"
@@ -42,31 +38,6 @@ class RequestError(ValueError):
     def __init__(self, message: str, fields: Sequence[str]) -> None:
         super().__init__(message)
         self.fields = tuple(fields)
-
-
-# --- names ----------------------------------------------------------------------------------
-
-
-def served_name(product: str, version: str | int) -> str:
-    """The model name a version is served under: `fraud-v3` is always `models:/fraud/3`."""
-    return f"{product}-v{version}"
-
-
-def parse_served_name(name: str) -> tuple[Product, str]:
-    """(`fraud`, `3`) from `fraud-v3`; ValueError for anything else."""
-    match = SERVED_NAME.match(name)
-    if match is None:
-        raise ValueError(
-            f"model name {name!r} is not <product>-v<version> (e.g. fraud-v3, recsys-v1)"
-        )
-    product: Product = "fraud" if match["product"] == "fraud" else "recsys"
-    return product, match["version"]
-
-
-def registry_name(settings: Settings, product: Product) -> str:
-    """The registered model name behind a product (settings.training.*_model_name)."""
-    training = settings.training
-    return training.fraud_model_name if product == "fraud" else training.recsys_model_name
 
 
 def limit_native_threads() -> None:
@@ -270,7 +241,7 @@ class FraudVersion:
 
     @property
     def model_version(self) -> str:
-        return f"fraud/{self.version}"
+        return version_label("fraud", self.version)
 
     @property
     def scoring_path(self) -> str:
@@ -295,7 +266,7 @@ class RecsysVersion:
 
     @property
     def model_version(self) -> str:
-        return f"recsys/{self.version}"
+        return version_label("recsys", self.version)
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -305,7 +276,7 @@ class RecsysVersion:
 def load_fraud_version(settings: Settings, version: str, tracking_uri: str) -> FraudVersion:
     """Download `models:/<fraud model>/<version>` and read its threshold and features from its
     version tags (written by the training flow)."""
-    name = registry_name(settings, "fraud")
+    name = settings.training.model_name("fraud")
     registry = ModelRegistry(tracking_uri)
     tags = registry.version_tags(name, version)
     estimator = registry.load_sklearn(name, version)
@@ -337,7 +308,7 @@ def load_fraud_version(settings: Settings, version: str, tracking_uri: str) -> F
 
 def load_recsys_version(settings: Settings, version: str, tracking_uri: str) -> RecsysVersion:
     """Download `models:/<recsys model>/<version>`: ranker, towers and fallbacks."""
-    name = registry_name(settings, "recsys")
+    name = settings.training.model_name("recsys")
     registry = ModelRegistry(tracking_uri)
     tags = registry.version_tags(name, version)
     bundle = load_bundle(registry, name, version)
@@ -359,7 +330,7 @@ def champion_version(settings: Settings, product: Product, tracking_uri: str) ->
     """The version @champion points at now (resolved once: a server then serves it pinned)."""
     from mlsd.registry import CHAMPION
 
-    name = registry_name(settings, product)
+    name = settings.training.model_name(product)
     version = ModelRegistry(tracking_uri).version_of(name, CHAMPION)
     if version is None:
         raise LookupError(f"{name} has no @{CHAMPION}: train one or name a version")

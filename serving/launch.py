@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Literal
 
 from mlsd.settings import Settings
+from serving.names import Product
 
 
 def model_server_argv(
-    product: Literal["fraud", "recsys"], settings: Settings, versions: Sequence[str] = ()
+    product: Product, settings: Settings, versions: Sequence[str] = ()
 ) -> list[str]:
     """`python -m serving.model_server ...` for `product` on its configured ports; without
     `versions` the server serves the version @champion points at when it starts."""
@@ -22,6 +22,6 @@ def model_server_argv(
     return [*argv, "--http-port", str(ports.http_port), "--grpc-port", str(ports.grpc_port)]
 
 
-def model_server_health_url(product: Literal["fraud", "recsys"], settings: Settings) -> str:
+def model_server_health_url(product: Product, settings: Settings) -> str:
     """Answers 200 once the server listens, which it does only after its versions loaded."""
     return f"{settings.model_server_url(product)}/v2/health/ready"

@@ -35,13 +35,11 @@ from mlsd.telemetry import silence_telemetry
 from serving.inference import (
     FRAUD_INPUTS,
     FRAUD_OUTPUTS,
-    PRODUCTS,
     RECSYS_INPUTS,
     RECSYS_OUTPUTS,
     FraudVersion,
     InputSpec,
     OutputSpec,
-    Product,
     RecsysVersion,
     RequestError,
     champion_version,
@@ -51,19 +49,17 @@ from serving.inference import (
     limit_native_threads,
     load_fraud_version,
     load_recsys_version,
-    parse_served_name,
     recommend_for,
     recsys_v1_predictions,
     recsys_v2_outputs,
-    registry_name,
     rows_from_v1,
     rows_from_v2,
     score_fraud,
-    served_name,
     tensor_metadata,
     warm_up_fraud,
     warm_up_recsys,
 )
+from serving.names import PRODUCTS, Product, parse_served_name, served_name
 from serving.runtime import event_loop_factory, freeze_heap
 
 # KServe configures its own logger (format, level); the lab's server lines go to the same place.
@@ -181,7 +177,7 @@ class FraudModel(PinnedModel):
     def metadata_parameters(self) -> dict[str, str | float]:
         return {
             "model_version": self.served.model_version,
-            "registered_model": registry_name(self.settings, "fraud"),
+            "registered_model": self.settings.training.model_name("fraud"),
             "feature_service": self.served.feature_service,
             "features": ",".join(self.served.features),
             "threshold": self.served.threshold,
@@ -219,7 +215,7 @@ class RecsysModel(PinnedModel):
     def metadata_parameters(self) -> dict[str, str | float]:
         return {
             "model_version": self.served.model_version,
-            "registered_model": registry_name(self.settings, "recsys"),
+            "registered_model": self.settings.training.model_name("recsys"),
             "feature_service": self.served.feature_service,
             "features": ",".join(self.served.features),
             "candidates": self.served.n_candidates,

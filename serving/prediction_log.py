@@ -22,10 +22,10 @@ from mlsd.settings import (
     Settings,
     SqlitePredictionLogSettings,
 )
+from serving.names import Product
 
 log = logging.getLogger(__name__)
 
-Product = Literal["fraud", "recsys"]
 Role = Literal["served", "shadow"]
 JoinResult = Literal["joined", "unknown_request", "wrong_product"]
 

@@ -10,7 +10,6 @@ import hmac
 import logging
 import math
 import os
-import re
 import secrets
 import sys
 import time
@@ -46,6 +45,7 @@ from serving.fallback import (
     request_only_answer,
     rule_answer,
 )
+from serving.names import PRODUCTS, Product, parse_served_name, served_name, version_label
 from serving.prediction_log import (
     Feedback,
     PredictionLogWriter,
@@ -56,7 +56,6 @@ from serving.prediction_log import (
 from serving.routing_state import ProductRouting, RoutingConflict, RoutingStore
 from serving.runtime import freeze_heap
 from serving.schemas import (
-    PRODUCTS,
     AdminAnswer,
     CanaryPercentRequest,
     CanaryRequest,
@@ -64,7 +63,6 @@ from serving.schemas import (
     FeedbackAck,
     FeedbackRequest,
     FraudScore,
-    Product,
     ReasonRequest,
     RecItem,
     Recommendations,
@@ -83,20 +81,12 @@ DISCOVERY_EVERY_S = 10.0
 PROBE_TIMEOUT_S = 2.0
 
 
-def model_name(product: Product, version: int) -> str:
-    """The model server's name of a registry version: `fraud-v3` is version 3 of the product's
-    registered model (docs/inference-contract.md), whatever that model is called."""
-    return f"{product}-v{version}"
-
-
-def version_label(product: Product, version: int) -> str:
-    """How answers name a version (the model servers' `model_version` output): `fraud/3`."""
-    return f"{product}/{version}"
-
-
-def registered_name(settings: Settings, product: Product) -> str:
-    training = settings.training
-    return training.fraud_model_name if product == "fraud" else training.recsys_model_name
+def _served_or_none(name: str) -> tuple[str | None, str]:
+    """(product, version) of a served name; (None, "") for a name that is not one."""
+    try:
+        return parse_served_name(name)
+    except ValueError:
+        return None, ""
 
 
 def router_dir(settings: Settings) -> Path:
@@ -150,7 +140,7 @@ class Router:
         self.settings = settings
         self.config = settings.router
         self.clients = dict(clients)
-        self.names: dict[Product, str] = {p: registered_name(settings, p) for p in PRODUCTS}
+        self.names: dict[Product, str] = {p: settings.training.model_name(p) for p in PRODUCTS}
         self.admin_token = admin_token(settings)
         self.store = RoutingStore(router_dir(settings) / "routing.json")
         self.breakers = Breakers(
@@ -268,8 +258,7 @@ class Router:
                 names = await self.clients[product].list_models(PROBE_TIMEOUT_S)
             except UpstreamError:
                 continue
-            pattern = re.compile(rf"^{product}-v(\d+)$")
-            versions = {int(m.group(1)) for n in names if (m := pattern.match(n))}
+            versions = {int(v) for p, v in map(_served_or_none, names) if p == product}
             self.loaded[product] = versions
             routing = self.store[product]
             if routing.champion is None and versions and not self.registry_uri:
@@ -305,7 +294,7 @@ class Router:
         champion = self.store["recsys"].champion
         if champion is None:
             return False
-        model = model_name("recsys", champion)
+        model = served_name("recsys", champion)
         label = version_label("recsys", champion)
         client = self.clients["recsys"]
 
@@ -349,14 +338,14 @@ class Router:
         own = routing.arm_version(arm)
         if own is not None:
             hops.append(
-                Hop(model_name(product, own), version_label(product, own), self.budget_s(product))
+                Hop(served_name(product, own), version_label(product, own), self.budget_s(product))
             )
         backup = routing.champion if arm == "challenger" else routing.previous
         usable = arm == "challenger" or backup in self.loaded[product]
         if backup is not None and backup != own and usable:
             hops.append(
                 Hop(
-                    model_name(product, backup),
+                    served_name(product, backup),
                     version_label(product, backup),
                     self.budget_s(product, fallback=True),
                 )
@@ -386,7 +375,7 @@ class Router:
 
         result = await first_answer(hops, call, self.breakers)
         if result.hop is not None:
-            self.loaded[product].add(int(result.hop.model.rsplit("-v", 1)[1]))
+            self.loaded[product].add(int(parse_served_name(result.hop.model)[1]))
         return result
 
     def _arm_error(self, hops: Sequence[Hop], result: ChainResult[Any]) -> str | None:
@@ -573,7 +562,7 @@ class Router:
 
     async def _run_shadow(self, job: ShadowJob) -> None:
         hop = Hop(
-            model_name(job.product, job.version),
+            served_name(job.product, job.version),
             version_label(job.product, job.version),
             self.config.shadow_timeout_ms / 1000,
         )
@@ -659,7 +648,7 @@ class Router:
         """Make sure the model server hosts `version` (a V2 repository load if it does not)."""
         if version in self.loaded[product]:
             return
-        client, model = self.clients[product], model_name(product, version)
+        client, model = self.clients[product], served_name(product, version)
         if not await client.model_ready(model, PROBE_TIMEOUT_S):
             try:
                 await client.load(model, self.config.load_timeout_seconds)
@@ -724,7 +713,7 @@ class Router:
         out["registered_name"] = name
         out["loaded"] = sorted(self.loaded[product])
         out["models"] = {
-            arm: model_name(product, v)
+            arm: served_name(product, v)
             for arm in ARMS
             if (v := routing.arm_version(arm)) is not None
         }

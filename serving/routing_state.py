@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from serving.schemas import PRODUCTS, Product
+from serving.names import PRODUCTS, Product
 from serving.traffic import Arm, ExperimentMetric
 
 log = logging.getLogger(__name__)

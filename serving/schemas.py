@@ -16,10 +16,8 @@ from pydantic import (
 )
 
 from features.catalog import GENRES
+from serving.names import Product
 from serving.traffic import Arm, ExperimentMetric
-
-Product = Literal["fraud", "recsys"]
-PRODUCTS: tuple[Product, ...] = ("fraud", "recsys")
 
 # Ids as the lab's worlds write them (card_000123, u_42, dev-7f3a...): printable, no spaces.
 EntityId = Annotated[

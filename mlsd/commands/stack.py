@@ -72,10 +72,9 @@ def _serving_if_trained(settings: Settings, supervisor: Any, core: list[Any]) ->
     with console.status("starting the core (MLflow, Prefect, flows) first"):
         supervisor.start(core, on_event=lambda name, what: console.print(f"{name}: {what}"))
     registry = ModelRegistry(settings.mlflow_tracking_uri)
-    names = {
-        "fraud": settings.training.fraud_model_name,
-        "recsys": settings.training.recsys_model_name,
-    }
+    from mlsd.settings import WORLDS
+
+    names: dict[str, str] = {p: settings.training.model_name(p) for p in WORLDS}
     trained = [p for p, name in names.items() if registry.version_of(name, CHAMPION)]
     for product in sorted(set(names) - set(trained)):
         console.print(
@@ -201,7 +200,9 @@ def _collect_models(settings: Settings, rows: list[ComponentStatus]) -> Any:
     from mlsd.registry import ModelRegistry
 
     registry = ModelRegistry(settings.mlflow_tracking_uri)
-    names = (settings.training.fraud_model_name, settings.training.recsys_model_name)
+    from mlsd.settings import WORLDS
+
+    names = [settings.training.model_name(p) for p in WORLDS]
     return {name: registry.describe(name) for name in names}
 
 

@@ -20,13 +20,12 @@ from serving.inference import (
     RequestError,
     fraud_v1_predictions,
     fraud_v2_outputs,
-    parse_served_name,
     query_vector,
     rows_from_v1,
     rows_from_v2,
     score_fraud,
-    served_name,
 )
+from serving.names import parse_served_name, served_name
 
 
 @dataclass

@@ -64,3 +64,12 @@ def test_every_field_is_described():
 
     undocumented = [name for name, description in walk(Settings) if not description]
     assert undocumented == []
+
+
+def test_each_product_has_one_registered_model_name():
+    training = Settings(
+        training={"fraud_model_name": "cards", "recsys_model_name": "songs"}
+    ).training
+    assert training.model_name("fraud") == "cards" and training.model_name("recsys") == "songs"
+    with pytest.raises(KeyError, match="known: fraud, recsys"):
+        training.model_name("ads")
