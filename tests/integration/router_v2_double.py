@@ -1,9 +1,10 @@
 """A TEST DOUBLE of a KServe model server, for tests of the router's own behaviour only.
 
 It speaks the V2 JSON of docs/inference-contract.md (infer, ready, model listing, repository
-load) with trivial deterministic "models", and can be told to be slow or to fail per model
-(`POST /_double/config`) and asked what it served (`GET /_double/stats`). Tests of model
-behaviour use the real servers (`python -m serving.model_server`).
+load) with trivial deterministic "models", and can be told to be slow or to fail per model, or
+to hold a model's answers until released (`POST /_double/config`), and asked what it served
+(`GET /_double/stats`). Tests of model behaviour use the real servers
+(`python -m serving.model_server`).
 
 Run: python tests/integration/router_v2_double.py --product fraud --models fraud-v1,fraud-v2
 --port P
@@ -28,6 +29,21 @@ class DoubleState:
     fail_status: dict[str, int] = field(default_factory=dict)
     infers: Counter[str] = field(default_factory=Counter)
     loads: list[str] = field(default_factory=list)
+    # Infer calls to a held model wait for `released` before they are answered and counted:
+    # a test decides when such a model answers, no clock does.
+    held: set[str] = field(default_factory=set)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def hold(self, models: set[str]) -> None:
+        """Hold `models` until `release` (call on the event loop that serves the double)."""
+        if self.released.is_set():
+            self.released = asyncio.Event()
+        self.held = set(models)
+
+    def release(self) -> None:
+        """Answer every held call now, and hold nothing from now on."""
+        self.held = set()
+        self.released.set()
 
 
 def _version(model: str) -> int:
@@ -108,9 +124,16 @@ async def answer(state: DoubleState, method: str, path: str, body: bytes) -> tup
             "models": sorted(state.models),
         }
     if path == "/_double/config" and method == "POST":
+        # Each key given replaces that setting; a key left out leaves it as it was.
         config = json.loads(body)
-        state.delay_ms = {k: float(v) for k, v in config.get("delay_ms", {}).items()}
-        state.fail_status = {k: int(v) for k, v in config.get("fail_status", {}).items()}
+        if "delay_ms" in config:
+            state.delay_ms = {k: float(v) for k, v in config["delay_ms"].items()}
+        if "fail_status" in config:
+            state.fail_status = {k: int(v) for k, v in config["fail_status"].items()}
+        if "hold" in config:
+            state.hold(set(config["hold"]))
+        if config.get("release"):
+            state.release()
         return 200, {"ok": True}
     if len(parts) == 5 and parts[:3] == ["v2", "repository", "models"] and parts[4] == "load":
         state.models.add(parts[3])
@@ -124,6 +147,8 @@ async def answer(state: DoubleState, method: str, path: str, body: bytes) -> tup
         model = parts[2]
         if model not in state.models:
             return 404, {"error": f"Model with name {model} does not exist."}
+        if model in state.held:
+            await state.released.wait()
         if model in state.delay_ms:
             await asyncio.sleep(state.delay_ms[model] / 1000)
         if model in state.fail_status:

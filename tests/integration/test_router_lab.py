@@ -179,7 +179,12 @@ def test_canary_loads_promotes_and_rolls_back_through_registry_and_server(
 def test_dead_model_servers_degrade_to_rules_on_online_features_and_popularity(
     trained_lab: Lab, servers: Servers
 ):
-    router = start_lab_router(trained_lab, servers.fraud, servers.recsys)
+    # The Feast lookup of the rule fallback has its own budget (150 ms by default); on 2 busy
+    # cores a lookup may miss that, and the answer drops to the request-only rule. This test is
+    # about the fallback chain, not its speed: a budget every lookup meets.
+    router = start_lab_router(
+        trained_lab, servers.fraud, servers.recsys, features_timeout_ms="10000"
+    )
     try:
         # The rule fallback's Feast lookup warms in the background; popularity is learnt from
         # the real recommender's cold-start answer.
@@ -202,10 +207,11 @@ def test_dead_model_servers_degrade_to_rules_on_online_features_and_popularity(
         assert all(not isinstance(a, Exception) and a.status_code == 200 for a in answers)
         bodies = [a.json() for a in answers]  # type: ignore[union-attr]
         assert all(b["degraded"] for b in bodies)
-        # The Feast lookup has its own budget: most answers use the card's real features.
-        assert sum(b["model_version"] == "rules" for b in bodies) >= 15, bodies
-        ruled = next(b for b in bodies if b["model_version"] == "rules")
-        assert "amount_over_card_mean" in ruled["reasons"]  # 9000 USD against the card's mean
+        # Every answer is the rule over the card's real features (not the request-only rule):
+        # 9000 USD against the card's mean.
+        assert all(b["model_version"] == "rules" for b in bodies), bodies
+        assert all("amount_over_card_mean" in b["reasons"] for b in bodies), bodies
+        assert all(b["degraded_reason"].endswith("; answered by rules") for b in bodies), bodies
         recs = httpx.post(f"{router.url}/v1/recs", json={"user_id": "u1", "k": 5}, timeout=30)
         assert recs.status_code == 200
         assert recs.json()["path"] == "popularity" and recs.json()["degraded"] is True

@@ -61,7 +61,14 @@ def test_prefect_api_records_a_flow_run(prefect_api):
     def doubled(n: int) -> int:
         return double(n)
 
-    assert doubled(21) == 42
+    state = doubled(21, return_state=True)
+    assert state.is_completed() and state.result() == 42
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+    # This very run, as the API recorded it: completed, and a run of this flow.
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs()
-    assert any(r.state is not None and r.state.is_completed() for r in runs)
+        run = client.read_flow_run(run_id)
+        flow_name = client.read_flow(run.flow_id).name
+    assert run.id == run_id
+    assert run.state is not None and run.state.is_completed()
+    assert flow_name == "fixture-check"

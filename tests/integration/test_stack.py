@@ -23,11 +23,9 @@ from mlsd.telemetry import TELEMETRY_OFF
 
 pytestmark = pytest.mark.integration
 
-# The real `mlsd` app; registers the stack commands itself until mlsd/cli.py does.
-CLI = (
-    "from mlsd.cli import app; from mlsd.commands import stack; "
-    "'up' in {c.name for c in app.registered_commands} or stack.register(app); app()"
-)
+# The real `mlsd` entry point, as `mlsd.commands.demo` runs it: if `mlsd up` went missing from
+# mlsd/cli.py, every command here would fail.
+CLI = [sys.executable, "-m", "mlsd.cli"]
 
 
 @dataclass
@@ -40,7 +38,7 @@ class Lab:
 
     def mlsd(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-c", CLI, *args],
+            [*CLI, *args],
             env=self.env,
             cwd=self.data_dir.parent,
             capture_output=True,

@@ -4,7 +4,6 @@ tests/integration/test_router_prediction_log_postgres.py), and the batched write
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -239,15 +238,23 @@ class TestSqlitePredictionLog(PredictionLogContract):
 class MemoryLog(PredictionLog):
     """An in-memory log that records how it was called (and can be made slow or failing)."""
 
-    def __init__(self, delay: float = 0.0, failures: int = 0) -> None:
+    def __init__(
+        self, delay: float = 0.0, failures: int = 0, gate: asyncio.Event | None = None
+    ) -> None:
         self.rows: list[PredictionRecord] = []
         self.batches: list[int] = []
         self.labels: list[tuple[Feedback, int]] = []  # (feedback, rows written before it)
         self.delay = delay
         self.failures = failures
+        # A closed gate holds every write until it opens; `writing` is set once one is held.
+        self.gate = gate
+        self.writing = asyncio.Event()
         self.closed = False
 
     async def write_many(self, records: Sequence[PredictionRecord]) -> None:
+        if self.gate is not None:
+            self.writing.set()
+            await self.gate.wait()
         await asyncio.sleep(self.delay)
         if self.failures:
             self.failures -= 1
@@ -279,13 +286,23 @@ def writer_for(log: PredictionLog, **kw: Any) -> PredictionLogWriter:
 
 def test_submit_returns_at_once_and_rows_land_within_the_flush_interval():
     async def scenario() -> None:
-        log = MemoryLog(delay=0.2)
+        gate = asyncio.Event()
+        log = MemoryLog(gate=gate)
         writer = writer_for(log)
-        started = time.perf_counter()
+        # The log cannot write while the gate is closed: every submit returns all the same,
+        # with its row queued, not written (the log is not on this path).
         assert all(writer.submit(record(f"r{i}")) for i in range(10))
-        assert time.perf_counter() - started < 0.01  # the slow log is not on this path
-        await asyncio.sleep(0.4)
-        assert len(log.rows) == 10 and log.batches == [10]
+        assert writer.pending == 10 and log.rows == []
+        await asyncio.sleep(0)
+        assert log.rows == [] and log.batches == []
+        # Neither a full batch nor a flush asked for it: the flush interval sends the 10 rows,
+        # as one batch, to the (still closed) log.
+        await asyncio.wait_for(log.writing.wait(), timeout=30)
+        assert writer.pending == 0 and log.rows == []
+        gate.set()
+        await writer.flush()
+        assert [r.request_id for r in log.rows] == [f"r{i}" for i in range(10)]
+        assert log.batches == [10]
         await writer.close()
 
     asyncio.run(scenario())
@@ -299,7 +316,8 @@ def test_rows_are_written_in_batches_of_at_most_batch_size():
             writer.submit(record(f"r{i}"))
         await writer.flush()
         assert len(log.rows) == 1_000
-        assert max(log.batches) <= 64 and len(log.batches) >= 1_000 // 64
+        # Rows queued together go out in full batches; only the remainder is short.
+        assert log.batches == [64] * (1_000 // 64) + [1_000 % 64]
         assert [r.request_id for r in log.rows] == [f"r{i}" for i in range(1_000)]
         await writer.close()
 

@@ -4,7 +4,9 @@ HTTP: tests/integration/test_router_process.py.)"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from mlsd.settings import RouterSettings, Settings
-from serving.router import admin_token, create_app, model_name
+from serving.router import admin_token, create_app
 from serving.traffic import assign_arm
 from serving.upstream import V2Client
 from tests.integration.router_v2_double import DoubleState, answer
@@ -81,10 +83,11 @@ class Lab:
     def router(self) -> Any:
         return self.app.state.router
 
-    def call(self, fn: Callable[[], Awaitable[Any]]) -> Any:
-        """Run a coroutine function on the app's event loop (the client must be started)."""
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a function (awaited if a coroutine function) on the app's event loop (the client
+        must be started)."""
         assert self.client.portal is not None
-        return self.client.portal.call(fn)
+        return self.client.portal.call(fn, *args)
 
     def rows(self, product: str = "fraud") -> list[Any]:
         router = self.router
@@ -470,12 +473,16 @@ def test_a_slow_champion_falls_back_to_the_previous_version_within_budget(tmp_pa
     with lab.client:
         admin(lab, "POST", "/admin/fraud/canary/start", {"version": 2, "percent": 5})
         admin(lab, "POST", "/admin/fraud/promote", {})
+        # The double counts a call after its delay: a router that waited for fraud-v2's answer
+        # (rather than cutting it at its budget) would find it counted.
         lab.fraud.delay_ms = {"fraud-v2": 400}
         response = lab.client.post("/v1/fraud/score", json=TX)
+        assert lab.fraud.infers == {"fraud-v1": 1}  # fraud-v2 never answered
         body = response.json()
         assert body["model_version"] == "fraud/1" and body["degraded"] is True
         assert body["degraded_reason"].startswith("fraud-v2: timeout")
-        assert response.elapsed.total_seconds() < 0.35
+        (row,) = lab.rows()
+        assert row.error.startswith("timeout: ") and row.answered_by == "fraud/1"
 
 
 def test_no_model_at_all_answers_from_the_request_alone(tmp_path: Path):
@@ -577,15 +584,44 @@ def test_no_shadow_copy_of_a_degraded_answer(lab: Lab):
 
 
 def test_a_full_shadow_queue_drops_and_counts(tmp_path: Path):
-    lab = Lab(tmp_path, shadow_queue_size=2, shadow_workers=1)
+    # The double holds fraud-v2 until released, and a shadow call may take 10 min: until the
+    # release no shadow call ends, so the one worker stays busy with the first copy.
+    lab = Lab(tmp_path, shadow_queue_size=2, shadow_workers=1, shadow_timeout_ms=600_000)
     with lab.client:
         admin(lab, "POST", "/admin/fraud/shadow/start", {"version": 2})
-        lab.fraud.delay_ms = {"fraud-v2": 300}
-        for _ in range(10):
-            assert lab.client.post("/v1/fraud/score", json=TX).json()["degraded"] is False
-        stats = lab.client.get("/admin/status", headers=AUTH).json()["shadow"]
-        assert stats["offered"] == 10 and stats["dropped"] >= 7
+        lab.call(lambda: lab.fraud.hold({"fraud-v2"}))
 
+        async def score_ten() -> list[dict[str, Any]]:
+            # On the app's loop, so a hang (an answer waiting for its shadow, or for room in the
+            # queue) fails the test instead of blocking it.
+            transport = httpx.ASGITransport(app=lab.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://router") as client:
+                bodies = []
+                async with asyncio.timeout(60):
+                    for _ in range(10):
+                        bodies.append((await client.post("/v1/fraud/score", json=TX)).json())
+                        await asyncio.sleep(0)  # the worker takes a copy, as between requests
+                return bodies
 
-def test_model_names_follow_the_inference_contract():
-    assert model_name("fraud", 3) == "fraud-v3"
+        try:
+            assert [b["degraded"] for b in lab.call(score_ten)] == [False] * 10
+            stats = lab.client.get("/admin/status", headers=AUTH).json()["shadow"]
+            # 1 copy in the worker's hands, 2 in the queue, 7 dropped: none waited for room.
+            assert stats == {
+                "offered": 10,
+                "dropped": 7,
+                "done": 0,
+                "failed": 0,
+                "skipped": 0,
+                "pending": 2,
+            }
+            assert "fraud-v2" not in lab.fraud.infers
+        finally:
+            lab.call(lab.fraud.release)
+        # Released: the copy in hand and the 2 queued run (the deadline catches a hang only).
+        deadline = time.monotonic() + 60
+        while (stats := lab.client.get("/admin/status", headers=AUTH).json()["shadow"])["done"] < 3:
+            assert time.monotonic() < deadline, stats
+            lab.call(asyncio.sleep, 0.01)
+        assert (stats["done"], stats["failed"], stats["pending"], stats["dropped"]) == (3, 0, 0, 7)
+        assert lab.fraud.infers["fraud-v2"] == 3

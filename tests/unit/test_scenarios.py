@@ -97,11 +97,7 @@ def test_merchant_mix_shifts_categories_and_channels(settings, fraud_baseline):
 def test_new_fraud_pattern_leaves_inputs_unchanged_but_moves_the_label(settings, fraud_baseline):
     new = drifted(settings, "new-fraud-pattern")
     base_tx, new_tx = fraud_baseline["transactions"], new["transactions"]
-    # The claim "no change in the inputs": no test can see one, because there is none.
-    for column in ("amount",):
-        assert stats.ks_2samp(base_tx[column], new_tx[column]).pvalue > 0.5
-    for column in ("merchant_category", "country", "channel"):
-        assert chi2_p(base_tx[column], new_tx[column]) > 0.5
+    # The claim "no change in the inputs": the transactions are the very same rows.
     pd.testing.assert_frame_equal(base_tx, new_tx)
     # ... while P(fraud | inputs) changes where the new pattern lives.
     hour = new_tx["event_timestamp"].dt.hour
@@ -132,13 +128,14 @@ def test_fraud_surge_raises_the_prior_not_what_fraud_looks_like(tmp_path):
     base_f, new_f = frauds(fraud_baseline), frauds(new)
     # What a fraud looks like stays: the same mix of tiny probes, large cash-outs and online
     # purchases. (Frauds come in bursts, so a per-row test like KS would overstate certainty;
-    # compare the mix with tolerances instead.)
+    # compare the mix with tolerances instead. The world is seeded: measured at 0.016, 0.004
+    # and 1.09, the bounds leave a small margin.)
     tiny = lambda f: (f["amount"] < 5).mean()  # noqa: E731
-    assert abs(tiny(new_f) - tiny(base_f)) < 0.15
+    assert abs(tiny(new_f) - tiny(base_f)) < 0.03
     assert (
-        abs((new_f["channel"] == "online").mean() - (base_f["channel"] == "online").mean()) < 0.15
+        abs((new_f["channel"] == "online").mean() - (base_f["channel"] == "online").mean()) < 0.02
     )
-    assert 0.6 < new_f["amount"].median() / base_f["amount"].median() < 1.6
+    assert 0.9 < new_f["amount"].median() / base_f["amount"].median() < 1.15
     assert len(new["chargebacks"]) > 2.5 * len(fraud_baseline["chargebacks"])
 
 
