@@ -40,16 +40,18 @@ def up(
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from err
     supervisor = Supervisor.from_settings(settings)
-    if not only:
-        components += _serving_if_trained(settings, supervisor, components)
-    names = ", ".join(c.name for c in components)
+    records: list[Any] = []
     try:
-        with console.status(f"starting {names} (a first start migrates databases: up to ~30 s)"):
-            records = supervisor.start(
-                components, on_event=lambda name, what: console.print(f"{name}: {what}")
-            )
+        records = _start(supervisor, components, "a first start migrates databases: up to ~30 s")
+        if not only:
+            # After the core: MLflow must answer before the registry can be asked.
+            serving = _serving_if_trained(settings)
+            if serving:
+                records += _start(supervisor, serving, "loading the champions")
     except StackError as err:
         console.print(f"[red]error:[/red] {err}")
+        if records:
+            supervisor.ensure_watchdog()  # what did start stays up, and is watched
         raise typer.Exit(1) from err
     watchdog = supervisor.ensure_watchdog()
     for record in records:
@@ -63,17 +65,23 @@ def up(
     )
 
 
-def _serving_if_trained(settings: Settings, supervisor: Any, core: list[Any]) -> list[Any]:
-    """Model servers for every product with a @champion, and the router: started after the core
-    (MLflow must answer before the registry can be asked)."""
+def _start(supervisor: Any, components: list[Any], why_slow: str) -> list[Any]:
+    names = ", ".join(c.name for c in components)
+    with console.status(f"starting {names} ({why_slow})"):
+        records: list[Any] = supervisor.start(
+            components, on_event=lambda name, what: console.print(f"{name}: {what}")
+        )
+    return records
+
+
+def _serving_if_trained(settings: Settings) -> list[Any]:
+    """Model servers for every product with a @champion, and the router (the registry must
+    answer: start the core first)."""
     from mlsd.registry import CHAMPION, ModelRegistry
+    from mlsd.settings import WORLDS
     from mlsd.stack.services import serving_components
 
-    with console.status("starting the core (MLflow, Prefect, flows) first"):
-        supervisor.start(core, on_event=lambda name, what: console.print(f"{name}: {what}"))
     registry = ModelRegistry(settings.mlflow_tracking_uri)
-    from mlsd.settings import WORLDS
-
     names: dict[str, str] = {p: settings.training.model_name(p) for p in WORLDS}
     trained = [p for p, name in names.items() if registry.version_of(name, CHAMPION)]
     for product in sorted(set(names) - set(trained)):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mlsd.stack.component import RunRecord
 from mlsd.stack.processes import is_running, record_processes, same_process, terminate
-from mlsd.stack.supervisor import SupervisionPolicy, Supervisor
+from mlsd.stack.supervisor import StackError, SupervisionPolicy, Supervisor
 
 log = logging.getLogger("mlsd.watchdog")
 
@@ -38,7 +38,10 @@ class Watchdog:
         records = self.supervisor.records()
         for record in records:
             if record.state != "failed":
-                self._check(record)
+                try:
+                    self._check(record)
+                except Exception:  # one component's trouble must not stop watching the rest
+                    log.exception("%s: check failed", record.name)
         return bool(records)
 
     def _check(self, record: RunRecord) -> None:
@@ -51,7 +54,18 @@ class Watchdog:
             self._on_crash(record)
         elif self.clock() >= scheduled[1]:
             del self.scheduled[name]
-            new = self.supervisor.respawn(record)
+            current = self.supervisor.record(name)
+            if current is None or current.pid != record.pid:
+                return  # stopped or started again by `mlsd down` / `mlsd up` meanwhile
+            try:
+                new = self.supervisor.respawn(current)
+            except StackError as err:
+                # Refused (its port taken by another process, say): it counts as a restart, so
+                # a component that cannot come back is given up on, not retried forever.
+                log.error("%s: restart refused: %s", name, err)
+                current.restarts += 1
+                current.save(self.supervisor.run_dir)
+                return
             log.warning(
                 "%s restarted: pid %d (restart %d of %d)",
                 name,

@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from mlsd.netutil import free_port
 from mlsd.stack import Component, RunRecord, StackError, SupervisionPolicy, Supervisor
 from mlsd.stack.processes import is_running, record_processes, same_process
 from mlsd.stack.supervisor import start_levels, with_dependencies
@@ -209,3 +210,24 @@ def test_watchdog_restarts_with_backoff_then_gives_up(supervisor, tmp_path):
 
 def test_watchdog_exits_when_nothing_is_left(supervisor):
     assert Watchdog(supervisor).tick() is False
+
+
+def test_a_refused_restart_counts_so_the_watchdog_gives_up(supervisor, tmp_path):
+    """A crashed component whose port another process took cannot come back: each refused
+    restart counts, and after max_restarts it is marked failed instead of retried forever."""
+    import socket
+
+    now = [0.0]
+    watchdog = Watchdog(supervisor, clock=lambda: now[0])
+    port = free_port()
+    [first] = supervisor.start([make("server", tmp_path, port=port)])
+    os.kill(first.pid, signal.SIGKILL)
+    time.sleep(0.1)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        for _ in range(6):
+            watchdog.tick()
+            now[0] += 60.0
+        record = supervisor.record("server")
+    assert (record.state, record.restarts, record.pid) == ("failed", 2, first.pid)
