@@ -102,6 +102,40 @@ def window_query(
     return query + " ORDER BY p.at, p.request_id, p.role", args
 
 
+def label_statements(placeholder: Callable[[int], str]) -> tuple[str, str]:
+    """(which product logged a request id, upsert of its label), for either SQL dialect."""
+    values = ", ".join(placeholder(n) for n in range(1, 6))
+    return (
+        f"SELECT product FROM predictions WHERE request_id = {placeholder(1)} LIMIT 1",
+        f"INSERT INTO labels (request_id, item_id, label, event, at) VALUES ({values}) "
+        "ON CONFLICT (request_id, item_id) DO UPDATE SET "
+        "label = excluded.label, event = excluded.event, at = excluded.at",
+    )
+
+
+def label_refused(logged_product: str | None, feedback: Feedback) -> JoinResult | None:
+    """Why a label cannot join (the request is unknown, or of another product), or None."""
+    if logged_product is None:
+        return "unknown_request"
+    return "wrong_product" if logged_product != feedback.product else None
+
+
+def label_values(feedback: Feedback) -> tuple[Any, ...]:
+    return (
+        feedback.request_id,
+        feedback.item_id or "",
+        feedback.label,
+        feedback.event,
+        feedback.at,
+    )
+
+
+def count_query(placeholder: Callable[[int], str], product: str | None) -> tuple[str, list[Any]]:
+    if product is None:
+        return "SELECT count(*) FROM predictions", []
+    return f"SELECT count(*) FROM predictions WHERE product = {placeholder(1)}", [product]
+
+
 # --- the interface ---------------------------------------------------------------------------
 
 
@@ -277,20 +311,13 @@ class SqlitePredictionLog(PredictionLog):
 
     def _join_label(self, fb: Feedback) -> JoinResult:
         assert self._writer is not None
+        which_product, upsert = label_statements(lambda _n: "?")
         with _transaction(self._writer):
-            found = self._writer.execute(
-                "SELECT product FROM predictions WHERE request_id = ? LIMIT 1", (fb.request_id,)
-            ).fetchone()
-            if found is None:
-                return "unknown_request"
-            if found[0] != fb.product:
-                return "wrong_product"
-            self._writer.execute(
-                "INSERT INTO labels (request_id, item_id, label, event, at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (request_id, item_id) DO UPDATE SET "
-                "label = excluded.label, event = excluded.event, at = excluded.at",
-                (fb.request_id, fb.item_id or "", fb.label, fb.event, fb.at),
-            )
+            found = self._writer.execute(which_product, (fb.request_id,)).fetchone()
+            refused = label_refused(None if found is None else found[0], fb)
+            if refused is not None:
+                return refused
+            self._writer.execute(upsert, label_values(fb))
         return "joined"
 
     async def window(
@@ -324,13 +351,8 @@ class SqlitePredictionLog(PredictionLog):
         return result
 
     def _count(self, product: str | None) -> int:
-        if product is None:
-            return int(self._read().execute("SELECT count(*) FROM predictions").fetchone()[0])
-        return int(
-            self._read()
-            .execute("SELECT count(*) FROM predictions WHERE product = ?", (product,))
-            .fetchone()[0]
-        )
+        query, args = count_query(lambda _n: "?", product)
+        return int(self._read().execute(query, args).fetchone()[0])
 
     async def close(self) -> None:
         def close_conn(which: str) -> None:
@@ -429,25 +451,13 @@ class PostgresPredictionLog(PredictionLog):
             )
 
     async def join_label(self, feedback: Feedback) -> JoinResult:
+        which_product, upsert = label_statements(lambda n: f"${n}")
         async with self._pool.acquire() as conn, conn.transaction():
-            product = await conn.fetchval(
-                "SELECT product FROM predictions WHERE request_id = $1 LIMIT 1",
-                feedback.request_id,
-            )
-            if product is None:
-                return "unknown_request"
-            if product != feedback.product:
-                return "wrong_product"
-            await conn.execute(
-                "INSERT INTO labels (request_id, item_id, label, event, at) "
-                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (request_id, item_id) DO UPDATE SET "
-                "label = excluded.label, event = excluded.event, at = excluded.at",
-                feedback.request_id,
-                feedback.item_id or "",
-                feedback.label,
-                feedback.event,
-                feedback.at,
-            )
+            product = await conn.fetchval(which_product, feedback.request_id)
+            refused = label_refused(product, feedback)
+            if refused is not None:
+                return refused
+            await conn.execute(upsert, *label_values(feedback))
         return "joined"
 
     async def window(
@@ -465,12 +475,9 @@ class PostgresPredictionLog(PredictionLog):
         return await asyncio.to_thread(_group_window_rows, [tuple(r) for r in rows])
 
     async def count(self, product: Product | None = None) -> int:
+        query, args = count_query(lambda n: f"${n}", product)
         async with self._pool.acquire() as conn:
-            if product is None:
-                return int(await conn.fetchval("SELECT count(*) FROM predictions"))
-            return int(
-                await conn.fetchval("SELECT count(*) FROM predictions WHERE product = $1", product)
-            )
+            return int(await conn.fetchval(query, *args))
 
     async def close(self) -> None:
         if self._pool is not None:
