@@ -187,7 +187,8 @@ class Router:
                 loop.create_task(self._seed_popularity(), name="popularity-seed")
             )
         self._background.append(loop.create_task(self._maintain(), name="router-maintenance"))
-        self._background.append(loop.create_task(self._freeze_when_warm(), name="heap-freeze"))
+        if self.features.status == "warming":
+            self._background.append(loop.create_task(self._freeze_when_warm(), name="heap-freeze"))
         freeze_heap()
 
     async def _freeze_when_warm(self) -> None:
