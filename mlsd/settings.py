@@ -487,6 +487,14 @@ class RouterSettings(_Section):
     breaker_cooldown_seconds: float = Field(
         5.0, gt=0, description="How long an open circuit skips its model before one trial call."
     )
+    breaker_min_failing_seconds: float = Field(
+        1.0,
+        ge=0,
+        description="How long failures must go on before the circuit opens: a model that is "
+        "down fails for longer; a stall of a few hundred ms (a busy 2-core machine) times out "
+        "a window's worth of calls at 100 req/s, and opening on it would skip a working "
+        "model for the whole cooldown.",
+    )
     max_body_bytes: int = Field(
         16_384, ge=256, description="Largest request body accepted; larger gets 413."
     )

@@ -63,9 +63,11 @@ class CircuitBreaker:
     failure_rate: float
     cooldown_s: float
     clock: Callable[[], float] = time.monotonic
+    min_failing_s: float = 0.0  # how long failures must have gone on before it opens
     outcomes: deque[bool] = field(default_factory=deque)  # True: the call failed
     opened_at: float | None = None
     trial_running: bool = False
+    failing_since: float | None = None  # first failure since the last success
 
     @property
     def state(self) -> str:
@@ -89,6 +91,7 @@ class CircuitBreaker:
             self.opened_at, self.trial_running = None, False
         elif self.opened_at is not None:
             return  # a call from before the circuit opened
+        self.failing_since = None
         self._record(False)
 
     def record_failure(self, trial: bool = False) -> None:
@@ -97,12 +100,17 @@ class CircuitBreaker:
             return
         if self.opened_at is not None:
             return  # a call from before the circuit opened
+        now = self.clock()
+        if self.failing_since is None:
+            self.failing_since = now
         self._record(True)
         failed = sum(self.outcomes)
-        if len(self.outcomes) >= self.min_calls and failed >= self.failure_rate * len(
-            self.outcomes
+        if (
+            len(self.outcomes) >= self.min_calls
+            and failed >= self.failure_rate * len(self.outcomes)
+            and now - self.failing_since >= self.min_failing_s
         ):
-            self.opened_at = self.clock()
+            self.opened_at = now
 
     def abandon(self, trial: bool) -> None:
         """A call that ended without an answer either way (cancelled): a trial frees its slot."""
@@ -123,13 +131,18 @@ class Breakers:
     min_calls: int
     failure_rate: float
     cooldown_s: float
+    min_failing_s: float = 0.0
     by_model: dict[str, CircuitBreaker] = field(default_factory=dict)
 
     def __getitem__(self, model: str) -> CircuitBreaker:
         breaker = self.by_model.get(model)
         if breaker is None:
             breaker = self.by_model[model] = CircuitBreaker(
-                self.window, self.min_calls, self.failure_rate, self.cooldown_s
+                self.window,
+                self.min_calls,
+                self.failure_rate,
+                self.cooldown_s,
+                min_failing_s=self.min_failing_s,
             )
         return breaker
 

@@ -148,6 +148,7 @@ class Router:
             self.config.breaker_min_calls,
             self.config.breaker_failure_rate,
             self.config.breaker_cooldown_seconds,
+            self.config.breaker_min_failing_seconds,
         )
         self.loaded: dict[Product, set[int]] = {p: set() for p in PRODUCTS}
         self.features = OnlineFeatureLookup(settings, enabled=self.config.fallback_online_features)

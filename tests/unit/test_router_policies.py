@@ -192,6 +192,22 @@ def test_a_few_failures_in_a_row_among_successes_do_not_open_it():
         assert b.state == "closed", i
 
 
+def test_a_short_stall_does_not_open_it_failures_that_go_on_do():
+    """A few hundred ms of timeouts fill a window at 100 req/s; only failures lasting
+    min_failing_s open the circuit (a model that is down fails for longer)."""
+    clock = Clock()
+    b = CircuitBreaker(50, 20, 0.5, cooldown_s=5, clock=clock, min_failing_s=1.0)
+    for i in range(30):  # 30 timeouts in 0.3 s
+        clock.now = i * 0.01
+        b.record_failure()
+    assert b.state == "closed"
+    b.record_success()  # the stall is over: the next failures start a new run
+    for i in range(150):  # down: failing for 1.5 s
+        clock.now = 1.0 + i * 0.01
+        b.record_failure()
+        assert b.state == ("open" if clock.now - 1.0 >= 1.0 else "closed"), clock.now
+
+
 def test_the_window_forgets_old_failures():
     b = breaker(Clock(), window=10, min_calls=4)
     for _ in range(3):
