@@ -13,8 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 from prefect import flow, get_run_logger
+
+from serving.admin import AdminClient, AdminError
 
 DEFAULT_STEPS = (5.0, 25.0, 50.0, 100.0)
 
@@ -70,56 +71,6 @@ def step_decision(verdicts: Sequence[str], elapsed: float, plan: RampPlan) -> st
     return None
 
 
-class AdminClient:
-    """The router's admin API, as the controller uses it."""
-
-    def __init__(self, base_url: str, token: str, timeout: float = 30.0) -> None:
-        self.http = httpx.Client(
-            base_url=base_url,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=timeout,
-            trust_env=False,
-        )
-
-    @classmethod
-    def for_lab(cls, settings: Any) -> AdminClient:
-        """The lab's own router, with the admin token kept under its data dir."""
-        from serving.router import admin_token
-
-        return cls(f"http://{settings.client_host}:{settings.router.port}", admin_token(settings))
-
-    def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        response = self.http.request(method, path, **kwargs)
-        if response.status_code >= 400:
-            raise RuntimeError(f"{method} {path}: {response.status_code} {response.text[:300]}")
-        return dict(response.json())
-
-    def start_canary(self, product: str, percent: float, version: int | None) -> dict[str, Any]:
-        body: dict[str, Any] = {"percent": percent}
-        if version is not None:
-            body["version"] = version
-        return self.call("POST", f"/admin/{product}/canary/start", json=body)
-
-    def set_percent(self, product: str, percent: float) -> dict[str, Any]:
-        return self.call("PUT", f"/admin/{product}/canary", json={"percent": percent})
-
-    def verdict(self, product: str, window_seconds: float) -> dict[str, Any]:
-        return self.call(
-            "GET",
-            f"/admin/{product}/canary/verdict",
-            params={"window_seconds": max(window_seconds, 1.0)},
-        )
-
-    def promote(self, product: str, reason: str) -> dict[str, Any]:
-        return self.call("POST", f"/admin/{product}/promote", json={"reason": reason[:300]})
-
-    def rollback(self, product: str, reason: str) -> dict[str, Any]:
-        return self.call("POST", f"/admin/{product}/rollback", json={"reason": reason[:300]})
-
-    def status(self, product: str) -> dict[str, Any]:
-        return self.call("GET", f"/admin/{product}/status")
-
-
 def run_ramp(
     admin: AdminClient,
     product: str,
@@ -134,48 +85,110 @@ def run_ramp(
 
     Every step below 100 % is judged, champion against challenger over the same window; 100 %
     is the promotion itself (at 100 % no champion traffic would be left to compare against).
+
+    If the controller itself fails mid-ramp (the router unreachable, a verdict it cannot read,
+    a refused promotion, an interrupt), it withdraws its canary before the error goes on: a
+    challenger nobody judges any more must not keep its share of traffic. The withdrawal names
+    the challenger, so it can never restore an older champion instead.
     """
-    steps: list[StepOutcome] = []
-    for index, percent in enumerate(p for p in plan.steps if p < 100):
-        if index == 0:
-            admin.start_canary(product, percent, version)
-        else:
-            admin.set_percent(product, percent)
-        log(f"{product}: canary at {percent:g} %")
-        began = clock()
-        verdicts: list[str] = []
-        while True:
-            sleep(plan.poll_seconds)
-            elapsed = clock() - began
-            verdict = admin.verdict(product, elapsed)
-            verdicts.append(verdict["decision"])
-            action = step_decision(verdicts, elapsed, plan)
-            if action is None:
-                continue
-            outcome = StepOutcome(
-                percent,
-                verdict["decision"],
-                round(elapsed, 1),
-                list(verdict["reasons"]),
-                {"champion": verdict.get("champion"), "challenger": verdict.get("challenger")},
-            )
-            steps.append(outcome)
-            if action == "rollback":
-                why = "; ".join(outcome.reasons) or "no promote verdict before the step's deadline"
-                if verdict["decision"] != "rollback":
-                    why = f"step at {percent:g} % ended without enough evidence: {why}"
-                log(f"{product}: rollback at {percent:g} %: {why}")
-                admin.rollback(product, f"canary rolled back at {percent:g} %: {why}")
-                return {
-                    "product": product,
-                    "result": "rolled_back",
-                    "steps": [s.__dict__ for s in steps],
-                }
-            log(f"{product}: step {percent:g} % passed after {elapsed:.0f} s")
-            break
-    admin.promote(product, f"canary passed every step {list(plan.steps)}")
-    log(f"{product}: promoted")
-    return {"product": product, "result": "promoted", "steps": [s.__dict__ for s in steps]}
+    ramp = _Ramp(admin, product, version)
+    try:
+        return ramp.run(plan, clock, sleep, log)
+    except BaseException as err:
+        ramp.abort(f"rollout controller failed: {type(err).__name__}: {err}", log)
+        raise
+
+
+@dataclass
+class _Ramp:
+    admin: AdminClient
+    product: str
+    version: int | None
+    started: bool = False
+
+    def run(
+        self,
+        plan: RampPlan,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
+        log: Callable[[str], None],
+    ) -> dict[str, Any]:
+        admin, product = self.admin, self.product
+        steps: list[StepOutcome] = []
+        for index, percent in enumerate(p for p in plan.steps if p < 100):
+            if index == 0:
+                self.start(percent)
+            else:
+                admin.set_percent(product, percent)
+            log(f"{product}: canary of v{self.version} at {percent:g} %")
+            began = clock()
+            verdicts: list[str] = []
+            while True:
+                sleep(plan.poll_seconds)
+                elapsed = clock() - began
+                verdict = admin.verdict(product, elapsed)
+                verdicts.append(verdict["decision"])
+                action = step_decision(verdicts, elapsed, plan)
+                if action is None:
+                    continue
+                outcome = StepOutcome(
+                    percent,
+                    verdict["decision"],
+                    round(elapsed, 1),
+                    list(verdict["reasons"]),
+                    {"champion": verdict.get("champion"), "challenger": verdict.get("challenger")},
+                )
+                steps.append(outcome)
+                if action == "rollback":
+                    why = "; ".join(outcome.reasons) or "no promote verdict before the deadline"
+                    if verdict["decision"] != "rollback":
+                        why = f"step at {percent:g} % ended without enough evidence: {why}"
+                    log(f"{product}: rollback at {percent:g} %: {why}")
+                    admin.rollback(
+                        product, f"canary rolled back at {percent:g} %: {why}", self.version
+                    )
+                    self.started = False
+                    return {
+                        "product": product,
+                        "result": "rolled_back",
+                        "steps": [s.__dict__ for s in steps],
+                    }
+                log(f"{product}: step {percent:g} % passed after {elapsed:.0f} s")
+                break
+        admin.promote(product, f"canary passed every step {list(plan.steps)}")
+        self.started = False
+        log(f"{product}: promoted")
+        return {"product": product, "result": "promoted", "steps": [s.__dict__ for s in steps]}
+
+    def start(self, percent: float) -> None:
+        try:
+            answer = self.admin.start_canary(self.product, percent, self.version)
+        except AdminError:
+            raise  # the router refused: nothing started
+        except BaseException:
+            # No answer (timeout, connection lost): the canary may have started. Withdraw it
+            # if we know its version; without one we cannot tell ours from someone else's.
+            self.started = self.version is not None
+            raise
+        self.started = True
+        self.version = int(answer["routing"]["challenger"])
+
+    def abort(self, reason: str, log: Callable[[str], None]) -> None:
+        """Best effort: withdraw our canary if it is still in traffic; never raises (the
+        original error is the one to report)."""
+        challenger = self.version
+        if not self.started or challenger is None:
+            return
+        try:
+            self.admin.rollback(self.product, reason, challenger)
+            log(f"{self.product}: canary of v{challenger} withdrawn: {reason}")
+        except AdminError as err:
+            if err.status_code == 409:  # not in traffic: nothing of ours is left to withdraw
+                log(f"{self.product}: no canary of v{challenger} left to withdraw")
+            else:
+                log(f"{self.product}: could not withdraw the canary of v{challenger}: {err}")
+        except Exception as err:
+            log(f"{self.product}: could not withdraw the canary of v{challenger}: {err}")
 
 
 @flow(name="rollout", log_prints=True)
@@ -198,4 +211,5 @@ def rollout(
         admin = AdminClient(router_url, admin_token)
     else:
         admin = AdminClient.for_lab(Settings())
-    return run_ramp(admin, product, plan, version, log=logger.info)
+    with admin:
+        return run_ramp(admin, product, plan, version, log=logger.info)

@@ -10,14 +10,12 @@ import hmac
 import logging
 import math
 import os
-import secrets
 import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
@@ -30,6 +28,7 @@ from features.catalog import GENRES
 from mlsd.registry import ModelRegistry
 from mlsd.settings import Settings, get_settings
 from serving import routing_state as rs
+from serving.admin import admin_token, router_dir
 from serving.fallback import (
     Breakers,
     ChainResult,
@@ -67,6 +66,7 @@ from serving.schemas import (
     RecItem,
     Recommendations,
     RecsRequest,
+    RollbackRequest,
     ShadowRequest,
     SplitRequest,
     Transaction,
@@ -87,25 +87,6 @@ def _served_or_none(name: str) -> tuple[str | None, str]:
         return parse_served_name(name)
     except ValueError:
         return None, ""
-
-
-def router_dir(settings: Settings) -> Path:
-    """The router's own state: routing.json, admin-token, popularity.json, predictions.db."""
-    return settings.data_dir / "router"
-
-
-def admin_token(settings: Settings) -> str:
-    """The admin API's bearer token: from settings, else the one generated at first start and
-    kept (mode 600) under the data dir. The CLI prints it; the router never logs it."""
-    if settings.router.admin_token is not None:
-        return settings.router.admin_token.get_secret_value()
-    path = router_dir(settings) / "admin-token"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileExistsError):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(32) + "\n")
-    return path.read_text().strip()
 
 
 def registry_uri(settings: Settings) -> str | None:
@@ -1111,20 +1092,21 @@ def add_admin_routes(app: FastAPI) -> None:
         )
 
     @admin.post("/{product}/rollback", response_model=AdminAnswer)
-    async def rollback(product: Product, body: ReasonRequest, router: RouterDep) -> AdminAnswer:
+    async def rollback(product: Product, body: RollbackRequest, router: RouterDep) -> AdminAnswer:
         """Undo the last step: a challenger taking traffic (canary, split, shadow) is withdrawn;
-        with none, the champion returns to the previous one (registry @champion too)."""
+        with none, the champion returns to the previous one (registry @champion too).
+        With `challenger`, only that challenger is withdrawn."""
         name = router.names[product]
         reason = body.reason or "rolled back through the router's admin API"
         try:
-            kind = rs.rollback_kind(router.store[product])
+            kind = rs.rollback_kind(router.store[product], body.challenger)
         except RoutingConflict as err:
             raise HTTPException(409, str(err)) from err
 
         def move(registry: ModelRegistry, current: ProductRouting) -> None:
             # Decided again on the state under the admin lock: a canary may have started while
             # the previous version was loading.
-            if rs.rollback_kind(current) == "champion_restored":
+            if rs.rollback_kind(current, body.challenger) == "champion_restored":
                 registry.rollback(name, reason)
                 return
             assert current.challenger is not None
@@ -1138,7 +1120,7 @@ def add_admin_routes(app: FastAPI) -> None:
         if kind == "champion_restored" and previous is not None:
             await router.ensure_loaded(product, previous)
         return await router.change_routing(
-            product, lambda r: rs.rollback(r, body.reason), None, move
+            product, lambda r: rs.rollback(r, body.reason, body.challenger), None, move
         )
 
     @admin.post("/{product}/refresh", response_model=AdminAnswer)

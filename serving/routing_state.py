@@ -187,10 +187,21 @@ def promote(state: ProductRouting, reason: str = "") -> ProductRouting:
 RollbackKind = Literal["challenger_withdrawn", "champion_restored"]
 
 
-def rollback_kind(state: ProductRouting) -> RollbackKind:
+def rollback_kind(state: ProductRouting, challenger: int | None = None) -> RollbackKind:
     """What a rollback undoes: a challenger taking traffic (split or shadow) is withdrawn first;
-    with none, the champion returns to the previous one."""
-    if state.challenger is not None and (state.split is not None or state.shadow):
+    with none, the champion returns to the previous one.
+
+    `challenger` set: only that challenger may be withdrawn, never a champion restored. A
+    rollout controller aborting its own canary must not undo an older promotion when the
+    canary has already gone (withdrawn by an operator, or never started)."""
+    in_traffic = state.challenger is not None and (state.split is not None or state.shadow)
+    if challenger is not None:
+        if not in_traffic or state.challenger != challenger:
+            raise RoutingConflict(
+                f"v{challenger} is not taking {state.product} traffic; nothing was rolled back"
+            )
+        return "challenger_withdrawn"
+    if in_traffic:
         return "challenger_withdrawn"
     if state.previous is None:
         raise RoutingConflict(
@@ -199,8 +210,10 @@ def rollback_kind(state: ProductRouting) -> RollbackKind:
     return "champion_restored"
 
 
-def rollback(state: ProductRouting, reason: str = "") -> ProductRouting:
-    kind = rollback_kind(state)
+def rollback(
+    state: ProductRouting, reason: str = "", challenger: int | None = None
+) -> ProductRouting:
+    kind = rollback_kind(state, challenger)
     suffix = f": {reason}" if reason else ""
     if kind == "challenger_withdrawn":
         return _with_event(

@@ -202,6 +202,17 @@ class ReasonRequest(_Body):
     )
 
 
+class RollbackRequest(ReasonRequest):
+    challenger: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Only withdraw this challenger from traffic (409 when it is not taking traffic); "
+            "never restore an older champion. The rollout controller's abort uses it."
+        ),
+    )
+
+
 class AdminAnswer(BaseModel):
     """The product's routing after an admin call, and what the call did."""
 

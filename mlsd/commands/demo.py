@@ -149,7 +149,8 @@ def serve_traffic(settings: Any) -> None:
     import asyncio
 
     from mlsd.registry import ModelRegistry
-    from serving.rollout import AdminClient, RampPlan, run_ramp
+    from serving.admin import AdminClient
+    from serving.rollout import RampPlan, run_ramp
     from simulator.live import fraud_requests, recs_requests, send
 
     base = f"http://{settings.client_host}:{settings.router.port}"

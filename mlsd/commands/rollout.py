@@ -22,7 +22,7 @@ class Product(StrEnum):
 
 def _admin() -> object:
     from mlsd.settings import Settings
-    from serving.rollout import AdminClient
+    from serving.admin import AdminClient
 
     return AdminClient.for_lab(Settings())
 

@@ -234,7 +234,7 @@ def _collect_routing(settings: Settings, rows: list[ComponentStatus]) -> Any:
     """The router's view: which version serves each product, and any split, shadow or canary."""
     if not _healthy(rows, "router"):
         return None
-    from serving.rollout import AdminClient
+    from serving.admin import AdminClient
 
     try:
         return AdminClient.for_lab(settings).call("GET", "/admin/status")

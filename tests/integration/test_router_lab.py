@@ -176,6 +176,50 @@ def test_canary_loads_promotes_and_rolls_back_through_registry_and_server(
         router.stop()
 
 
+def test_an_interrupted_rollout_withdraws_its_canary_and_moves_no_alias(
+    trained_lab: Lab, servers: Servers, aliases_restored: ModelRegistry
+):
+    from serving.admin import AdminClient
+    from serving.rollout import RampPlan, run_ramp
+
+    registry, name = aliases_restored, trained_lab.fraud_model_name
+    first, second = (int(v) for v in trained_lab.fraud_versions)
+    registry.move_alias(name, "challenger", str(second), "test_router_lab: challenger")
+    champion_before = registry.version_of(name, "champion")
+    router = start_lab_router(trained_lab, servers.fraud, servers.recsys)
+    polls = 0
+
+    def operator_presses_ctrl_c_on_the_second_poll(_seconds: float) -> None:
+        nonlocal polls
+        polls += 1
+        if polls == 2:
+            raise KeyboardInterrupt
+
+    plan = RampPlan((25.0, 100.0), min_step_seconds=60.0, max_step_seconds=120.0, poll_seconds=0)
+    try:
+        with AdminClient(router.url, TOKEN) as client, pytest.raises(KeyboardInterrupt):
+            run_ramp(
+                client,
+                "fraud",
+                plan,
+                second,
+                sleep=operator_presses_ctrl_c_on_the_second_poll,
+                log=lambda _m: None,
+            )
+        routing = admin(router, "GET", "/admin/fraud/status")
+        assert (routing["challenger"], routing["split"]) == (None, None)
+        assert routing["champion"] == first
+        last = routing["history"][-1]
+        assert last["action"] == "challenger_withdrawn"
+        assert "rollout controller failed: KeyboardInterrupt" in last["detail"]
+        assert registry.version_of(name, "champion") == champion_before
+        tx = latest_transaction(trained_lab)
+        body = httpx.post(f"{router.url}/v1/fraud/score", json=tx, timeout=30).json()
+        assert (body["arm"], body["model_version"]) == ("champion", f"fraud/{first}")
+    finally:
+        router.stop()
+
+
 def test_dead_model_servers_degrade_to_rules_on_online_features_and_popularity(
     trained_lab: Lab, servers: Servers
 ):

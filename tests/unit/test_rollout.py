@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from serving.admin import AdminError
 from serving.rollout import RampPlan, run_ramp, step_decision
 
 PLAN = RampPlan(
@@ -16,20 +17,32 @@ PLAN = RampPlan(
 class ScriptedAdmin:
     """Answers verdicts from a script per ramp step and records every call."""
 
-    def __init__(self, script: dict[float, list[str]]):
+    def __init__(
+        self, script: dict[float, list[str]], fail: dict[str, BaseException] | None = None
+    ):
         self.script = {k: list(v) for k, v in script.items()}
         self.percent = 0.0
         self.calls: list[tuple] = []
+        self.fail = fail or {}  # call name -> what it raises
+
+    def _maybe_fail(self, name):
+        if name in self.fail:
+            self.calls.append((f"{name} failed",))
+            raise self.fail[name]
 
     def start_canary(self, product, percent, version):
+        self._maybe_fail("start")
         self.percent = percent
         self.calls.append(("start", percent, version))
+        return {"routing": {"challenger": version or 9}}
 
     def set_percent(self, product, percent):
         self.percent = percent
         self.calls.append(("percent", percent))
 
     def verdict(self, product, window_seconds):
+        if self.percent >= 50:
+            self._maybe_fail("verdict")
         queue = self.script[self.percent]
         decision = queue.pop(0) if len(queue) > 1 else queue[0]
         return {
@@ -40,10 +53,12 @@ class ScriptedAdmin:
         }
 
     def promote(self, product, reason):
+        self._maybe_fail("promote")
         self.calls.append(("promote", reason))
 
-    def rollback(self, product, reason):
-        self.calls.append(("rollback", reason))
+    def rollback(self, product, reason, challenger=None):
+        self._maybe_fail("rollback")
+        self.calls.append(("rollback", reason, challenger))
 
 
 class FakeClock:
@@ -57,10 +72,15 @@ class FakeClock:
         self.now += seconds
 
 
-def ramp(script):
-    admin, clock = ScriptedAdmin(script), FakeClock()
-    result = run_ramp(admin, "fraud", PLAN, 7, clock=clock, sleep=clock.sleep, log=lambda _m: None)
+def ramp(script, version=7, fail=None):
+    admin, clock = ScriptedAdmin(script, fail), FakeClock()
+    result = run_ramp(
+        admin, "fraud", PLAN, version, clock=clock, sleep=clock.sleep, log=lambda _m: None
+    )
     return result, admin.calls
+
+
+PASSING = {5.0: ["promote"], 50.0: ["promote"], 100.0: ["promote"]}
 
 
 def test_every_step_passing_promotes_at_the_end():
@@ -77,6 +97,7 @@ def test_a_breach_rolls_back_at_once_and_never_promotes():
     result, calls = ramp({5.0: ["promote"], 50.0: ["rollback"], 100.0: ["promote"]})
     assert result["result"] == "rolled_back"
     assert calls[-1][0] == "rollback" and "50 %" in calls[-1][1]
+    assert calls[-1][2] == 7  # names its challenger: can only withdraw it
     assert not any(c[0] == "promote" for c in calls)
     assert result["steps"][-1]["seconds"] == PLAN.poll_seconds  # at the first poll that saw it
 
@@ -108,3 +129,63 @@ def test_step_decision_rules(verdicts, elapsed):
 def test_bad_ramps_are_refused(steps):
     with pytest.raises(ValueError):
         RampPlan(steps=steps)
+
+
+# --- the controller failing mid-ramp withdraws its canary --------------------------------
+
+
+@pytest.mark.parametrize(
+    "fail",
+    [
+        {"verdict": ConnectionError("router unreachable")},
+        {"verdict": KeyboardInterrupt()},
+        {"promote": AdminError("POST", "/admin/fraud/promote", 502, "registry down")},
+    ],
+)
+def test_a_controller_failure_withdraws_the_canary_and_reraises(fail):
+    ((what, error),) = fail.items()
+    admin, clock = ScriptedAdmin(PASSING, fail), FakeClock()
+    with pytest.raises(type(error)):
+        run_ramp(admin, "fraud", PLAN, 7, clock=clock, sleep=clock.sleep, log=lambda _m: None)
+    assert admin.calls[-2] == (f"{what} failed",)
+    kind, reason, challenger = admin.calls[-1]
+    assert (kind, challenger) == ("rollback", 7)
+    assert "rollout controller failed" in reason and type(error).__name__ in reason
+    assert not any(c[0] == "promote" for c in admin.calls)
+
+
+def test_the_challenger_to_withdraw_is_the_one_the_router_started():
+    # version None: the router picks @challenger (9 here); the abort must name that one
+    admin, clock = ScriptedAdmin(PASSING, {"verdict": TimeoutError()}), FakeClock()
+    with pytest.raises(TimeoutError):
+        run_ramp(admin, "fraud", PLAN, None, clock=clock, sleep=clock.sleep, log=lambda _m: None)
+    assert admin.calls[-1][0] == "rollback" and admin.calls[-1][2] == 9
+
+
+def test_a_refused_start_withdraws_nothing():
+    refused = AdminError("POST", "/admin/fraud/canary/start", 409, "a canary is running")
+    admin, clock = ScriptedAdmin(PASSING, {"start": refused}), FakeClock()
+    with pytest.raises(AdminError):
+        run_ramp(admin, "fraud", PLAN, 7, clock=clock, sleep=clock.sleep, log=lambda _m: None)
+    assert admin.calls == [("start failed",)]
+
+
+@pytest.mark.parametrize("version, withdrawn", [(7, True), (None, False)])
+def test_a_start_without_an_answer_withdraws_only_a_known_version(version, withdrawn):
+    admin, clock = ScriptedAdmin(PASSING, {"start": TimeoutError()}), FakeClock()
+    with pytest.raises(TimeoutError):
+        run_ramp(admin, "fraud", PLAN, version, clock=clock, sleep=clock.sleep, log=lambda _m: None)
+    rollbacks = [c for c in admin.calls if c[0] == "rollback"]
+    assert rollbacks == ([("rollback", rollbacks[0][1], 7)] if withdrawn else [])
+
+
+def test_a_failed_withdrawal_does_not_hide_the_original_error():
+    fail = {
+        "verdict": ConnectionError("router unreachable"),
+        "rollback": AdminError("POST", "/admin/fraud/rollback", 409, "not taking traffic"),
+    }
+    messages: list[str] = []
+    admin, clock = ScriptedAdmin(PASSING, fail), FakeClock()
+    with pytest.raises(ConnectionError, match="router unreachable"):
+        run_ramp(admin, "fraud", PLAN, 7, clock=clock, sleep=clock.sleep, log=messages.append)
+    assert "no canary of v7 left to withdraw" in messages[-1]

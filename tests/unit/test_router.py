@@ -17,7 +17,8 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
 from mlsd.settings import RouterSettings, Settings
-from serving.router import admin_token, create_app
+from serving.admin import admin_token
+from serving.router import create_app
 from serving.traffic import assign_arm
 from serving.upstream import V2Client
 from tests.integration.router_v2_double import DoubleState, answer
@@ -365,6 +366,16 @@ def test_rollback_during_a_canary_withdraws_the_challenger(lab: Lab):
     assert rolled["action"] == "challenger_withdrawn"
     assert rolled["routing"]["champion"] == 1 and rolled["routing"]["challenger"] is None
     assert lab.client.post("/v1/fraud/score", json=TX).json()["arm"] == "champion"
+
+
+def test_a_rollback_naming_a_challenger_never_restores_an_older_champion(lab: Lab):
+    admin(lab, "POST", "/admin/fraud/canary/start", {"version": 2, "percent": 50})
+    admin(lab, "POST", "/admin/fraud/promote", {"reason": "passed"})  # v2 champion, v1 previous
+    refused = admin(lab, "POST", "/admin/fraud/rollback", {"challenger": 2}, 409)
+    assert "v2 is not taking fraud traffic" in refused["detail"]
+    routing = admin(lab, "GET", "/admin/fraud/status")
+    assert (routing["champion"], routing["previous"]) == (2, 1)
+    assert routing["history"][-1]["action"] == "promoted"
 
 
 def test_admin_conflicts_are_409_with_a_reason(lab: Lab):

@@ -387,3 +387,14 @@ def test_a_feature_lookup_past_its_budget_keeps_its_thread_counted(tmp_path):
     assert answers == [None, None, None]  # two timed out, the third was refused
     assert calls == ["c0", "c1"] and held == 2  # the third never reached a thread
     assert features._in_flight == 0
+
+
+def test_a_rollback_naming_its_challenger_only_ever_withdraws_it():
+    canary = rs.start_canary(fraud(champion=3, previous=2), 4, 5)
+    state = rs.rollback(canary, "controller failed", challenger=4)
+    assert (state.champion, state.challenger, state.split, state.previous) == (3, None, None, 2)
+    # Gone already, or another challenger in traffic: refused, where a plain rollback would
+    # have restored v2 or withdrawn somebody else's canary.
+    for other in (state, rs.start_canary(fraud(champion=3, previous=2), 5, 5)):
+        with pytest.raises(rs.RoutingConflict, match="v4 is not taking fraud traffic"):
+            rs.rollback(other, challenger=4)
