@@ -506,10 +506,27 @@ def online_features_many(
     Each distinct key is read once (a slate of 100 candidates for one user builds the user's
     features once, not 100 times). `cache` lets the caller reuse recently read rows of the
     views it names (see :class:`OnlineFeatureCache`)."""
+    columns = online_feature_columns(
+        entities, request_data, feature_service, settings=settings, cache=cache
+    )
+    names = list(columns)
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+
+def online_feature_columns(
+    entities: Sequence[Mapping[str, Any]],
+    request_data: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None,
+    feature_service: str,
+    *,
+    settings: Settings | None = None,
+    cache: OnlineFeatureCache | None = None,
+) -> dict[str, list[Any]]:
+    """:func:`online_features_many` as columns, {feature: one value per entity}: what a model
+    server stacks into its matrix, without building a row per candidate."""
     session = _session(settings)
     plan = session.plan(feature_service)
     if not entities:
-        return []
+        return {spec.name: [] for spec in plan.outputs} | {m: [] for m, _ in plan.unknown_checks}
     if request_data is None or isinstance(request_data, Mapping):
         requests: Sequence[Mapping[str, Any] | None] = [request_data] * len(entities)
     else:
@@ -526,7 +543,7 @@ def online_features_many(
         for transform, produces in plan.transforms:
             computed = transform(inputs)
             values.update({name: computed[name] for name in produces})
-    return [finish_online(plan, values, i) for i in range(len(rows))]
+    return finish_online(plan, values, len(rows))
 
 
 class OnlineFeatureCache:
@@ -661,13 +678,20 @@ def _coerce(field: RequestFieldSpec, value: Any) -> Any:
     return value
 
 
-def finish_online(plan: _ServicePlan, values: Mapping[str, list], i: int) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def finish_online(
+    plan: _ServicePlan, values: Mapping[str, list], count: int
+) -> dict[str, list[Any]]:
+    """The service's output columns: a value the store lacks becomes its feature's default
+    (never None), and each `<entity>_unknown` marker says whether all its view's values were
+    missing."""
+    out: dict[str, list[Any]] = {}
     for spec in plan.outputs:
-        value = values[spec.name][i]
-        out[spec.name] = _default(spec) if value is None else value
+        column = values[spec.name]
+        if any(v is None for v in column):
+            column = [_default(spec) if v is None else v for v in column]
+        out[spec.name] = list(column)
     for marker, names in plan.unknown_checks:
-        out[marker] = all(values[n][i] is None for n in names)
+        out[marker] = [all(values[n][i] is None for n in names) for i in range(count)]
     return out
 
 

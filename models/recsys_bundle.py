@@ -4,13 +4,12 @@ recommends. Training evaluates it; the registry stores it; the model server load
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from mlsd.registry import ModelRegistry
 from models.recsys import Embeddings, top_k
@@ -89,8 +88,9 @@ def load_bundle(registry: ModelRegistry, name: str, version: str) -> RecsysBundl
         return RecsysBundle.load(ranker, side)
 
 
-FeatureLookup = Callable[[str, Sequence[str]], pd.DataFrame]
-"""(user_id, candidate item ids) -> one row per candidate with the feature service's features."""
+FeatureLookup = Callable[[str, Sequence[str]], Mapping[str, Sequence[Any]]]
+"""(user_id, candidate item ids) -> the feature service's features as columns, one value per
+candidate: a data frame, or a plain {name: list} (what a model server builds, without pandas)."""
 
 
 def candidates_for(
@@ -151,11 +151,16 @@ def recommend(
     if not items:
         return bundle.popular[:k], [0.0] * min(k, len(bundle.popular)), "popularity"
     features = lookup(user_id, items)
-    features[RETRIEVAL_SCORE] = retrieval
-    # A float matrix in the fitted column order, not the frame: scikit-learn's per-call checks
+    # A float matrix in the fitted column order, not a frame: scikit-learn's per-call checks
     # of a frame cost a third of a ranking (measured: 1.55 ms p50 on 110 rows, 0.97 ms as an
     # array). `ranker_features` is the order the ranker was fitted in (see `RecsysBundle.load`).
-    matrix = features[bundle.ranker_features].to_numpy(dtype=np.float64)
+    # A missing value (None) becomes NaN, which the boosted trees route as they learnt to.
+    matrix = np.column_stack(
+        [
+            np.asarray(retrieval if name == RETRIEVAL_SCORE else features[name], dtype=np.float64)
+            for name in bundle.ranker_features
+        ]
+    )
     scores = bundle.ranker.predict_proba(matrix)[:, 1]
     order = np.argsort(-scores, kind="stable")[:k]
     return [items[i] for i in order], [float(scores[i]) for i in order], "model"

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 
 from features.store import (
     FeatureRequestError,
     OnlineFeatureCache,
+    online_feature_columns,
     online_features,
     online_features_many,
 )
@@ -497,19 +497,19 @@ def ranking_lookup(
     event_epoch_s: float,
     settings: Settings,
     cache: OnlineFeatureCache | None = None,
-) -> Callable[[str, Sequence[str]], pd.DataFrame]:
-    """The recommender's feature lookup for all candidates: the user's row once, the items'
-    rows from `cache` where it has them."""
+) -> Callable[[str, Sequence[str]], dict[str, list[Any]]]:
+    """The recommender's feature lookup for all candidates, as columns: the user's row once,
+    the items' rows from `cache` where it has them. No data frame: building one cost more
+    than the ranker (measured: about 1.5 ms of a 6 ms recommendation on 110 candidates)."""
 
-    def lookup(user_id: str, items: Sequence[str]) -> pd.DataFrame:
-        rows = online_features_many(
+    def lookup(user_id: str, items: Sequence[str]) -> dict[str, list[Any]]:
+        return online_feature_columns(
             [{"user_id": user_id, "item_id": item} for item in items],
             {"event_epoch_s": event_epoch_s},
             feature_service,
             settings=settings,
             cache=cache,
         )
-        return pd.DataFrame(rows)
 
     return lookup
 
@@ -528,7 +528,7 @@ def recommend_for(
     seen: dict[str, Any] = {}
     lookup = ranking_lookup(served.feature_service, event_epoch_s, settings, served.feature_cache)
 
-    def remembering_lookup(user: str, items: Sequence[str]) -> pd.DataFrame:
+    def remembering_lookup(user: str, items: Sequence[str]) -> dict[str, list[Any]]:
         # Kept to report what the ranker saw for the items it returns.
         seen["items"], seen["frame"] = list(items), lookup(user, items)
         return seen["frame"]
@@ -550,7 +550,7 @@ def recommend_for(
     if path == "model":
         position = {item: i for i, item in enumerate(seen["items"])}
         names = [n for n in served.bundle.ranker_features if n != RETRIEVAL_SCORE]
-        columns = {name: seen["frame"][name].tolist() for name in names}
+        columns = seen["frame"]
         for item in items:
             i = position[item]
             used[item] = {name: _plain(columns[name][i]) for name in names}

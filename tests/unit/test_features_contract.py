@@ -203,12 +203,15 @@ def test_online_row_uses_the_request_time() -> None:
 
 def test_unknown_entity_gets_defaults_and_marker() -> None:
     plan = service_plan("recsys_ranking", feast_service=None)
-    served = {f.name: [None] for f in plan.outputs}
-    served.update({"item_plays_7d": [3], "item_genre_index": [2], "item_duration_seconds": [200.0]})
-    served.update({"item_impressions_7d": [5], "item_play_rate_7d": [0.6]})
-    out = finish_online(plan, served, 0)
-    assert out["user_unknown"] is True and out["item_unknown"] is False
-    assert out["user_plays_7d"] == 0 and out["item_plays_7d"] == 3
+    # Two candidates: the first item known to the store, the second not; the user unknown.
+    served: dict[str, list] = {f.name: [None, None] for f in plan.outputs}
+    served.update({"item_plays_7d": [3, None], "item_genre_index": [2, None]})
+    served.update({"item_duration_seconds": [200.0, None], "item_impressions_7d": [5, None]})
+    served.update({"item_play_rate_7d": [0.6, None]})
+    out = finish_online(plan, served, 2)
+    assert out["user_unknown"] == [True, True] and out["item_unknown"] == [False, True]
+    assert out["user_plays_7d"] == [0, 0] and out["item_plays_7d"] == [3, 0]
+    assert all(None not in column for column in out.values())
 
 
 def test_settings_pick_the_online_store_by_profile() -> None:
