@@ -4,10 +4,10 @@ recommends. Training evaluates it; the registry stores it; the model server load
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -88,7 +88,13 @@ def load_bundle(registry: ModelRegistry, name: str, version: str) -> RecsysBundl
         return RecsysBundle.load(ranker, side)
 
 
-FeatureLookup = Callable[[str, Sequence[str]], Mapping[str, Sequence[Any]]]
+class FeatureColumns(Protocol):
+    """Anything that gives a feature's column by name: a data frame, or a {name: list}."""
+
+    def __getitem__(self, name: str, /) -> Any: ...
+
+
+FeatureLookup = Callable[[str, Sequence[str]], FeatureColumns]
 """(user_id, candidate item ids) -> the feature service's features as columns, one value per
 candidate: a data frame, or a plain {name: list} (what a model server builds, without pandas)."""
 
