@@ -18,8 +18,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,12 @@ from benchmarks.record import Figure, load, record
 # sustain on a shared 2-core machine, where the router's own overhead can be read without the
 # servers' queueing in it.
 FRAUD_RATES, RECS_RATES = (50, 200), (10, 50)
-SECONDS, WARMUP_SECONDS, PAUSE_SECONDS = 20.0, 3.0, 3.0
+# Each compared configuration runs ROUNDS times for SECONDS / ROUNDS, interleaved (direct,
+# router, shadow, direct, router, shadow, ...), and its latencies are pooled: measured here, a
+# quiet or busy stretch of the shared machine moved one 20 s phase's p99 by 2-3 ms, which a
+# single phase per configuration reported as the configuration's doing.
+ROUNDS = 3
+SECONDS, WARMUP_SECONDS, PAUSE_SECONDS = 21.0, 3.0, 3.0
 SHADOW_SAMPLE_PERCENT = 25.0
 TOKEN = "bench-router-admin-token"
 SMALL_WORLD = {
@@ -124,6 +130,16 @@ class Run:
     @property
     def error_rate(self) -> float:
         return self.errors / self.sent if self.sent else float("nan")
+
+    @classmethod
+    def pooled(cls, runs: list[Run]) -> Run:
+        return cls(
+            np.concatenate([r.latencies_ms for r in runs]),
+            sum(r.errors for r in runs),
+            sum(r.degraded for r in runs),
+            sum(r.sent for r in runs),
+            max(r.max_lag_ms for r in runs),
+        )
 
 
 async def open_loop(
@@ -287,31 +303,57 @@ def measure(data_dir: Path, tracking_uri: str, env: dict[str, str]) -> dict[str,
         def phase(url: str, path: str, bodies: list[dict[str, Any]], rps: float) -> Run:
             time.sleep(PAUSE_SECONDS)  # let the previous phase's queues drain
             drive(open_loop(url, path, bodies, rps, WARMUP_SECONDS))
-            return drive(open_loop(url, path, bodies, rps, SECONDS))
+            return drive(open_loop(url, path, bodies, rps, SECONDS / ROUNDS))
+
+        def rounds(configurations: dict[str, Callable[[], Run]]) -> None:
+            """Run each configuration ROUNDS times, interleaved; pool each one's latencies."""
+            parts: dict[str, list[Run]] = {name: [] for name in configurations}
+            for _ in range(ROUNDS):
+                for name, run in configurations.items():
+                    parts[name].append(run())
+            runs.update({name: Run.pooled(p) for name, p in parts.items()})
 
         runs: dict[str, Run] = {}
         out: dict[str, Any] = {"runs": runs, "router_cpu_ms": {}, "shadow_dropped": {}}
-        for rps in FRAUD_RATES:
-            runs[f"direct@{rps}"] = phase(
-                fraud_url, "/v2/models/fraud-v1/infer", direct_bodies, rps
-            )
+        cpu_s: dict[int, float] = {}
+        dropped: dict[int, int] = {}
+
+        def routed_phase(rps: int) -> Run:
             cpu0 = sum(proc.cpu_times()[:2])
-            runs[f"router@{rps}"] = phase(router.url, "/v1/fraud/score", routed, rps)
-            used = sum(proc.cpu_times()[:2]) - cpu0
-            out["router_cpu_ms"][rps] = 1000 * used / ((SECONDS + WARMUP_SECONDS) * rps)
-            admin.post("/admin/fraud/shadow/start", json={"version": 2}).raise_for_status()
+            run = phase(router.url, "/v1/fraud/score", routed, rps)
+            cpu_s[rps] = cpu_s.get(rps, 0.0) + sum(proc.cpu_times()[:2]) - cpu0
+            return run
+
+        def shadowed_phase(rps: int, percent: float = 100.0) -> Run:
+            shadow = {"version": 2, "percent": percent}
+            admin.post("/admin/fraud/shadow/start", json=shadow).raise_for_status()
             dropped0 = admin.get("/admin/status").json()["shadow"]["dropped"]
-            runs[f"shadow@{rps}"] = phase(router.url, "/v1/fraud/score", routed, rps)
-            dropped = admin.get("/admin/status").json()["shadow"]["dropped"] - dropped0
-            out["shadow_dropped"][rps] = dropped
+            run = phase(router.url, "/v1/fraud/score", routed, rps)
+            lost = admin.get("/admin/status").json()["shadow"]["dropped"] - dropped0
             admin.post("/admin/fraud/shadow/stop").raise_for_status()
-        # A full shadow doubles the load of the model server that hosts both versions; a sample
-        # is what a busy lab would run.
+            if percent == 100.0:
+                dropped[rps] = dropped.get(rps, 0) + lost
+            return run
+
         top = max(FRAUD_RATES)
-        sample = {"version": 2, "percent": SHADOW_SAMPLE_PERCENT}
-        admin.post("/admin/fraud/shadow/start", json=sample).raise_for_status()
-        runs[f"shadow sample@{top}"] = phase(router.url, "/v1/fraud/score", routed, top)
-        admin.post("/admin/fraud/shadow/stop").raise_for_status()
+        for rps in FRAUD_RATES:
+            configurations: dict[str, Callable[[], Run]] = {
+                f"direct@{rps}": partial(
+                    phase, fraud_url, "/v2/models/fraud-v1/infer", direct_bodies, rps
+                ),
+                f"router@{rps}": partial(routed_phase, rps),
+                f"shadow@{rps}": partial(shadowed_phase, rps),
+            }
+            if rps == top:
+                # A full shadow doubles the load of the model server that hosts both versions;
+                # a sample is what a busy lab would run.
+                configurations[f"shadow sample@{top}"] = partial(
+                    shadowed_phase, top, SHADOW_SAMPLE_PERCENT
+                )
+            rounds(configurations)
+            routed_s = ROUNDS * (SECONDS / ROUNDS + WARMUP_SECONDS)
+            out["router_cpu_ms"][rps] = 1000 * cpu_s[rps] / (routed_s * rps)
+            out["shadow_dropped"][rps] = dropped.get(rps, 0)
         recs_url = f"http://127.0.0.1:{recsys_port}"
         routed_recs = [{"user_id": u, "k": 10} for u in users]
         now = time.time()  # what the router sends when a request has no timestamp
@@ -326,10 +368,14 @@ def measure(data_dir: Path, tracking_uri: str, env: dict[str, str]) -> dict[str,
             for u in users
         ]
         for rps in RECS_RATES:
-            runs[f"recs direct@{rps}"] = phase(
-                recs_url, "/v2/models/recsys-v1/infer", direct_recs, rps
+            rounds(
+                {
+                    f"recs direct@{rps}": partial(
+                        phase, recs_url, "/v2/models/recsys-v1/infer", direct_recs, rps
+                    ),
+                    f"recs@{rps}": partial(phase, router.url, "/v1/recs", routed_recs, rps),
+                }
             )
-            runs[f"recs@{rps}"] = phase(router.url, "/v1/recs", routed_recs, rps)
         status = admin.get("/admin/status").json()
         out["rss_mb"] = proc.memory_info().rss / 2**20
         out["online_features"] = status["online_features"]
@@ -438,13 +484,15 @@ def main() -> None:
     for rps in RECS_RATES:
         recs, direct = runs[f"recs@{rps}"], runs[f"recs direct@{rps}"]
         at = f"@{rps}/s"
+        # The issue's target is at 50 req/s; the lower rate is reported beside it.
+        targeted = rps == max(RECS_RATES)
         figures += [
             Figure(
                 f"recs top-10 {at} via router p99",
                 recs.p(99),
                 "ms",
-                f"<= {recs_p99_target:g} ms",
-                recs.p(99) <= recs_p99_target,
+                f"<= {recs_p99_target:g} ms" if targeted else "",
+                recs.p(99) <= recs_p99_target if targeted else None,
             ),
             Figure(f"recs top-10 {at} via router p50", recs.p(50), "ms"),
             Figure(f"recs {at} error rate", recs.error_rate, "share", "0", recs.errors == 0),
@@ -462,7 +510,8 @@ def main() -> None:
         {
             "fraud_rps": "/".join(str(r) for r in FRAUD_RATES),
             "recs_rps": "/".join(str(r) for r in RECS_RATES),
-            "seconds_per_phase": SECONDS,
+            "seconds_per_configuration": SECONDS,
+            "rounds": ROUNDS,
             "warmup_seconds": WARMUP_SECONDS,
             "lab_build_s": round(built_s, 1),
             "online_features": m["online_features"],
@@ -470,11 +519,14 @@ def main() -> None:
         concurrency=f"open loop: {'/'.join(map(str, FRAUD_RATES))} req/s fraud, "
         f"{'/'.join(map(str, RECS_RATES))} req/s recs",
         notes="Router, both model servers (fraud v1+v2, recsys v1) and the load generator share "
-        "the machine; the generator is aiohttp on uvloop, its heap frozen before each phase. Per fraud rate, in order: direct to fraud-v1, router shadow off, router "
-        "shadow on (v2); a 25 % shadow sample at the top rate; then per recs rate, direct then via the router. Each phase after a pause and a warm-up at its rate. The "
-        "router's model budget is the default (model_servers.fraud.timeout_ms): past it, "
-        "answers degrade to the rules, so a saturated model server shows as degraded share, "
-        "not as router latency.",
+        "the machine; the generator is aiohttp on uvloop, its heap frozen before each phase. "
+        f"Each configuration runs {ROUNDS} times for {SECONDS / ROUNDS:g} s, interleaved with the "
+        "others it is compared with, and its latencies are pooled. Per fraud rate: direct to "
+        "fraud-v1, router shadow off, router shadow on (v2), and at the top rate a 25 % shadow "
+        "sample; per recs rate: direct, then via the router. Each phase after a pause and a "
+        "warm-up at its rate. The router's model budget is the default "
+        "(model_servers.fraud.timeout_ms): past it, answers degrade to the rules, so a saturated "
+        "model server shows as degraded share, not as router latency.",
         load_before=before,
     )
     for figure in figures:

@@ -133,6 +133,25 @@ def test_a_transaction_is_scored_by_the_champion(lab: Lab):
     assert row.error is None and row.latency_ms > 0
 
 
+def test_the_fast_lane_and_the_framework_route_answer_alike(lab: Lab):
+    # application/json takes the fast lane (serving.fast_lane); a structured-syntax JSON type
+    # (RFC 6839) goes on to FastAPI's own route, which reads it as JSON too. Same router call.
+    for body in (TX, {"user_id": "user_1", "k": 3}):
+        path = "/v1/fraud/score" if "card_id" in body else "/v1/recs"
+        fast = lab.client.post(path, json=body)
+        framework = lab.client.post(
+            path,
+            content=json.dumps(body).encode(),
+            headers={"content-type": "application/vnd.mlsd+json"},
+        )
+        assert fast.status_code == framework.status_code == 200, framework.text
+        a, b = fast.json(), framework.json()
+        assert a.pop("request_id") != b.pop("request_id")
+        assert a == b
+        assert fast.headers["content-type"] == framework.headers["content-type"]
+    assert len(lab.rows("fraud")) == len(lab.rows("recsys")) == 2
+
+
 def test_epoch_seconds_and_naive_times_are_accepted_as_utc(lab: Lab):
     for stamp in (1_769_947_200, 1_769_947_200.5, "2026-02-01T12:00:00"):
         response = lab.client.post("/v1/fraud/score", json={**TX, "timestamp": stamp})
