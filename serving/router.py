@@ -1185,8 +1185,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     import uvicorn
 
-    if os.environ.get("X_SWITCH"):
-        sys.setswitchinterval(float(os.environ["X_SWITCH"]))
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
