@@ -253,27 +253,36 @@ def measure(data_dir: Path, tracking_uri: str, env: dict[str, str]) -> dict[str,
     import psutil
 
     from mlsd.netutil import free_port
+    from mlsd.settings import Settings
 
     transactions, users = sample_requests(data_dir)
     logs = data_dir / "bench-logs"
     logs.mkdir(exist_ok=True)
     py = sys.executable
     fraud_port, recsys_port, router_port = free_port(), free_port(), free_port()
+    shadow_port = free_port()
     servers: list[Server] = []
     try:
-        for product, port, versions in (
-            ("fraud", fraud_port, ["1", "2"]),
-            ("recsys", recsys_port, ["1"]),
+        # As the lab runs them: the fraud champion (v1) on its server, the challenger (v2) on
+        # the fraud shadow server (model_servers.fraud.shadow_http_port), recsys v1.
+        for name, product, port, version in (
+            ("fraud server", "fraud", fraud_port, "1"),
+            ("fraud shadow server", "fraud", shadow_port, "2"),
+            ("recsys server", "recsys", recsys_port, "1"),
         ):
             argv = [py, "-m", "serving.model_server", "--product", product, "--versions"]
-            argv += [*versions, "--http-port", str(port), "--grpc-port", str(free_port())]
+            argv += [version, "--http-port", str(port), "--grpc-port", str(free_port())]
             argv += ["--tracking-uri", tracking_uri]
-            health = f"http://127.0.0.1:{port}/v2/models/{product}-v1/ready"
-            servers.append(start(f"{product} server", argv, env, health, logs / f"{product}.log"))
+            if "shadow" in name:  # as serving.launch starts it (model_servers.shadow_nice)
+                argv += ["--nice", str(Settings().model_servers.shadow_nice)]
+            health = f"http://127.0.0.1:{port}/v2/models/{product}-v{version}/ready"
+            log = logs / f"{name.replace(' ', '-')}.log"
+            servers.append(start(name, argv, env, health, log))
         router_env = {
             **env,
             "MLSD_ROUTER__PORT": str(router_port),
             "MLSD_ROUTER__FRAUD_UPSTREAM": f"http://127.0.0.1:{fraud_port}",
+            "MLSD_ROUTER__FRAUD_SHADOW_UPSTREAM": f"http://127.0.0.1:{shadow_port}",
             "MLSD_ROUTER__RECSYS_UPSTREAM": f"http://127.0.0.1:{recsys_port}",
             "MLSD_ROUTER__ADMIN_TOKEN": TOKEN,
             "MLSD_ROUTER__REGISTRY_URI": tracking_uri,
@@ -378,6 +387,9 @@ def measure(data_dir: Path, tracking_uri: str, env: dict[str, str]) -> dict[str,
             )
         status = admin.get("/admin/status").json()
         out["rss_mb"] = proc.memory_info().rss / 2**20
+        out["serving_rss_mb"] = {
+            s.name: psutil.Process(s.popen.pid).memory_info().rss / 2**20 for s in servers
+        }
         out["online_features"] = status["online_features"]
         return out
     finally:
@@ -502,6 +514,12 @@ def main() -> None:
         ]
     figures += [
         Figure("router RSS (after Feast warm-up)", m["rss_mb"], "MiB"),
+        *(
+            Figure(f"{name} RSS", rss, "MiB")
+            for name, rss in m["serving_rss_mb"].items()
+            if name != "router"
+        ),
+        Figure("serving processes RSS, total", sum(m["serving_rss_mb"].values()), "MiB"),
         Figure("load generator max lag", max(r.max_lag_ms for r in runs.values()), "ms"),
     ]
     record(
@@ -518,11 +536,12 @@ def main() -> None:
         },
         concurrency=f"open loop: {'/'.join(map(str, FRAUD_RATES))} req/s fraud, "
         f"{'/'.join(map(str, RECS_RATES))} req/s recs",
-        notes="Router, both model servers (fraud v1+v2, recsys v1) and the load generator share "
-        "the machine; the generator is aiohttp on uvloop, its heap frozen before each phase. "
+        notes="The router, three model servers (fraud v1; the fraud shadow server with v2; "
+        "recsys v1) and the load generator share the machine; the generator is aiohttp on uvloop, its heap frozen before each phase. "
         f"Each configuration runs {ROUNDS} times for {SECONDS / ROUNDS:g} s, interleaved with the "
         "others it is compared with, and its latencies are pooled. Per fraud rate: direct to "
-        "fraud-v1, router shadow off, router shadow on (v2), and at the top rate a 25 % shadow "
+        "fraud-v1, router shadow off, router shadow on (v2, on the fraud shadow server, as the "
+        "lab runs it), and at the top rate a 25 % shadow "
         "sample; per recs rate: direct, then via the router. Each phase after a pause and a "
         "warm-up at its rate. The router's model budget is the default "
         "(model_servers.fraud.timeout_ms): past it, answers degrade to the rules, so a saturated "

@@ -11,17 +11,33 @@ from serving.names import Product
 
 
 def model_server_argv(
-    product: Product, settings: Settings, versions: Sequence[str] = ()
+    product: Product, settings: Settings, versions: Sequence[str] = (), shadow: bool = False
 ) -> list[str]:
-    """`python -m serving.model_server ...` for `product` on its configured ports; without
-    `versions` the server serves the version @champion points at when it starts."""
+    """`python -m serving.model_server ...` for `product` on its configured ports (`shadow`:
+    its shadow server's); without `versions` the server serves the version @champion points at
+    when it starts (a shadow server too: the router loads the shadowed version beside it)."""
     ports = settings.model_servers.product(product)
+    http, grpc = (
+        (ports.shadow_http_port, ports.shadow_grpc_port)
+        if shadow
+        else (
+            ports.http_port,
+            ports.grpc_port,
+        )
+    )
+    if http is None:
+        raise ValueError(f"model_servers.{product}.shadow_http_port is not set")
     argv = [sys.executable, "-m", "serving.model_server", "--product", product]
     if versions:
         argv += ["--versions", *versions]
-    return [*argv, "--http-port", str(ports.http_port), "--grpc-port", str(ports.grpc_port)]
+    # Without its own gRPC port a shadow server's would clash with the main one's.
+    grpc_port = grpc if grpc is not None else http + 1000
+    argv += ["--http-port", str(http), "--grpc-port", str(grpc_port)]
+    if shadow and settings.model_servers.shadow_nice:
+        argv += ["--nice", str(settings.model_servers.shadow_nice)]
+    return argv
 
 
-def model_server_health_url(product: Product, settings: Settings) -> str:
+def model_server_health_url(product: Product, settings: Settings, shadow: bool = False) -> str:
     """Answers 200 once the server listens, which it does only after its versions loaded."""
-    return f"{settings.model_server_url(product)}/v2/health/ready"
+    return f"{settings.model_server_url(product, shadow)}/v2/health/ready"

@@ -119,10 +119,19 @@ class ShadowJob:
 class Router:
     """The router's state and behaviour; the FastAPI app only wires HTTP to it."""
 
-    def __init__(self, settings: Settings, clients: Mapping[Product, V2Client]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clients: Mapping[Product, V2Client],
+        shadow_clients: Mapping[Product, V2Client] | None = None,
+    ) -> None:
         self.settings = settings
         self.config = settings.router
         self.clients = dict(clients)
+        # A product's shadow copies go to its shadow server when it has one (see
+        # ModelServerSettings: a full shadow then adds no work to the process that answers),
+        # else to its own server.
+        self.shadow_clients = {p: (shadow_clients or {}).get(p, clients[p]) for p in PRODUCTS}
         self.names: dict[Product, str] = {p: settings.training.model_name(p) for p in PRODUCTS}
         self.admin_token = admin_token(settings)
         self.store = RoutingStore(router_dir(settings) / "routing.json")
@@ -134,6 +143,17 @@ class Router:
             self.config.breaker_min_failing_seconds,
         )
         self.loaded: dict[Product, set[int]] = {p: set() for p in PRODUCTS}
+        self.shadow_loaded = {
+            p: self.loaded[p] if self.shadow_clients[p] is clients[p] else set() for p in PRODUCTS
+        }
+        # A shadow server's own breakers: its failures say nothing of the serving server's.
+        self.shadow_breakers = Breakers(
+            self.config.breaker_window,
+            self.config.breaker_min_calls,
+            self.config.breaker_failure_rate,
+            self.config.breaker_cooldown_seconds,
+            self.config.breaker_min_failing_seconds,
+        )
         self.features = OnlineFeatureLookup(settings, enabled=self.config.fallback_online_features)
         self.popularity = PopularityList(router_dir(settings) / "popularity.json")
         self.registry_uri = registry_uri(settings)
@@ -190,7 +210,7 @@ class Router:
         await self.shadow.close()
         if self.writer is not None:
             await self.writer.close()
-        for client in self.clients.values():
+        for client in {*self.clients.values(), *self.shadow_clients.values()}:
             await client.close()
         self.features.close()
 
@@ -351,17 +371,25 @@ class Router:
         columns: dict[str, list[Any]],
         request_id: str,
         decode: Callable[[Mapping[str, list[Any]], str], Any],
+        shadow: bool = False,
     ) -> ChainResult[Any]:
-        client = self.clients[product]
+        client, loaded, breakers = self._server(product, shadow)
 
         async def call(hop: Hop) -> Any:
             outputs = await client.infer(hop.model, columns, hop.timeout_s, request_id)
             return decode(outputs, hop.version)
 
-        result = await first_answer(hops, call, self.breakers)
+        result = await first_answer(hops, call, breakers)
         if result.hop is not None:
-            self.loaded[product].add(int(parse_served_name(result.hop.model)[1]))
+            loaded.add(int(parse_served_name(result.hop.model)[1]))
         return result
+
+    def _server(self, product: Product, shadow: bool) -> tuple[V2Client, set[int], Breakers]:
+        """The model server that answers (or, `shadow`, that takes the copies), what it has
+        loaded, and its circuit breakers."""
+        if shadow and self.shadow_clients[product] is not self.clients[product]:
+            return self.shadow_clients[product], self.shadow_loaded[product], self.shadow_breakers
+        return self.clients[product], self.loaded[product], self.breakers
 
     def _arm_error(self, hops: Sequence[Hop], result: ChainResult[Any]) -> str | None:
         """Why the arm's own model did not answer (None when it did)."""
@@ -553,7 +581,9 @@ class Router:
         )
         decode = fraud_answer_from_outputs if job.product == "fraud" else recs_answer_from_outputs
         started = time.perf_counter()
-        result = await self._chain(job.product, [hop], job.columns, job.request_id, decode)
+        result = await self._chain(
+            job.product, [hop], job.columns, job.request_id, decode, shadow=True
+        )
         latency_ms = (time.perf_counter() - started) * 1000
         answer = result.answer
         output: dict[str, Any]
@@ -629,19 +659,22 @@ class Router:
 
     # --- admin --------------------------------------------------------------------------------
 
-    async def ensure_loaded(self, product: Product, version: int) -> None:
-        """Make sure the model server hosts `version` (a V2 repository load if it does not)."""
-        if version in self.loaded[product]:
+    async def ensure_loaded(self, product: Product, version: int, shadow: bool = False) -> None:
+        """Make sure the model server (`shadow`: the one taking shadow copies) hosts `version`
+        (a V2 repository load if it does not)."""
+        client, loaded, _ = self._server(product, shadow)
+        if version in loaded:
             return
-        client, model = self.clients[product], served_name(product, version)
+        model = served_name(product, version)
         if not await client.model_ready(model, PROBE_TIMEOUT_S):
             try:
                 await client.load(model, self.config.load_timeout_seconds)
             except UpstreamError as err:
+                which = "shadow" if client is not self.clients[product] else "model"
                 raise HTTPException(
-                    502, f"could not load {model} on the {product} model server: {err}"
+                    502, f"could not load {model} on the {product} {which} server: {err}"
                 ) from err
-        self.loaded[product].add(version)
+        loaded.add(version)
 
     async def challenger_version(self, product: Product, requested: int | None) -> int:
         if requested is not None:
@@ -697,6 +730,10 @@ class Router:
         out = routing.model_dump(mode="json", exclude={"history"})
         out["registered_name"] = name
         out["loaded"] = sorted(self.loaded[product])
+        shadows_to = self.shadow_clients[product]
+        out["shadow_server"] = (
+            "the model server" if shadows_to is self.clients[product] else shadows_to.base_url
+        )
         out["models"] = {
             arm: served_name(product, v)
             for arm in ARMS
@@ -869,15 +906,22 @@ class RouterApp(FastAPI):
 
 
 def create_app(
-    settings: Settings | None = None, clients: Mapping[Product, V2Client] | None = None
+    settings: Settings | None = None,
+    clients: Mapping[Product, V2Client] | None = None,
+    shadow_clients: Mapping[Product, V2Client] | None = None,
 ) -> RouterApp:
-    """The router app. `clients` replaces the model-server clients (tests give fakes)."""
+    """The router app. `clients` (and `shadow_clients`) replace the model-server clients
+    (tests give fakes)."""
     settings = settings or get_settings()
     upstreams = clients or {
         "fraud": V2Client(settings.router.fraud_upstream or settings.model_server_url("fraud")),
         "recsys": V2Client(settings.router.recsys_upstream or settings.model_server_url("recsys")),
     }
-    router = Router(settings, upstreams)
+    if shadow_clients is None and clients is None:
+        shadow_clients = {
+            p: V2Client(url) for p in PRODUCTS if (url := settings.shadow_server_url(p))
+        }
+    router = Router(settings, upstreams, shadow_clients)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -1036,7 +1080,7 @@ def add_admin_routes(app: FastAPI) -> None:
     async def start_shadow(product: Product, body: ShadowRequest, router: RouterDep) -> AdminAnswer:
         """Copy the champion's requests to the challenger after answering (bounded queue)."""
         version = await router.challenger_version(product, body.version)
-        await router.ensure_loaded(product, version)
+        await router.ensure_loaded(product, version, shadow=True)
         return await router.change_routing(
             product, lambda r: rs.start_shadow(r, version, body.percent), "shadow_started"
         )

@@ -83,6 +83,10 @@ class ShadowDispatcher(Generic[J]):
             finally:
                 self._queue.task_done()
 
+    async def join(self) -> None:
+        """Wait until every copy queued so far has been handled."""
+        await self._queue.join()
+
     async def close(self) -> None:
         self._closing = True
         while True:

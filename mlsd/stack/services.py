@@ -111,25 +111,29 @@ def flows_component(settings: Settings) -> Component:
     )
 
 
-def model_server_component(product: str) -> Callable[[Settings], Component]:
+def model_server_component(product: str, shadow: bool = False) -> Callable[[Settings], Component]:
     """A KServe model server for one product, loading the version @champion points at; the
-    router loads challengers onto it (V2 repository API) when a shadow or canary starts."""
+    router loads challengers onto it (V2 repository API) when a shadow or canary starts.
+    `shadow`: the product's shadow server (model_servers.<product>.shadow_http_port), which
+    takes only shadow copies."""
 
     def build(settings: Settings) -> Component:
         from serving.launch import model_server_argv, model_server_health_url
 
+        name = f"model-{product}-shadow" if shadow else f"model-{product}"
+        ports = settings.model_servers.product(product)
         return Component(
-            name=f"model-{product}",
-            argv=tuple(model_server_argv(product, settings)),  # type: ignore[arg-type]
+            name=name,
+            argv=tuple(model_server_argv(product, settings, shadow=shadow)),  # type: ignore[arg-type]
             env={
                 "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
                 "MLSD_DATA_DIR": str(settings.data_dir.resolve()),
             },
-            log_file=settings.logs_dir.resolve() / f"model-{product}.log",
+            log_file=settings.logs_dir.resolve() / f"{name}.log",
             host=settings.bind_host,
-            port=settings.model_servers.product(product).http_port,
-            health_url=model_server_health_url(product, settings),  # type: ignore[arg-type]
-            url=settings.model_server_url(product),
+            port=ports.shadow_http_port if shadow else ports.http_port,
+            health_url=model_server_health_url(product, settings, shadow),  # type: ignore[arg-type]
+            url=settings.model_server_url(product, shadow),
             depends_on=("mlflow",),
         )
 
@@ -169,11 +173,20 @@ SERVING_BUILDERS: dict[str, Callable[[Settings], Component]] = {
 
 
 def serving_components(settings: Settings, products: list[str]) -> list[Component]:
-    """Model servers of `products` (those with a champion), then the router in front of them."""
+    """Model servers of `products` (those with a champion), then the router in front of them;
+    then the shadow servers configured (the router does not wait for them: a shadow is best
+    effort, and one that cannot start must not keep the router down)."""
     servers = [SERVING_BUILDERS[p](settings) for p in products]
+    if not servers:
+        return []
     router = router_component(settings)
     router = router.model_copy(update={"depends_on": ("mlflow", *(c.name for c in servers))})
-    return [*servers, router] if servers else []
+    shadows = [
+        model_server_component(p, shadow=True)(settings)
+        for p in products
+        if settings.model_servers.product(p).shadow_http_port is not None
+    ]
+    return [*servers, router, *shadows]
 
 
 def stack_components(settings: Settings) -> list[Component]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -70,13 +71,22 @@ def router_settings(tmp_path: Path, **changes: Any) -> Settings:
 class Lab:
     """An app with both doubles, started (lifespan) and ready to call."""
 
-    def __init__(self, tmp_path: Path, fraud: set[str] | None = None, **changes: Any) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        fraud: set[str] | None = None,
+        shadow_server: bool = False,
+        **changes: Any,
+    ) -> None:
         self.fraud = DoubleState("fraud", fraud if fraud is not None else {"fraud-v1"})
         self.recsys = DoubleState("recsys", {"recsys-v1"})
+        # A second fraud server for shadow copies (model_servers.fraud.shadow_http_port).
+        self.fraud_shadow = DoubleState("fraud", {"fraud-v1"})
         self.settings = router_settings(tmp_path, **changes)
         self.app = create_app(
             self.settings,
             {"fraud": double_client(self.fraud), "recsys": double_client(self.recsys)},
+            {"fraud": double_client(self.fraud_shadow)} if shadow_server else None,
         )
         self.client = TestClient(self.app)
 
@@ -594,6 +604,31 @@ def test_shadow_copies_are_logged_under_the_same_request_id_and_change_nothing(l
     admin(lab, "POST", "/admin/fraud/shadow/stop")
     lab.client.post("/v1/fraud/score", json=TX)
     assert lab.client.get("/admin/status", headers=AUTH).json()["shadow"]["offered"] == 1
+
+
+def test_with_a_shadow_server_the_copies_go_there_and_nowhere_else(tmp_path: Path):
+    lab = Lab(tmp_path, shadow_server=True)
+    with lab.client:
+        admin(lab, "POST", "/admin/fraud/shadow/start", {"version": 2})
+        # The shadowed version is loaded on the shadow server only.
+        assert (lab.fraud_shadow.loads, lab.fraud.loads) == (["fraud-v2"], [])
+        cards = [f"card_{i:06d}" for i in range(20)]
+        answers = [lab.client.post("/v1/fraud/score", json={**TX, "card_id": c}) for c in cards]
+        assert {a.json()["model_version"] for a in answers} == {"fraud/1"}
+        lab.call(lab.router.shadow.join)
+        assert lab.fraud.infers == Counter({"fraud-v1": 20})  # the serving server: no copies
+        assert lab.fraud_shadow.infers == Counter({"fraud-v2": 20})
+        shadow_rows = [r for r in lab.rows() if r.role == "shadow"]
+        assert len(shadow_rows) == 20 and {r.answered_by for r in shadow_rows} == {"fraud/2"}
+        status = admin(lab, "GET", "/admin/fraud/status")
+        assert status["shadow_server"] == "http://double"
+        # A canary is served traffic: it goes to the serving server, never the shadow one.
+        admin(lab, "POST", "/admin/fraud/shadow/stop")
+        admin(lab, "POST", "/admin/fraud/canary/start", {"version": 2, "percent": 100})
+        assert lab.fraud.loads == ["fraud-v2"]
+        body = lab.client.post("/v1/fraud/score", json=TX).json()
+        assert (body["arm"], body["model_version"]) == ("challenger", "fraud/2")
+        assert lab.fraud_shadow.infers == Counter({"fraud-v2": 20})
 
 
 def test_a_shadow_sample_copies_a_sticky_share_of_entities(lab: Lab):

@@ -117,3 +117,42 @@ def test_up_refuses_an_unknown_component_and_the_k8s_profile(monkeypatch, tmp_pa
     result = runner.invoke(cli(), ["up"])
     assert result.exit_code == 2
     assert "kind-up" in result.output
+
+
+def test_a_shadow_server_runs_beside_the_model_server_when_configured(tmp_path):
+    from mlsd.settings import ModelServerSettings, ProductServerSettings
+    from mlsd.stack.services import serving_components
+
+    # fraud has one by default, recsys not.
+    s = settings(tmp_path)
+    components = {c.name: c for c in serving_components(s, ["fraud", "recsys"])}
+    assert list(components) == ["model-fraud", "model-recsys", "router", "model-fraud-shadow"]
+    shadow = components["model-fraud-shadow"]
+    assert (flag(shadow.argv, "--product"), flag(shadow.argv, "--http-port")) == ("fraud", "8083")
+    assert flag(shadow.argv, "--grpc-port") == "9083"
+    assert flag(shadow.argv, "--nice") == "10"  # best effort: below the serving processes
+    assert "--nice" not in components["model-fraud"].argv
+    assert shadow.health_url == "http://127.0.0.1:8083/v2/health/ready"
+    # The router does not wait for it, and sends the fraud shadows there.
+    assert "model-fraud-shadow" not in components["router"].depends_on
+    assert s.shadow_server_url("fraud") == "http://127.0.0.1:8083"
+    assert s.shadow_server_url("recsys") is None
+    # Unset: shadows go to the serving server, and no shadow server runs.
+    fraud = ProductServerSettings(http_port=8081, grpc_port=9081, timeout_ms=50)
+    plain = settings(tmp_path, model_servers=ModelServerSettings(fraud=fraud))
+    assert [c.name for c in serving_components(plain, ["fraud"])] == ["model-fraud", "router"]
+    assert plain.shadow_server_url("fraud") is None
+    # A router pointed at another fraud server sends its shadows there, unless told otherwise.
+    from mlsd.settings import RouterSettings
+
+    elsewhere = RouterSettings(fraud_upstream="http://10.0.0.5:8081")
+    assert settings(tmp_path, router=elsewhere).shadow_server_url("fraud") is None
+    told = RouterSettings(fraud_upstream="http://10.0.0.5:8081", fraud_shadow_upstream="http://x:1")
+    assert settings(tmp_path, router=told).shadow_server_url("fraud") == "http://x:1"
+    # A recsys shadow server without a gRPC port of its own does not take the main one's.
+    recsys = ProductServerSettings(
+        http_port=8082, grpc_port=9082, timeout_ms=250, shadow_http_port=8084
+    )
+    both = settings(tmp_path, model_servers=ModelServerSettings(recsys=recsys))
+    names = {c.name: c for c in serving_components(both, ["recsys"])}
+    assert flag(names["model-recsys-shadow"].argv, "--grpc-port") == "9084"
