@@ -253,7 +253,6 @@ def measure(data_dir: Path, tracking_uri: str, env: dict[str, str]) -> dict[str,
     import psutil
 
     from mlsd.netutil import free_port
-    from mlsd.settings import Settings
 
     transactions, users = sample_requests(data_dir)
     logs = data_dir / "bench-logs"
@@ -273,8 +272,6 @@ def measure(data_dir: Path, tracking_uri: str, env: dict[str, str]) -> dict[str,
             argv = [py, "-m", "serving.model_server", "--product", product, "--versions"]
             argv += [version, "--http-port", str(port), "--grpc-port", str(free_port())]
             argv += ["--tracking-uri", tracking_uri]
-            if "shadow" in name:  # as serving.launch starts it (model_servers.shadow_nice)
-                argv += ["--nice", str(Settings().model_servers.shadow_nice)]
             health = f"http://127.0.0.1:{port}/v2/models/{product}-v{version}/ready"
             log = logs / f"{name.replace(' ', '-')}.log"
             servers.append(start(name, argv, env, health, log))

@@ -241,11 +241,11 @@ class ProductServerSettings(_Section):
 
 class ModelServerSettings(_Section):
     """The KServe model servers: one process per product, hosting pinned registry versions;
-    fraud also has a shadow server by default. Measured at 200 fraud requests/s on 2 cores: a
-    full shadow on the serving process itself added 6 ms to the p99 (two versions' inferences
-    queue on one event loop); on a process of its own it adds no queue to the answers. The
-    recommender's shadow shares its server unless recsys.shadow_http_port is set (one more
-    process, ~0.3 GB)."""
+    fraud also has a shadow server by default. Measured at 200 fraud requests/s on 2 cores
+    (benchmarks/bench_router.py, every request shadowed): with the shadowed version on the
+    serving process, the answers' p99 rose 6.1 ms (both versions' inferences queue on one
+    event loop); on a process of its own, 3.0 ms. The recommender's shadow shares its server
+    unless recsys.shadow_http_port is set (one more process, ~0.4 GB)."""
 
     fraud: ProductServerSettings = ProductServerSettings(
         http_port=8081,
@@ -256,14 +256,6 @@ class ModelServerSettings(_Section):
     )
     recsys: ProductServerSettings = ProductServerSettings(
         http_port=8082, grpc_port=9082, timeout_ms=250.0
-    )
-    shadow_nice: int = Field(
-        10,
-        ge=0,
-        le=19,
-        description="How much lower a shadow server's CPU priority is (nice): on a shared "
-        "machine it then uses what the answering servers leave, so a full shadow does not "
-        "queue their work behind its own. 0: the same priority.",
     )
     grpc_enabled: bool = Field(
         False,

@@ -32,10 +32,7 @@ def model_server_argv(
         argv += ["--versions", *versions]
     # Without its own gRPC port a shadow server's would clash with the main one's.
     grpc_port = grpc if grpc is not None else http + 1000
-    argv += ["--http-port", str(http), "--grpc-port", str(grpc_port)]
-    if shadow and settings.model_servers.shadow_nice:
-        argv += ["--nice", str(settings.model_servers.shadow_nice)]
-    return argv
+    return [*argv, "--http-port", str(http), "--grpc-port", str(grpc_port)]
 
 
 def model_server_health_url(product: Product, settings: Settings, shadow: bool = False) -> str:

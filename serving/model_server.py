@@ -476,15 +476,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--tracking-uri",
         help="MLflow server of the registry [default: MLFLOW_TRACKING_URI, else the lab's MLflow].",
     )
-    parser.add_argument(
-        "--nice",
-        type=int,
-        default=0,
-        choices=range(20),
-        metavar="N",
-        help="Lower this server's CPU priority by N (0-19): a shadow server's work is best "
-        "effort, and must not take the CPU from the servers that answer [default: 0].",
-    )
     return parser.parse_args(argv)
 
 
@@ -493,8 +484,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # log files, not a tty
     limit_native_threads()
     args = parse_args(argv)
-    if args.nice:
-        os.nice(args.nice)
     settings = Settings()
     product: Product = args.product
     ports = settings.model_servers.product(product)

@@ -130,8 +130,6 @@ def test_a_shadow_server_runs_beside_the_model_server_when_configured(tmp_path):
     shadow = components["model-fraud-shadow"]
     assert (flag(shadow.argv, "--product"), flag(shadow.argv, "--http-port")) == ("fraud", "8083")
     assert flag(shadow.argv, "--grpc-port") == "9083"
-    assert flag(shadow.argv, "--nice") == "10"  # best effort: below the serving processes
-    assert "--nice" not in components["model-fraud"].argv
     assert shadow.health_url == "http://127.0.0.1:8083/v2/health/ready"
     # The router does not wait for it, and sends the fraud shadows there.
     assert "model-fraud-shadow" not in components["router"].depends_on

@@ -1,0 +1,107 @@
+"""The whole local stack's memory, as a user runs it: `mlsd demo --keep-up` in a temporary lab
+(simulate, gate, build features, bring the stack up, train both models, serve live traffic
+with a shadow and a canary), then `mlsd status --json` for each component's resident memory
+(its whole process tree) and the watchdog's, then `mlsd down`.
+
+The issue's budget: the whole stack under 3 GB on 2 cores. It needs the stack's default ports
+free (MLflow 5000, Prefect 4200, router 8080, model servers 8081-8083).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from benchmarks.record import Figure, load, record
+from mlsd.telemetry import TELEMETRY_OFF
+
+BUDGET_GIB = 3.0
+
+
+def mlsd(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mlsd.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def measure(lab: Path) -> tuple[dict[str, Any], float]:
+    # Only this lab's settings: nothing from the caller's MLflow, Prefect or lab.
+    env = {
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("MLSD_", "MLFLOW_", "PREFECT_"))
+        },
+        **TELEMETRY_OFF,
+        "MLSD_DATA_DIR": str(lab / ".mlsd"),
+    }
+    started = time.perf_counter()
+    try:
+        demo = mlsd(["demo", "--keep-up"], env, lab)
+        demo_s = time.perf_counter() - started
+        if demo.returncode != 0:
+            raise RuntimeError(f"mlsd demo failed:\n{(demo.stdout + demo.stderr)[-4000:]}")
+        status = mlsd(["status", "--json"], env, lab)
+        if status.returncode != 0:
+            raise RuntimeError(f"mlsd status failed:\n{status.stderr[-2000:]}")
+        return json.loads(status.stdout), demo_s
+    finally:
+        mlsd(["down"], env, lab)
+
+
+def main() -> None:
+    before = load()
+    with tempfile.TemporaryDirectory() as tmp:
+        status, demo_s = measure(Path(tmp))
+    rows = sorted(status["components"], key=lambda r: -r["rss_bytes"])
+    watchdog = status.get("watchdog_pid")
+    watchdog_rss = 0
+    if watchdog:
+        try:
+            watchdog_rss = psutil.Process(watchdog).memory_info().rss
+        except psutil.NoSuchProcess:
+            watchdog_rss = 0
+    total = sum(r["rss_bytes"] for r in rows) + watchdog_rss
+    unhealthy = [r["name"] for r in rows if r["state"] != "healthy"]
+    figures = [Figure(f"{r['name']} RSS", r["rss_bytes"] / 2**20, "MiB") for r in rows]
+    figures += [
+        Figure("watchdog RSS", watchdog_rss / 2**20, "MiB"),
+        Figure(
+            "whole stack RSS",
+            total / 2**30,
+            "GiB",
+            f"< {BUDGET_GIB:g} GiB",
+            total / 2**30 < BUDGET_GIB,
+        ),
+        Figure("components not healthy", float(len(unhealthy)), "components", "0", not unhealthy),
+    ]
+    record(
+        "stack",
+        figures,
+        {"components": len(rows), "demo_s": round(demo_s, 1)},
+        concurrency="after the demo's traffic (fraud and recs bursts, a shadow, a canary)",
+        notes="RSS of each component's process tree (MLflow's and Prefect's workers included), "
+        "read by `mlsd status --json` at the end of `mlsd demo --keep-up`, on the default data "
+        "and settings. RSS counts shared library pages once per process, so the sum "
+        "overstates what the stack takes from the machine.",
+        load_before=before,
+    )
+    for figure in figures:
+        print(f"{figure.name}: {figure.value:.3g} {figure.unit}")
+
+
+if __name__ == "__main__":
+    main()
