@@ -545,8 +545,6 @@ def main() -> None:
         "model server shows as degraded share, not as router latency.",
         load_before=before,
     )
-    for figure in figures:
-        print(f"{figure.name}: {figure.value:.3g} {figure.unit}")
 
 
 if __name__ == "__main__":

@@ -105,8 +105,6 @@ def main() -> None:
         "overstates what the stack takes from the machine.",
         load_before=before,
     )
-    for figure in figures:
-        print(f"{figure.name}: {figure.value:.3g} {figure.unit}")
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def record(
     notes: str = "",
     load_before: dict[str, Any] | None = None,
 ) -> Path:
-    """Save benchmarks/results/<name>.json and refresh the README table."""
+    """Save benchmarks/results/<name>.json, refresh the README table, print the figures."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     payload = {
         "name": name,
@@ -82,6 +82,8 @@ def record(
     path = RESULTS_DIR / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")
     write_readme()
+    for figure in figures:
+        print(f"{figure.name}: {figure.value:.3g} {figure.unit}")
     return path
 
 
