@@ -38,35 +38,54 @@ def is_json(content_type: bytes) -> bool:
     return content_type.split(b";", 1)[0].strip().lower() == b"application/json"
 
 
-async def read_body(receive: Receive, max_bytes: int) -> tuple[list[bytes], bool, bool]:
-    """(chunks read, complete, disconnected): stops early once past `max_bytes`, so an
-    oversized body is never held whole."""
+@dataclass(frozen=True)
+class Received:
+    """A request body as read so far."""
+
+    body: bytes
+    more: bool  # the stream goes on: reading stopped once past the limit
+    disconnected: bool  # the client left before its body was whole
+
+    def within(self, max_bytes: int) -> bool:
+        return not self.more and len(self.body) <= max_bytes
+
+
+async def read_body(receive: Receive, max_bytes: int) -> Received:
+    """The request body, read until its end or until past `max_bytes` (so an oversized body
+    is never held whole)."""
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            return chunks, False, True
+            return Received(b"".join(chunks), False, True)
         chunk = message.get("body", b"")
         if chunk:
             chunks.append(chunk)
             size += len(chunk)
-        if not message.get("more_body", False):
-            return chunks, True, False
-        if size > max_bytes:
-            return chunks, False, False
+        more = bool(message.get("more_body", False))
+        if not more or size > max_bytes:
+            return Received(b"".join(chunks), more, False)
 
 
-def replaying(chunks: list[bytes], complete: bool, receive: Receive) -> Receive:
+def replaying(received: Received, receive: Receive) -> Receive:
     """A `receive` that first gives back what was already read, then the rest of the stream."""
-    pending = [b"".join(chunks)]
+    pending = [received.body]
 
     async def replay() -> Message:
         if pending:
-            return {"type": "http.request", "body": pending.pop(), "more_body": not complete}
+            return {"type": "http.request", "body": pending.pop(), "more_body": received.more}
         return await receive()
 
     return replay
+
+
+def declared_length(scope: Scope) -> int | None:
+    """The Content-Length header's value; -1 when it is not a number."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else -1
+    return None
 
 
 async def answer_json(send: Send, answer: Answer) -> None:
@@ -98,25 +117,21 @@ async def serve_fast(
     if route is None or scope["method"] != "POST":
         await app(scope, receive, send)
         return
-    content_type = declared = None
-    for name, value in scope["headers"]:
-        if name == b"content-type":
-            content_type = value
-        elif name == b"content-length":
-            declared = value
-    too_long = declared is not None and (not declared.isdigit() or int(declared) > max_bytes)
+    content_type = next((v for k, v in scope["headers"] if k == b"content-type"), None)
+    declared = declared_length(scope)
+    too_long = declared is not None and not 0 <= declared <= max_bytes
     if content_type is None or not is_json(content_type) or too_long:
         await app(scope, receive, send)
         return
-    chunks, complete, disconnected = await read_body(receive, max_bytes)
-    if disconnected:
+    received = await read_body(receive, max_bytes)
+    if received.disconnected:
         return
-    if complete:
+    if received.within(max_bytes):
         try:
-            request = route.request_model.model_validate_json(b"".join(chunks))
+            request = route.request_model.model_validate_json(received.body)
         except ValidationError:
             pass  # the application answers it: its 422 names each field
         else:
             await answer_json(send, await route.handle(request))
             return
-    await app(scope, replaying(chunks, complete, receive), send)
+    await app(scope, replaying(received, receive), send)

@@ -45,7 +45,7 @@ from serving.fallback import (
     request_only_answer,
     rule_answer,
 )
-from serving.fast_lane import FastRoute, serve_fast
+from serving.fast_lane import FastRoute, declared_length, read_body, replaying, serve_fast
 from serving.names import PRODUCTS, Product, parse_served_name, served_name, version_label
 from serving.prediction_log import (
     Feedback,
@@ -801,30 +801,17 @@ class BodySizeLimit:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+        declared = declared_length(scope)
+        if declared is not None and declared > self.max_bytes:
             await self._too_large(send)
             return
-        body, more = bytearray(), True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            if len(body) > self.max_bytes:
-                await self._too_large(send)
-                return
-            more = message.get("more_body", False)
-        replayed = False
-
-        async def replay() -> Any:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        received = await read_body(receive, self.max_bytes)
+        if received.disconnected:
+            return
+        if not received.within(self.max_bytes):
+            await self._too_large(send)
+            return
+        await self.app(scope, replaying(received, receive), send)
 
     async def _too_large(self, send: Any) -> None:
         response = JSONResponse(

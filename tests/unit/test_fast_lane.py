@@ -129,6 +129,11 @@ def test_an_oversized_body_is_handed_on_whole_for_the_413():
     parts = [b'{"item": "', b"x" * MAX_BYTES, b'", "amount": 1}']
     sent, handed = call(parts, declared=False)
     assert sent == [] and handed is not None and handed["body"] == b"".join(parts)
+    # Undeclared and in one piece: over the limit all the same. Valid JSON padded with
+    # whitespace must not be parsed on the lane.
+    padded = b'{"item": "a", "amount": 1' + b" " * MAX_BYTES + b"}"
+    sent, handed = call(padded, declared=False)
+    assert sent == [] and handed is not None and handed["body"] == padded
 
 
 def test_a_client_gone_before_its_body_arrived_gets_nothing():
