@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import logging
 import math
@@ -143,17 +144,10 @@ class Router:
             self.config.breaker_min_failing_seconds,
         )
         self.loaded: dict[Product, set[int]] = {p: set() for p in PRODUCTS}
-        self.shadow_loaded = {
-            p: self.loaded[p] if self.shadow_clients[p] is clients[p] else set() for p in PRODUCTS
-        }
-        # A shadow server's own breakers: its failures say nothing of the serving server's.
-        self.shadow_breakers = Breakers(
-            self.config.breaker_window,
-            self.config.breaker_min_calls,
-            self.config.breaker_failure_rate,
-            self.config.breaker_cooldown_seconds,
-            self.config.breaker_min_failing_seconds,
-        )
+        # What a separate shadow server hosts, and its own breakers (same policy): its
+        # failures say nothing of the serving server's. Unused when shadows share the server.
+        self.shadow_loaded: dict[Product, set[int]] = {p: set() for p in PRODUCTS}
+        self.shadow_breakers = dataclasses.replace(self.breakers, by_model={})
         self.features = OnlineFeatureLookup(settings, enabled=self.config.fallback_online_features)
         self.popularity = PopularityList(router_dir(settings) / "popularity.json")
         self.registry_uri = registry_uri(settings)
@@ -259,15 +253,28 @@ class Router:
         """Which versions each model server has loaded; with no registry and no saved state, the
         newest loaded version becomes champion (a lab started by hand still routes)."""
         for product in PRODUCTS:
-            try:
-                names = await self.clients[product].list_models(PROBE_TIMEOUT_S)
-            except UpstreamError:
+            shadows_to = self.shadow_clients[product]
+            if shadows_to is not self.clients[product]:
+                # A restarted shadow server has lost what the router loaded onto it.
+                hosted = await self._hosted(shadows_to, product)
+                if hosted is not None:
+                    self.shadow_loaded[product] = hosted
+            versions = await self._hosted(self.clients[product], product)
+            if versions is None:
                 continue
-            versions = {int(v) for p, v in map(_served_or_none, names) if p == product}
             self.loaded[product] = versions
             routing = self.store[product]
             if routing.champion is None and versions and not self.registry_uri:
                 self.store.put(rs.adopt_discovered_champion(routing, max(versions)))
+
+    @staticmethod
+    async def _hosted(client: V2Client, product: Product) -> set[int] | None:
+        """The versions of `product` a model server hosts (None: it did not answer)."""
+        try:
+            names = await client.list_models(PROBE_TIMEOUT_S)
+        except UpstreamError:
+            return None
+        return {int(v) for p, v in map(_served_or_none, names) if p == product}
 
     async def _maintain(self) -> None:
         while True:

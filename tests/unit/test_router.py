@@ -631,6 +631,18 @@ def test_with_a_shadow_server_the_copies_go_there_and_nowhere_else(tmp_path: Pat
         assert lab.fraud_shadow.infers == Counter({"fraud-v2": 20})
 
 
+def test_a_restarted_shadow_server_gets_the_shadowed_version_loaded_again(tmp_path: Path):
+    lab = Lab(tmp_path, shadow_server=True)
+    with lab.client:
+        admin(lab, "POST", "/admin/fraud/shadow/start", {"version": 2})
+        admin(lab, "POST", "/admin/fraud/shadow/stop")
+        lab.fraud_shadow.models = {"fraud-v1"}  # restarted: only the champion it starts with
+        lab.call(lab.router.discover_models)
+        admin(lab, "POST", "/admin/fraud/shadow/start", {"version": 2})
+        assert lab.fraud_shadow.loads == ["fraud-v2", "fraud-v2"]
+        assert lab.fraud.loads == []
+
+
 def test_a_shadow_sample_copies_a_sticky_share_of_entities(lab: Lab):
     admin(lab, "POST", "/admin/fraud/shadow/start", {"version": 2, "percent": 30})
     cards = [f"c{i}" for i in range(300)]
