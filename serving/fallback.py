@@ -67,7 +67,7 @@ class CircuitBreaker:
     outcomes: deque[bool] = field(default_factory=deque)  # True: the call failed
     opened_at: float | None = None
     trial_running: bool = False
-    failing_since: float | None = None  # first failure since the last success
+    failing_since: float | None = None  # since when the window's failure rate is over the bar
 
     @property
     def state(self) -> str:
@@ -91,7 +91,6 @@ class CircuitBreaker:
             self.opened_at, self.trial_running = None, False
         elif self.opened_at is not None:
             return  # a call from before the circuit opened
-        self.failing_since = None
         self._record(False)
 
     def record_failure(self, trial: bool = False) -> None:
@@ -100,16 +99,9 @@ class CircuitBreaker:
             return
         if self.opened_at is not None:
             return  # a call from before the circuit opened
-        now = self.clock()
-        if self.failing_since is None:
-            self.failing_since = now
         self._record(True)
-        failed = sum(self.outcomes)
-        if (
-            len(self.outcomes) >= self.min_calls
-            and failed >= self.failure_rate * len(self.outcomes)
-            and now - self.failing_since >= self.min_failing_s
-        ):
+        now = self.clock()
+        if self.failing_since is not None and now - self.failing_since >= self.min_failing_s:
             self.opened_at = now
 
     def abandon(self, trial: bool) -> None:
@@ -121,6 +113,14 @@ class CircuitBreaker:
         self.outcomes.append(failed)
         while len(self.outcomes) > self.window:
             self.outcomes.popleft()
+        # The rate, not a run: a model failing most calls, with successes between, is failing.
+        over = len(self.outcomes) >= self.min_calls and sum(self.outcomes) >= (
+            self.failure_rate * len(self.outcomes)
+        )
+        if not over:
+            self.failing_since = None
+        elif self.failing_since is None:
+            self.failing_since = self.clock()
 
 
 @dataclass

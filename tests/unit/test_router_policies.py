@@ -193,19 +193,37 @@ def test_a_few_failures_in_a_row_among_successes_do_not_open_it():
 
 
 def test_a_short_stall_does_not_open_it_failures_that_go_on_do():
-    """A few hundred ms of timeouts fill a window at 100 req/s; only failures lasting
-    min_failing_s open the circuit (a model that is down fails for longer)."""
+    """A few hundred ms of timeouts fill a window at 100 req/s; only a failure rate that stays
+    over the bar for min_failing_s opens the circuit (a model that is down fails for longer)."""
     clock = Clock()
     b = CircuitBreaker(50, 20, 0.5, cooldown_s=5, clock=clock, min_failing_s=1.0)
     for i in range(30):  # 30 timeouts in 0.3 s
         clock.now = i * 0.01
         b.record_failure()
     assert b.state == "closed"
-    b.record_success()  # the stall is over: the next failures start a new run
-    for i in range(150):  # down: failing for 1.5 s
+    for i in range(70):  # the stall is over: answers again until t = 1.0 s
+        clock.now = 0.3 + i * 0.01
+        b.record_success()
+    opened_at = None
+    for i in range(200):  # down from t = 1.0 s: the rate is over the bar from the 25th failure
         clock.now = 1.0 + i * 0.01
         b.record_failure()
-        assert b.state == ("open" if clock.now - 1.0 >= 1.0 else "closed"), clock.now
+        if opened_at is None and b.state == "open":
+            opened_at = clock.now
+    assert opened_at == pytest.approx(1.24 + 1.0)
+
+
+def test_a_model_failing_most_calls_opens_it_though_some_succeed():
+    clock = Clock()
+    b = CircuitBreaker(50, 20, 0.5, cooldown_s=5, clock=clock, min_failing_s=1.0)
+    for i in range(300):  # 80 % of calls fail, at 100 req/s
+        clock.now = i * 0.01
+        if i % 5 == 0:
+            b.record_success()
+        else:
+            b.record_failure()
+    assert b.state == "open"
+    assert b.opened_at is not None and 1.0 <= b.opened_at <= 1.5
 
 
 def test_the_window_forgets_old_failures():
