@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -231,12 +231,30 @@ class ProductServerSettings(_Section):
         ge=1,
         le=65535,
         description="REST port of a second model server for this product's shadow copies (the "
-        "router loads the shadowed version there). A full shadow then adds no work to the "
-        "process that answers. Unset: shadows go to the product's own server.",
+        "router loads the shadowed version there), so the answering model server runs no "
+        "second inference. Unset: shadows go to the product's own server.",
     )
     shadow_grpc_port: int | None = Field(
-        None, ge=1, le=65535, description="gRPC port of the shadow server (when grpc_enabled)."
+        None,
+        ge=1,
+        le=65535,
+        description="gRPC port of the shadow server (when grpc_enabled); needed with "
+        "shadow_http_port.",
     )
+
+    @model_validator(mode="after")
+    def _shadow_ports_together(self) -> ProductServerSettings:
+        if (self.shadow_http_port is None) != (self.shadow_grpc_port is None):
+            raise ValueError("set shadow_http_port and shadow_grpc_port together")
+        return self
+
+    def ports(self, shadow: bool = False) -> tuple[int, int]:
+        """(REST, gRPC) ports of the product's model server, or of its shadow server."""
+        if not shadow:
+            return self.http_port, self.grpc_port
+        if self.shadow_http_port is None or self.shadow_grpc_port is None:
+            raise ValueError("this product has no shadow server (shadow_http_port is unset)")
+        return self.shadow_http_port, self.shadow_grpc_port
 
 
 class ModelServerSettings(_Section):
@@ -703,11 +721,13 @@ class Settings(BaseSettings):
     def model_server_url(self, product: str, shadow: bool = False) -> str:
         """Base URL of one product's model server (`fraud` or `recsys`), for its clients;
         `shadow`: of its shadow server (model_servers.<product>.shadow_http_port)."""
-        ports = self.model_servers.product(product)
-        port = ports.shadow_http_port if shadow else ports.http_port
-        if port is None:
-            raise ValueError(f"model_servers.{product}.shadow_http_port is not set")
-        return f"http://{self.client_host}:{port}"
+        return f"http://{self.client_host}:{self.model_servers.product(product).ports(shadow)[0]}"
+
+    def upstream_url(self, product: str) -> str:
+        """Where the router sends `product`'s requests: router.<product>_upstream, else the
+        lab's model server."""
+        configured = getattr(self.router, f"{product}_upstream")
+        return str(configured) if configured else self.model_server_url(product)
 
     def shadow_server_url(self, product: str) -> str | None:
         """Where the router sends `product`'s shadow copies, when not to its own server."""

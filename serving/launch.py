@@ -16,23 +16,11 @@ def model_server_argv(
     """`python -m serving.model_server ...` for `product` on its configured ports (`shadow`:
     its shadow server's); without `versions` the server serves the version @champion points at
     when it starts (a shadow server too: the router loads the shadowed version beside it)."""
-    ports = settings.model_servers.product(product)
-    http, grpc = (
-        (ports.shadow_http_port, ports.shadow_grpc_port)
-        if shadow
-        else (
-            ports.http_port,
-            ports.grpc_port,
-        )
-    )
-    if http is None:
-        raise ValueError(f"model_servers.{product}.shadow_http_port is not set")
+    http, grpc = settings.model_servers.product(product).ports(shadow)
     argv = [sys.executable, "-m", "serving.model_server", "--product", product]
     if versions:
         argv += ["--versions", *versions]
-    # Without its own gRPC port a shadow server's would clash with the main one's.
-    grpc_port = grpc if grpc is not None else http + 1000
-    return [*argv, "--http-port", str(http), "--grpc-port", str(grpc_port)]
+    return [*argv, "--http-port", str(http), "--grpc-port", str(grpc)]
 
 
 def model_server_health_url(product: Product, settings: Settings, shadow: bool = False) -> str:

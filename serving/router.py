@@ -907,10 +907,7 @@ def create_app(
     """The router app. `clients` (and `shadow_clients`) replace the model-server clients
     (tests give fakes)."""
     settings = settings or get_settings()
-    upstreams = clients or {
-        "fraud": V2Client(settings.router.fraud_upstream or settings.model_server_url("fraud")),
-        "recsys": V2Client(settings.router.recsys_upstream or settings.model_server_url("recsys")),
-    }
+    upstreams = clients or {p: V2Client(settings.upstream_url(p)) for p in PRODUCTS}
     if shadow_clients is None and clients is None:
         shadow_clients = {
             p: V2Client(url) for p in PRODUCTS if (url := settings.shadow_server_url(p))

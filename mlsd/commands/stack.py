@@ -25,7 +25,7 @@ def up(
     """Start the local stack in the background (MLflow, Prefect) and wait until it is healthy."""
     from mlsd.settings import Settings
     from mlsd.stack import StackError, Supervisor
-    from mlsd.stack.services import stack_components
+    from mlsd.stack.services import serving_components, shadow_components, stack_components
     from mlsd.stack.supervisor import with_dependencies
 
     settings = Settings()
@@ -41,11 +41,13 @@ def up(
         raise typer.Exit(2) from err
     supervisor = Supervisor.from_settings(settings)
     records: list[Any] = []
+    trained: list[str] = []
     try:
         records = _start(supervisor, components, "a first start migrates databases: up to ~30 s")
         if not only:
             # After the core: MLflow must answer before the registry can be asked.
-            serving = _serving_if_trained(settings)
+            trained = _trained_products(settings)
+            serving = serving_components(settings, trained)
             if serving:
                 records += _start(supervisor, serving, "loading the champions")
     except StackError as err:
@@ -53,6 +55,14 @@ def up(
         if records:
             supervisor.ensure_watchdog()  # what did start stays up, and is watched
         raise typer.Exit(1) from err
+    if not only and (shadows := shadow_components(settings, trained)):
+        try:
+            records += _start(supervisor, shadows, "shadow servers")
+        except StackError as err:  # best effort: the answering servers stay up
+            console.print(
+                f"[yellow]warning:[/yellow] {err}: shadow copies fail until it runs "
+                "(`mlsd up` tries again); the answering servers are up"
+            )
     watchdog = supervisor.ensure_watchdog()
     for record in records:
         console.print(f"[green]{record.name}[/green] {record.component.url or ''}")
@@ -74,12 +84,11 @@ def _start(supervisor: Any, components: list[Any], why_slow: str) -> list[Any]:
     return records
 
 
-def _serving_if_trained(settings: Settings) -> list[Any]:
-    """Model servers for every product with a @champion, and the router (the registry must
-    answer: start the core first)."""
+def _trained_products(settings: Settings) -> list[str]:
+    """The products with a @champion, which get model servers (the registry must answer:
+    start the core first)."""
     from mlsd.registry import CHAMPION, ModelRegistry
     from mlsd.settings import WORLDS
-    from mlsd.stack.services import serving_components
 
     registry = ModelRegistry(settings.mlflow_tracking_uri)
     names: dict[str, str] = {p: settings.training.model_name(p) for p in WORLDS}
@@ -88,7 +97,7 @@ def _serving_if_trained(settings: Settings) -> list[Any]:
         console.print(
             f"[yellow]{product}[/yellow]: no @champion yet: `mlsd train {product}`, then `mlsd up` again"
         )
-    return serving_components(settings, trained)
+    return trained
 
 
 def down() -> None:

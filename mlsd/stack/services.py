@@ -121,7 +121,6 @@ def model_server_component(product: str, shadow: bool = False) -> Callable[[Sett
         from serving.launch import model_server_argv, model_server_health_url
 
         name = f"model-{product}-shadow" if shadow else f"model-{product}"
-        ports = settings.model_servers.product(product)
         return Component(
             name=name,
             argv=tuple(model_server_argv(product, settings, shadow=shadow)),  # type: ignore[arg-type]
@@ -131,7 +130,7 @@ def model_server_component(product: str, shadow: bool = False) -> Callable[[Sett
             },
             log_file=settings.logs_dir.resolve() / f"{name}.log",
             host=settings.bind_host,
-            port=ports.shadow_http_port if shadow else ports.http_port,
+            port=settings.model_servers.product(product).ports(shadow)[0],
             health_url=model_server_health_url(product, settings, shadow),  # type: ignore[arg-type]
             url=settings.model_server_url(product, shadow),
             depends_on=("mlflow",),
@@ -173,20 +172,25 @@ SERVING_BUILDERS: dict[str, Callable[[Settings], Component]] = {
 
 
 def serving_components(settings: Settings, products: list[str]) -> list[Component]:
-    """Model servers of `products` (those with a champion), then the router in front of them;
-    then the shadow servers configured (the router does not wait for them: a shadow is best
-    effort, and one that cannot start must not keep the router down)."""
+    """Model servers of `products` (those with a champion), then the router in front of them."""
     servers = [SERVING_BUILDERS[p](settings) for p in products]
     if not servers:
         return []
     router = router_component(settings)
     router = router.model_copy(update={"depends_on": ("mlflow", *(c.name for c in servers))})
-    shadows = [
+    return [*servers, router]
+
+
+def shadow_components(settings: Settings, products: list[str]) -> list[Component]:
+    """The shadow servers of `products` that the router will send copies to. Started after
+    the router, apart: a shadow is best effort, and one that cannot start must not stop the
+    servers that answer."""
+    return [
         model_server_component(p, shadow=True)(settings)
         for p in products
         if settings.model_servers.product(p).shadow_http_port is not None
+        and settings.shadow_server_url(p) == settings.model_server_url(p, shadow=True)
     ]
-    return [*servers, router, *shadows]
 
 
 def stack_components(settings: Settings) -> list[Component]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
@@ -120,37 +121,38 @@ def test_up_refuses_an_unknown_component_and_the_k8s_profile(monkeypatch, tmp_pa
 
 
 def test_a_shadow_server_runs_beside_the_model_server_when_configured(tmp_path):
-    from mlsd.settings import ModelServerSettings, ProductServerSettings
-    from mlsd.stack.services import serving_components
+    from mlsd.settings import ModelServerSettings, ProductServerSettings, RouterSettings
+    from mlsd.stack.services import serving_components, shadow_components
+    from mlsd.stack.supervisor import start_levels
 
-    # fraud has one by default, recsys not.
+    # fraud has one by default, recsys not; it is started apart, after the router.
     s = settings(tmp_path)
-    components = {c.name: c for c in serving_components(s, ["fraud", "recsys"])}
-    assert list(components) == ["model-fraud", "model-recsys", "router", "model-fraud-shadow"]
-    shadow = components["model-fraud-shadow"]
+    serving = serving_components(s, ["fraud", "recsys"])
+    assert [c.name for c in serving] == ["model-fraud", "model-recsys", "router"]
+    (shadow,) = shadow_components(s, ["fraud", "recsys"])
+    assert shadow.name == "model-fraud-shadow"
     assert (flag(shadow.argv, "--product"), flag(shadow.argv, "--http-port")) == ("fraud", "8083")
     assert flag(shadow.argv, "--grpc-port") == "9083"
     assert shadow.health_url == "http://127.0.0.1:8083/v2/health/ready"
-    # The router does not wait for it, and sends the fraud shadows there.
-    assert "model-fraud-shadow" not in components["router"].depends_on
+    assert shadow.depends_on == ("mlflow",)
+    assert [[c.name for c in wave] for wave in start_levels(serving)] == [
+        ["model-fraud", "model-recsys"],
+        ["router"],
+    ]
     assert s.shadow_server_url("fraud") == "http://127.0.0.1:8083"
     assert s.shadow_server_url("recsys") is None
     # Unset: shadows go to the serving server, and no shadow server runs.
     fraud = ProductServerSettings(http_port=8081, grpc_port=9081, timeout_ms=50)
     plain = settings(tmp_path, model_servers=ModelServerSettings(fraud=fraud))
-    assert [c.name for c in serving_components(plain, ["fraud"])] == ["model-fraud", "router"]
+    assert shadow_components(plain, ["fraud"]) == []
     assert plain.shadow_server_url("fraud") is None
-    # A router pointed at another fraud server sends its shadows there, unless told otherwise.
-    from mlsd.settings import RouterSettings
-
-    elsewhere = RouterSettings(fraud_upstream="http://10.0.0.5:8081")
-    assert settings(tmp_path, router=elsewhere).shadow_server_url("fraud") is None
+    # A router pointed at another fraud server sends its shadows there, unless told otherwise;
+    # the lab's shadow server is then not started for nothing.
+    elsewhere = settings(tmp_path, router=RouterSettings(fraud_upstream="http://10.0.0.5:8081"))
+    assert elsewhere.shadow_server_url("fraud") is None
+    assert shadow_components(elsewhere, ["fraud"]) == []
     told = RouterSettings(fraud_upstream="http://10.0.0.5:8081", fraud_shadow_upstream="http://x:1")
     assert settings(tmp_path, router=told).shadow_server_url("fraud") == "http://x:1"
-    # A recsys shadow server without a gRPC port of its own does not take the main one's.
-    recsys = ProductServerSettings(
-        http_port=8082, grpc_port=9082, timeout_ms=250, shadow_http_port=8084
-    )
-    both = settings(tmp_path, model_servers=ModelServerSettings(recsys=recsys))
-    names = {c.name: c for c in serving_components(both, ["recsys"])}
-    assert flag(names["model-recsys-shadow"].argv, "--grpc-port") == "9084"
+    # Both shadow ports or none.
+    with pytest.raises(ValueError, match="together"):
+        ProductServerSettings(http_port=8082, grpc_port=9082, timeout_ms=250, shadow_http_port=8084)
