@@ -526,7 +526,7 @@ def online_feature_columns(
     session = _session(settings)
     plan = session.plan(feature_service)
     if not entities:
-        return {spec.name: [] for spec in plan.outputs} | {m: [] for m, _ in plan.unknown_checks}
+        return finish_online(plan, {spec.name: [] for spec in plan.outputs}, 0)
     if request_data is None or isinstance(request_data, Mapping):
         requests: Sequence[Mapping[str, Any] | None] = [request_data] * len(entities)
     else:
@@ -684,12 +684,10 @@ def finish_online(
     """The service's output columns: a value the store lacks becomes its feature's default
     (never None), and each `<entity>_unknown` marker says whether all its view's values were
     missing."""
-    out: dict[str, list[Any]] = {}
-    for spec in plan.outputs:
-        column = values[spec.name]
-        if any(v is None for v in column):
-            column = [_default(spec) if v is None else v for v in column]
-        out[spec.name] = list(column)
+    out: dict[str, list[Any]] = {
+        spec.name: [_default(spec) if v is None else v for v in values[spec.name]]
+        for spec in plan.outputs
+    }
     for marker, names in plan.unknown_checks:
         out[marker] = [all(values[n][i] is None for n in names) for i in range(count)]
     return out

@@ -207,7 +207,7 @@ def evaluate_bundle(
     )
 
     def lookup(user: str, items: Sequence[str]) -> pd.DataFrame:
-        return by_user[user].drop(columns="user_id").reset_index(drop=True)
+        return by_user[user]  # recommend reads the ranker's columns by name
 
     recommended, paths = [], []
     for user in ev.users:

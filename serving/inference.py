@@ -530,8 +530,8 @@ def recommend_for(
 
     def remembering_lookup(user: str, items: Sequence[str]) -> dict[str, list[Any]]:
         # Kept to report what the ranker saw for the items it returns.
-        seen["items"], seen["frame"] = list(items), lookup(user, items)
-        return seen["frame"]
+        seen["items"], seen["columns"] = list(items), lookup(user, items)
+        return seen["columns"]
 
     try:
         items, scores, path = recommend(
@@ -550,7 +550,7 @@ def recommend_for(
     if path == "model":
         position = {item: i for i, item in enumerate(seen["items"])}
         names = [n for n in served.bundle.ranker_features if n != RETRIEVAL_SCORE]
-        columns = seen["frame"]
+        columns = seen["columns"]
         for item in items:
             i = position[item]
             used[item] = {name: _plain(columns[name][i]) for name in names}

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from models.recsys import Embeddings
-from models.recsys_bundle import RecsysBundle
+from models.recsys_bundle import RecsysBundle, candidates_for
 from serving import inference
 from serving.inference import (
     FRAUD_INPUTS,
@@ -265,3 +266,36 @@ def test_a_user_nobody_knows_gets_the_popularity_list(store_vectors: dict):
 def test_k_out_of_range_names_k(store_vectors: dict, k: int):
     with pytest.raises(RequestError, match="'k'"):
         inference.recommend_for(recsys_version(), {"user_id": "u1", "k": k}, None)  # type: ignore[arg-type]
+
+
+def test_the_ranker_scores_alike_from_plain_columns_and_from_a_frame():
+    """The model server passes {name: list} (None where the store has nothing), training a
+    data frame (NaN): the same candidates must get the same order and scores."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from models.recsys_bundle import RETRIEVAL_SCORE, recommend
+
+    rng = np.random.default_rng(7)
+    features = ["plays", RETRIEVAL_SCORE, "rate"]
+    X = rng.normal(size=(400, 3))
+    X[rng.random(400) < 0.2, 2] = np.nan  # the trees learn where missing values go
+    y = (X[:, 0] + np.nan_to_num(X[:, 2], nan=1.0) > 0).astype(int)
+    ranker = HistGradientBoostingClassifier(max_iter=20, random_state=0).fit(X, y)
+    served = recsys_version()
+    bundle = RecsysBundle(served.bundle.embeddings, ranker, features, ["i3", "i1"], {}, {})
+    plays, rate = [3.0, -1.0, 0.5], [None, 0.2, -2.0]
+
+    def as_columns(user: str, items: Any) -> dict[str, list[Any]]:
+        return {"plays": plays[: len(items)], "rate": rate[: len(items)]}
+
+    def as_frame(user: str, items: Any) -> pd.DataFrame:
+        return pd.DataFrame({"plays": plays[: len(items)], "rate": rate[: len(items)]})
+
+    from_columns = recommend(bundle, "u1", 3, 3, as_columns, served.user_index)
+    from_frame = recommend(bundle, "u1", 3, 3, as_frame, served.user_index)
+    assert from_columns[2] == "model" and from_columns == from_frame
+    # And both are what the ranker says of the matrix, None read as NaN.
+    _, retrieval = candidates_for(bundle, "u1", 3, served.user_index)
+    matrix = np.column_stack([plays, retrieval, [np.nan, 0.2, -2.0]])
+    expected = ranker.predict_proba(matrix)[:, 1]
+    assert from_columns[1] == sorted(expected.tolist(), reverse=True)
