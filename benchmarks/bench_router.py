@@ -253,6 +253,7 @@ def measure(data_dir: Path, tracking_uri: str, env: dict[str, str]) -> dict[str,
     import psutil
 
     from mlsd.netutil import free_port
+    from mlsd.stack.processes import memory_rss
 
     transactions, users = sample_requests(data_dir)
     logs = data_dir / "bench-logs"
@@ -262,17 +263,18 @@ def measure(data_dir: Path, tracking_uri: str, env: dict[str, str]) -> dict[str,
     shadow_port = free_port()
     servers: list[Server] = []
     try:
-        # As the lab runs them: the fraud champion (v1) on its server, the challenger (v2) on
-        # the fraud shadow server (model_servers.fraud.shadow_http_port), recsys v1.
-        for name, product, port, version in (
-            ("fraud server", "fraud", fraud_port, "1"),
-            ("fraud shadow server", "fraud", shadow_port, "2"),
-            ("recsys server", "recsys", recsys_port, "1"),
+        # As the lab runs them: the fraud champion (v1) on its server; the fraud shadow server
+        # (model_servers.fraud.shadow_http_port) with the champion it starts with and the
+        # challenger (v2) the router loads beside it; recsys v1.
+        for name, product, port, versions in (
+            ("fraud server", "fraud", fraud_port, ["1"]),
+            ("fraud shadow server", "fraud", shadow_port, ["1", "2"]),
+            ("recsys server", "recsys", recsys_port, ["1"]),
         ):
             argv = [py, "-m", "serving.model_server", "--product", product, "--versions"]
-            argv += [version, "--http-port", str(port), "--grpc-port", str(free_port())]
+            argv += [*versions, "--http-port", str(port), "--grpc-port", str(free_port())]
             argv += ["--tracking-uri", tracking_uri]
-            health = f"http://127.0.0.1:{port}/v2/models/{product}-v{version}/ready"
+            health = f"http://127.0.0.1:{port}/v2/models/{product}-v{versions[-1]}/ready"
             log = logs / f"{name.replace(' ', '-')}.log"
             servers.append(start(name, argv, env, health, log))
         router_env = {
@@ -351,8 +353,8 @@ def measure(data_dir: Path, tracking_uri: str, env: dict[str, str]) -> dict[str,
                 f"shadow@{rps}": partial(shadowed_phase, rps),
             }
             if rps == top:
-                # A full shadow doubles the load of the model server that hosts both versions;
-                # a sample is what a busy lab would run.
+                # A full shadow doubles the inferences on the shared cores; a sample is what a
+                # busy lab would run.
                 configurations[f"shadow sample@{top}"] = partial(
                     shadowed_phase, top, SHADOW_SAMPLE_PERCENT
                 )
@@ -383,9 +385,10 @@ def measure(data_dir: Path, tracking_uri: str, env: dict[str, str]) -> dict[str,
                 }
             )
         status = admin.get("/admin/status").json()
-        out["rss_mb"] = proc.memory_info().rss / 2**20
+        # Each process with its children, as `mlsd status` counts them.
+        out["rss_mb"] = memory_rss(proc) / 2**20
         out["serving_rss_mb"] = {
-            s.name: psutil.Process(s.popen.pid).memory_info().rss / 2**20 for s in servers
+            s.name: memory_rss(psutil.Process(s.popen.pid)) / 2**20 for s in servers
         }
         out["online_features"] = status["online_features"]
         return out
@@ -493,15 +496,13 @@ def main() -> None:
     for rps in RECS_RATES:
         recs, direct = runs[f"recs@{rps}"], runs[f"recs direct@{rps}"]
         at = f"@{rps}/s"
-        # The target is at 50 req/s; the lower rate is reported beside it.
-        targeted = rps == max(RECS_RATES)
         figures += [
             Figure(
                 f"recs top-10 {at} via router p99",
                 recs.p(99),
                 "ms",
-                f"<= {recs_p99_target:g} ms" if targeted else "",
-                recs.p(99) <= recs_p99_target if targeted else None,
+                f"<= {recs_p99_target:g} ms",
+                recs.p(99) <= recs_p99_target,
             ),
             Figure(f"recs top-10 {at} via router p50", recs.p(50), "ms"),
             Figure(f"recs {at} error rate", recs.error_rate, "share", "0", recs.errors == 0),
@@ -542,7 +543,9 @@ def main() -> None:
         "sample; per recs rate: direct, then via the router. Each phase after a pause and a "
         "warm-up at its rate. The router's model budget is the default "
         "(model_servers.fraud.timeout_ms): past it, answers degrade to the rules, so a saturated "
-        "model server shows as degraded share, not as router latency.",
+        "model server shows as degraded share, not as router latency. The recommender is slower "
+        "at 10 req/s than at 50, called directly too: the model server at a low rate, not the "
+        "router (cause not found).",
         load_before=before,
     )
 

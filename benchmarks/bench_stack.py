@@ -3,8 +3,9 @@
 with a shadow and a canary), then `mlsd status --json` for each component's resident memory
 (its whole process tree) and the watchdog's, then `mlsd down`.
 
-The issue's budget: the whole stack under 3 GB on 2 cores. It needs the stack's default ports
-free (MLflow 5000, Prefect 4200, router 8080, model servers 8081-8083).
+The issue's budget: the whole stack under 3 GB on 2 cores (recorded in GB, 10^9 bytes). It
+needs the stack's default ports free (MLflow 5000, Prefect 4200, router 8080, model servers
+8081-8083).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from benchmarks.record import Figure, load, record
 from mlsd.stack.processes import memory_rss
 from mlsd.telemetry import TELEMETRY_OFF
 
-BUDGET_GIB = 3.0
+BUDGET_GB = 3.0  # the issue's "under 3 GB" (2.79 GiB)
 
 
 def mlsd(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -80,19 +81,9 @@ def main() -> None:
     figures += [
         Figure("watchdog RSS", watchdog_rss / 2**20, "MiB"),
         Figure(
-            "whole stack RSS",
-            total / 2**30,
-            "GiB",
-            f"< {BUDGET_GIB:g} GiB",
-            total / 2**30 < BUDGET_GIB,
+            "whole stack RSS", total / 1e9, "GB", f"< {BUDGET_GB:g} GB", total / 1e9 < BUDGET_GB
         ),
-        Figure(
-            f"components not healthy{': ' + ', '.join(unhealthy) if unhealthy else ''}",
-            float(len(unhealthy)),
-            "components",
-            "0",
-            not unhealthy,
-        ),
+        Figure("components not healthy", float(len(unhealthy)), "components", "0", not unhealthy),
     ]
     record(
         "stack",
@@ -102,7 +93,8 @@ def main() -> None:
         notes="RSS of each component's process tree (MLflow's and Prefect's workers included), "
         "read by `mlsd status --json` at the end of `mlsd demo --keep-up`, on the default data "
         "and settings. RSS counts shared library pages once per process, so the sum "
-        "overstates what the stack takes from the machine.",
+        "overstates what the stack takes from the machine."
+        + (f" Not healthy: {', '.join(unhealthy)}." if unhealthy else ""),
         load_before=before,
     )
 
