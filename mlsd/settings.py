@@ -259,11 +259,12 @@ class ProductServerSettings(_Section):
 
 class ModelServerSettings(_Section):
     """The KServe model servers: one process per product, hosting pinned registry versions;
-    fraud also has a shadow server by default. Measured at 200 fraud requests/s on 2 cores
-    (benchmarks/bench_router.py, every request shadowed): with the shadowed version on the
-    serving process, the answers' p99 rose 6.1 ms (both versions' inferences queue on one
-    event loop); on a process of its own, 3.0 ms. The recommender's shadow shares its server
-    unless recsys.shadow_http_port is set (one more process, ~0.4 GB)."""
+    fraud also has a shadow server by default, so the answering server runs no second inference
+    for each shadowed request. Measured on 2 cores at 200 fraud requests/s, every request
+    shadowed, pooled over 3 rounds: +6.1 ms at the answers' p99 with the shadow on the serving
+    process (one run, 2026-11-22), +1.9 to +3.0 ms on its own (`make bench` measures this
+    one). The recommender's shadow shares its server unless recsys.shadow_http_port is set
+    (one more process, ~0.4 GB)."""
 
     fraud: ProductServerSettings = ProductServerSettings(
         http_port=8081,
