@@ -562,6 +562,9 @@ class OnlineFeatureCache:
         self._rows: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
         self.hits = self.misses = 0
 
+    def __len__(self) -> int:
+        return len(self._rows)
+
     def get(self, view: str, key: str, now: float) -> dict[str, Any] | None:
         entry = self._rows.get((view, key))
         if entry is None or entry[0] <= now:

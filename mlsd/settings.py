@@ -373,6 +373,10 @@ class TrainingSettings(_Section):
             raise KeyError(f"no registered model for {product!r}; known: {', '.join(WORLDS)}")
         return self.fraud_model_name if product == "fraud" else self.recsys_model_name
 
+    def model_names(self) -> dict[str, str]:
+        """{product: registered model name} for every product."""
+        return {p: self.model_name(p) for p in WORLDS}
+
 
 class SqlitePredictionLogSettings(_Section):
     """The prediction log in one SQLite file in WAL mode (profile local)."""

@@ -32,7 +32,8 @@ PROBE_ROWS = 2_000
 
 @dataclass(frozen=True)
 class _Tree:
-    """One tree as parallel lists indexed by node; leaves point at themselves."""
+    """One tree as parallel lists indexed by node; `leaf` marks the leaves (their children
+    are meaningless)."""
 
     feature: list[int]
     threshold: list[float]

@@ -29,6 +29,7 @@ from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
 from kserve.model_repository import ModelRepository
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+from kserve.utils.utils import cpu_count as kserve_cpu_count
 
 from mlsd.settings import Settings
 from mlsd.telemetry import silence_telemetry
@@ -379,7 +380,8 @@ class LabModelServer(kserve.ModelServer):
     def _configure_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """KServe's setup_event_loop, on the loop that actually serves."""
         loop.set_exception_handler(self._custom_exception_handler or self.default_exception_handler)
-        workers = self.max_asyncio_workers or min(32, (os.cpu_count() or 1) + 4)
+        # KServe's own count: it honours CPU affinity and a container's CPU limit.
+        workers = self.max_asyncio_workers or min(32, kserve_cpu_count() + 4)
         loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=workers))
 
 
@@ -440,7 +442,9 @@ def add_lean_infer_route(app: Any, server: kserve.ModelServer) -> None:
         # orjson by hand: FastAPI 0.150 warns on every ORJSONResponse (a deprecation), and a
         # warning per request was a measurable share of the server's time.
         return Response(
-            content=orjson.dumps(encoded, option=orjson.OPT_SERIALIZE_NUMPY),
+            content=orjson.dumps(
+                encoded, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+            ),
             media_type="application/json",
             headers=response_headers,
         )

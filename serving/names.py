@@ -9,13 +9,16 @@ A served name `fraud-v3` is always version 3 of the product's registered model
 from __future__ import annotations
 
 import re
+from typing import cast
 
 from mlsd.settings import WORLDS, World
 
 # One product per simulated world.
 Product = World
 PRODUCTS: tuple[Product, ...] = WORLDS
-SERVED_NAME = re.compile(r"^(?P<product>fraud|recsys)-v(?P<version>[1-9][0-9]*)$")
+SERVED_NAME = re.compile(
+    rf"^(?P<product>{'|'.join(map(re.escape, PRODUCTS))})-v(?P<version>[1-9][0-9]*)$"
+)
 
 
 def served_name(product: str, version: str | int) -> str:
@@ -30,8 +33,7 @@ def parse_served_name(name: str) -> tuple[Product, str]:
         raise ValueError(
             f"model name {name!r} is not <product>-v<version> (e.g. fraud-v3, recsys-v1)"
         )
-    product: Product = "fraud" if match["product"] == "fraud" else "recsys"
-    return product, match["version"]
+    return cast(Product, match["product"]), match["version"]
 
 
 def version_label(product: str, version: str | int) -> str:

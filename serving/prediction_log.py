@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import sqlite3
 from abc import ABC, abstractmethod
@@ -171,7 +170,7 @@ class PredictionLog(ABC):
         """Release connections; everything written so far stays."""
 
 
-_ORJSON = orjson.OPT_SERIALIZE_NUMPY
+_ORJSON = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 
 def _row_values(record: PredictionRecord) -> tuple[Any, ...]:
@@ -192,7 +191,7 @@ def _labelled(row: dict[str, Any], labels: list[tuple[str, int | None]]) -> Logg
     listener engaged with was among the row's own items (served and shadow differ)."""
     for name in _JSON_FIELDS:
         if isinstance(row[name], str):
-            row[name] = json.loads(row[name])
+            row[name] = orjson.loads(row[name])
     row["degraded"] = bool(row["degraded"])
     label: int | None = None
     if labels and row["product"] == "fraud":

@@ -133,7 +133,7 @@ class Router:
         # ModelServerSettings: a full shadow then adds no work to the process that answers),
         # else to its own server.
         self.shadow_clients = {p: (shadow_clients or {}).get(p, clients[p]) for p in PRODUCTS}
-        self.names: dict[Product, str] = {p: settings.training.model_name(p) for p in PRODUCTS}
+        self.names = settings.training.model_names()
         self.admin_token = admin_token(settings)
         self.store = RoutingStore(router_dir(settings) / "routing.json")
         self.breakers = Breakers(

@@ -25,9 +25,7 @@ def freeze_heap() -> int:
     gc.collect()
     gc.freeze()
     frozen = gc.get_freeze_count()
-    logger.info(
-        "heap frozen after start-up: %d long-lived objects out of the collector's way", frozen
-    )
+    logger.info("heap frozen: %d long-lived objects out of the collector's way", frozen)
     return frozen
 
 

@@ -88,10 +88,9 @@ def _trained_products(settings: Settings) -> list[str]:
     """The products with a @champion, which get model servers (the registry must answer:
     start the core first)."""
     from mlsd.registry import CHAMPION, ModelRegistry
-    from mlsd.settings import WORLDS
 
     registry = ModelRegistry(settings.mlflow_tracking_uri)
-    names: dict[str, str] = {p: settings.training.model_name(p) for p in WORLDS}
+    names = settings.training.model_names()
     trained = [p for p, name in names.items() if registry.version_of(name, CHAMPION)]
     for product in sorted(set(names) - set(trained)):
         console.print(
@@ -217,10 +216,7 @@ def _collect_models(settings: Settings, rows: list[ComponentStatus]) -> Any:
     from mlsd.registry import ModelRegistry
 
     registry = ModelRegistry(settings.mlflow_tracking_uri)
-    from mlsd.settings import WORLDS
-
-    names = [settings.training.model_name(p) for p in WORLDS]
-    return {name: registry.describe(name) for name in names}
+    return {name: registry.describe(name) for name in settings.training.model_names().values()}
 
 
 def _render_models(data: Any) -> RenderableType:

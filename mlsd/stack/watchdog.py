@@ -127,7 +127,8 @@ class Watchdog:
                     log.info("no components left to watch; exiting")
                     return
             except Exception:
-                # A failed restart (port taken, disk full) must not end the watching of the rest.
+                # Each component's restart is already guarded inside tick(); this is for what
+                # tick itself needs (reading the run directory), which must not end the watching.
                 log.exception("watchdog tick failed")
             deadline = time.monotonic() + self.policy.watchdog_poll_seconds
             while time.monotonic() < deadline and not should_stop():

@@ -166,9 +166,9 @@ def test_fraud_v1_says_which_version_and_features_answered(
 
 def registered_estimator(lab: Lab, version: str) -> Any:
     """The scikit-learn model as registered (the estimator itself, not the server's copy)."""
-    from serving.inference import load_fraud_version
+    from mlsd.registry import ModelRegistry
 
-    return load_fraud_version(lab.settings, version, lab.tracking_uri).estimator
+    return ModelRegistry(lab.tracking_uri).load_sklearn(lab.fraud_model_name, version)
 
 
 def test_versions_load_from_the_registry_they_are_given(

@@ -32,4 +32,4 @@ def test_expired_rows_are_dropped_as_new_ones_arrive() -> None:
     cache.put("item_stats", "i0", {"n": 0}, now=0.0)
     cache.put("item_stats", "i1", {"n": 1}, now=5.0)
     cache.put("item_stats", "i2", {"n": 2}, now=12.0)  # i0 expired at 10
-    assert len(cache._rows) == 2
+    assert len(cache) == 2
