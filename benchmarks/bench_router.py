@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter, defaultdict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
@@ -253,6 +254,7 @@ def measure(data_dir: Path, tracking_uri: str, env: dict[str, str]) -> dict[str,
     import psutil
 
     from mlsd.netutil import free_port
+    from mlsd.settings import Settings
     from mlsd.stack.processes import memory_rss
 
     transactions, users = sample_requests(data_dir)
@@ -265,15 +267,16 @@ def measure(data_dir: Path, tracking_uri: str, env: dict[str, str]) -> dict[str,
     try:
         # As the lab runs them: the fraud champion (v1) on its server; the fraud shadow server
         # (model_servers.fraud.shadow_http_port) with the champion it starts with and the
-        # challenger (v2) the router loads beside it; recsys v1.
-        for name, product, port, versions in (
-            ("fraud server", "fraud", fraud_port, ["1"]),
-            ("fraud shadow server", "fraud", shadow_port, ["1", "2"]),
-            ("recsys server", "recsys", recsys_port, ["1"]),
+        # challenger (v2) the router loads beside it, at model_servers.shadow_nice; recsys v1.
+        shadow_nice = str(Settings().model_servers.shadow_nice)
+        for name, product, port, versions, nice in (
+            ("fraud server", "fraud", fraud_port, ["1"], "0"),
+            ("fraud shadow server", "fraud", shadow_port, ["1", "2"], shadow_nice),
+            ("recsys server", "recsys", recsys_port, ["1"], "0"),
         ):
             argv = [py, "-m", "serving.model_server", "--product", product, "--versions"]
             argv += [*versions, "--http-port", str(port), "--grpc-port", str(free_port())]
-            argv += ["--tracking-uri", tracking_uri]
+            argv += ["--tracking-uri", tracking_uri, "--nice", nice]
             health = f"http://127.0.0.1:{port}/v2/models/{product}-v{versions[-1]}/ready"
             log = logs / f"{name.replace(' ', '-')}.log"
             servers.append(start(name, argv, env, health, log))
@@ -322,9 +325,14 @@ def measure(data_dir: Path, tracking_uri: str, env: dict[str, str]) -> dict[str,
             runs.update({name: Run.pooled(p) for name, p in parts.items()})
 
         runs: dict[str, Run] = {}
-        out: dict[str, Any] = {"runs": runs, "router_cpu_ms": {}, "shadow_dropped": {}}
+        out: dict[str, Any] = {
+            "runs": runs,
+            "router_cpu_ms": {},
+            "shadow_dropped": {},
+            "shadow_batch": {},
+        }
         cpu_s: dict[int, float] = {}
-        dropped: dict[int, int] = {}
+        shadow_counts: dict[int, Counter[str]] = defaultdict(Counter)
 
         def routed_phase(rps: int) -> Run:
             cpu0 = sum(proc.cpu_times()[:2])
@@ -335,12 +343,13 @@ def measure(data_dir: Path, tracking_uri: str, env: dict[str, str]) -> dict[str,
         def shadowed_phase(rps: int, percent: float = 100.0) -> Run:
             shadow = {"version": 2, "percent": percent}
             admin.post("/admin/fraud/shadow/start", json=shadow).raise_for_status()
-            dropped0 = admin.get("/admin/status").json()["shadow"]["dropped"]
+            before = admin.get("/admin/status").json()["shadow"]
             run = phase(router.url, "/v1/fraud/score", routed, rps)
-            lost = admin.get("/admin/status").json()["shadow"]["dropped"] - dropped0
+            after = admin.get("/admin/status").json()["shadow"]
             admin.post("/admin/fraud/shadow/stop").raise_for_status()
             if percent == 100.0:
-                dropped[rps] = dropped.get(rps, 0) + lost
+                for key in ("dropped", "done", "batches"):
+                    shadow_counts[rps][key] += after[key] - before[key]
             return run
 
         top = max(FRAUD_RATES)
@@ -361,7 +370,10 @@ def measure(data_dir: Path, tracking_uri: str, env: dict[str, str]) -> dict[str,
             rounds(configurations)
             routed_s = ROUNDS * (SECONDS / ROUNDS + WARMUP_SECONDS)
             out["router_cpu_ms"][rps] = 1000 * cpu_s[rps] / (routed_s * rps)
-            out["shadow_dropped"][rps] = dropped.get(rps, 0)
+            out["shadow_dropped"][rps] = shadow_counts[rps]["dropped"]
+            out["shadow_batch"][rps] = shadow_counts[rps]["done"] / max(
+                1, shadow_counts[rps]["batches"]
+            )
         recs_url = f"http://127.0.0.1:{recsys_port}"
         routed_recs = [{"user_id": u, "k": 10} for u in users]
         now = time.time()  # what the router sends when a request has no timestamp
@@ -473,6 +485,7 @@ def main() -> None:
             ),
             Figure(f"fraud {at} degraded share, shadow on", on.degraded / on.sent, "share"),
             Figure(f"shadow copies dropped {at} (queue full)", m["shadow_dropped"][rps], "copies"),
+            Figure(f"shadow copies per model call {at}", m["shadow_batch"][rps], "copies"),
         ]
     top, sample = max(FRAUD_RATES), runs[f"shadow sample@{max(FRAUD_RATES)}"]
     figures += [
@@ -539,7 +552,7 @@ def main() -> None:
         f"Each configuration runs {ROUNDS} times for {SECONDS / ROUNDS:g} s, interleaved with the "
         "others it is compared with, and its latencies are pooled. Per fraud rate: direct to "
         "fraud-v1, router shadow off, router shadow on (v2, on the fraud shadow server, as the "
-        "lab runs it), and at the top rate a 25 % shadow "
+        "lab runs it: at model_servers.shadow_nice, copies sent in batches), and at the top rate a 25 % shadow "
         "sample; per recs rate: direct, then via the router. Each phase after a pause and a "
         "warm-up at its rate. The router's model budget is the default "
         "(model_servers.fraud.timeout_ms): past it, answers degrade to the rules, so a saturated "

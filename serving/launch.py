@@ -15,12 +15,16 @@ def model_server_argv(
 ) -> list[str]:
     """`python -m serving.model_server ...` for `product` on its configured ports (`shadow`:
     its shadow server's); without `versions` the server serves the version @champion points at
-    when it starts (a shadow server too: the router loads the shadowed version beside it)."""
+    when it starts (a shadow server too: the router loads the shadowed version beside it; it
+    runs at model_servers.shadow_nice)."""
     http, grpc = settings.model_servers.product(product).ports(shadow)
     argv = [sys.executable, "-m", "serving.model_server", "--product", product]
     if versions:
         argv += ["--versions", *versions]
-    return [*argv, "--http-port", str(http), "--grpc-port", str(grpc)]
+    argv += ["--http-port", str(http), "--grpc-port", str(grpc)]
+    if shadow and settings.model_servers.shadow_nice:
+        argv += ["--nice", str(settings.model_servers.shadow_nice)]
+    return argv
 
 
 def model_server_health_url(product: Product, settings: Settings, shadow: bool = False) -> str:

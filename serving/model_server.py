@@ -61,7 +61,7 @@ from serving.inference import (
     warm_up_recsys,
 )
 from serving.names import PRODUCTS, Product, parse_served_name, served_name
-from serving.runtime import event_loop_factory, freeze_heap
+from serving.runtime import event_loop_factory, freeze_heap, lower_cpu_priority
 
 # KServe configures its own logger (format, level); the lab's server lines go to the same place.
 logger = logging.getLogger("kserve")
@@ -480,6 +480,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--tracking-uri",
         help="MLflow server of the registry [default: MLFLOW_TRACKING_URI, else the lab's MLflow].",
     )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        choices=range(20),
+        metavar="0-19",
+        help="Lower this server's CPU priority by this much (a shadow server: "
+        "model_servers.shadow_nice) [default: 0].",
+    )
     return parser.parse_args(argv)
 
 
@@ -488,6 +497,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # log files, not a tty
     limit_native_threads()
     args = parse_args(argv)
+    if args.nice:
+        lower_cpu_priority(args.nice)  # before the server's own threads start: they inherit it
     settings = Settings()
     product: Product = args.product
     ports = settings.model_servers.product(product)

@@ -61,6 +61,7 @@ from serving.schemas import (
     AdminAnswer,
     CanaryPercentRequest,
     CanaryRequest,
+    Decision,
     ErrorBody,
     FeedbackAck,
     FeedbackRequest,
@@ -68,6 +69,7 @@ from serving.schemas import (
     ReasonRequest,
     RecItem,
     Recommendations,
+    RecsPath,
     RecsRequest,
     RollbackRequest,
     ShadowRequest,
@@ -156,7 +158,11 @@ class Router:
         self.counts: Counter[str] = Counter()
         self.writer: PredictionLogWriter | None = None
         self.shadow: ShadowDispatcher[ShadowJob] = ShadowDispatcher(
-            self._run_shadow, self.config.shadow_queue_size, self.config.shadow_workers
+            self._run_shadow,
+            self.config.shadow_queue_size,
+            self.config.shadow_workers,
+            max_batch=self.config.shadow_batch_max,
+            linger_s=self.config.shadow_linger_ms / 1000,
         )
         self._background: list[asyncio.Task[None]] = []
         self._admin_lock = asyncio.Lock()
@@ -427,7 +433,7 @@ class Router:
         response = FraudScore(
             request_id=request_id,
             score=answer.score,
-            decision="block" if answer.decision == "block" else "allow",
+            decision=fraud_decision(answer),
             reasons=list(answer.reasons),
             model_version=answer.model_version,
             arm=arm,
@@ -450,14 +456,7 @@ class Router:
                 model_version=version_label("fraud", own) if own else "",
                 answered_by=answer.model_version,
                 inputs=inputs,
-                features=answer.features,
-                output={
-                    "score": answer.score,
-                    "decision": response.decision,
-                    "reasons": response.reasons,
-                },
-                score=answer.score,
-                decision=response.decision,
+                **logged_outcome(answer),
                 latency_ms=(time.perf_counter() - started) * 1000,
                 degraded=degraded,
                 degraded_reason=reason,
@@ -512,7 +511,7 @@ class Router:
             request_id=request_id,
             items=items,
             model_version=answer.model_version,
-            path="popularity" if answer.path == "popularity" else "model",
+            path=recs_path(answer),
             arm=arm,
             experiment=experiment,
             degraded=degraded,
@@ -532,10 +531,7 @@ class Router:
                 model_version=version_label("recsys", own) if own else "",
                 answered_by=answer.model_version,
                 inputs=inputs,
-                features=None,
-                output={"items": [i.model_dump() for i in items], "path": response.path},
-                score=items[0].score if items else None,
-                decision="recommend",
+                **logged_outcome(answer, req.k),
                 latency_ms=(time.perf_counter() - started) * 1000,
                 degraded=degraded,
                 degraded_reason=reason,
@@ -580,61 +576,69 @@ class Router:
             ShadowJob(product, request_id, at, entity, routing.challenger, columns, inputs)
         )
 
-    async def _run_shadow(self, job: ShadowJob) -> None:
+    async def _run_shadow(self, jobs: list[ShadowJob]) -> None:
+        """Send a batch of copies: one model call per product, version and set of inputs (a
+        recommendation's genre hint is optional), and a log row per copy."""
+        groups: dict[tuple[Product, int, tuple[str, ...]], list[ShadowJob]] = {}
+        for job in jobs:
+            groups.setdefault((job.product, job.version, tuple(job.columns)), []).append(job)
+        for (product, version, names), group in groups.items():
+            await self._shadow_call(product, version, names, group)
+
+    async def _shadow_call(
+        self, product: Product, version: int, names: tuple[str, ...], jobs: list[ShadowJob]
+    ) -> None:
         hop = Hop(
-            served_name(job.product, job.version),
-            version_label(job.product, job.version),
+            served_name(product, version),
+            version_label(product, version),
             self.config.shadow_timeout_ms / 1000,
         )
-        decode = fraud_answer_from_outputs if job.product == "fraud" else recs_answer_from_outputs
+        columns = {name: [v for job in jobs for v in job.columns[name]] for name in names}
+
+        def one_row_per_copy(outputs: Mapping[str, list[Any]], _: str) -> Mapping[str, list[Any]]:
+            for name, data in outputs.items():
+                if len(data) != len(jobs):
+                    raise ValueError(f"output {name}: {len(data)} rows for {len(jobs)} inputs")
+            return outputs
+
         started = time.perf_counter()
+        # The V2 request's id is the first copy's request id (each row keeps its own in the log).
         result = await self._chain(
-            job.product, [hop], job.columns, job.request_id, decode, shadow=True
+            product, [hop], columns, jobs[0].request_id, one_row_per_copy, shadow=True
         )
+        # Each copy's latency is its batch call's: how fast the challenger answers a batch on
+        # the shadow server, not what a caller would see (the canary measures that).
         latency_ms = (time.perf_counter() - started) * 1000
-        answer = result.answer
-        output: dict[str, Any]
-        score: float | None
-        features: dict[str, Any] | None = None
-        if isinstance(answer, FraudAnswer):
-            output = {
-                "score": answer.score,
-                "decision": answer.decision,
-                "reasons": list(answer.reasons),
-            }
-            score, decision, answered_by = answer.score, answer.decision, answer.model_version
-            features = answer.features
-        elif isinstance(answer, RecsAnswer):
-            k = int(job.columns["k"][0])
-            shown = answer.items[:k]
-            output = {"items": [{"item_id": i, "score": s} for i, s in shown], "path": answer.path}
-            score = shown[0][1] if shown else None
-            decision, answered_by = "recommend", answer.model_version
-        else:
-            output, score, decision, answered_by = {}, None, None, "none"
-        error = self._arm_error([hop], result)
-        self._log(
-            PredictionRecord(
-                request_id=job.request_id,
-                role="shadow",
-                at=job.at,
-                product=job.product,
-                entity=job.entity,
-                arm="challenger",
-                experiment=f"shadow-{job.product}-v{job.version}",
-                model_version=hop.version,
-                answered_by=answered_by,
-                inputs=job.inputs,
-                features=features,
-                output=output,
-                score=score,
-                decision=decision,
-                latency_ms=latency_ms,
-                degraded=answer is None,
-                degraded_reason=None if error is None else f"shadow call failed: {error}"[:500],
-                error=error,
+        decode = fraud_answer_from_outputs if product == "fraud" else recs_answer_from_outputs
+        call_error = self._arm_error([hop], result)
+        for row, job in enumerate(jobs):
+            answer: FraudAnswer | RecsAnswer | None = None
+            error = call_error
+            if result.answer is not None:
+                try:
+                    answer = decode(result.answer, hop.version, row)
+                except (KeyError, IndexError, TypeError, ValueError) as err:
+                    error = f"bad_response: {type(err).__name__}: {err}"[:500]
+            k = int(job.columns["k"][0]) if product == "recsys" else None
+            self._log(
+                PredictionRecord(
+                    request_id=job.request_id,
+                    role="shadow",
+                    at=job.at,
+                    product=product,
+                    entity=job.entity,
+                    arm="challenger",
+                    experiment=f"shadow-{product}-v{version}",
+                    model_version=hop.version,
+                    answered_by="none" if answer is None else answer.model_version,
+                    inputs=job.inputs,
+                    **logged_outcome(answer, k),
+                    latency_ms=latency_ms,
+                    degraded=answer is None,
+                    degraded_reason=None if error is None else f"shadow call failed: {error}"[:500],
+                    error=error,
+                )
             )
-        )
 
     # --- feedback -----------------------------------------------------------------------------
 
@@ -791,6 +795,43 @@ def recs_columns(req: RecsRequest, now: float) -> dict[str, list[Any]]:
     if req.genre_hint is not None:
         columns["genre_hint"] = [req.genre_hint]
     return columns
+
+
+def fraud_decision(answer: FraudAnswer) -> Decision:
+    return "block" if answer.decision == "block" else "allow"
+
+
+def recs_path(answer: RecsAnswer) -> RecsPath:
+    return "popularity" if answer.path == "popularity" else "model"
+
+
+def logged_outcome(answer: FraudAnswer | RecsAnswer | None, k: int | None = None) -> dict[str, Any]:
+    """What the prediction log keeps of an answer (served or shadow): output, score, decision
+    and the features the model used; `k`: how many recommendations were asked for."""
+    if isinstance(answer, FraudAnswer):
+        decision = fraud_decision(answer)
+        return {
+            "output": {
+                "score": answer.score,
+                "decision": decision,
+                "reasons": list(answer.reasons),
+            },
+            "score": answer.score,
+            "decision": decision,
+            "features": answer.features,
+        }
+    if isinstance(answer, RecsAnswer):
+        shown = answer.items if k is None else answer.items[:k]
+        return {
+            "output": {
+                "items": [{"item_id": i, "score": s} for i, s in shown],
+                "path": recs_path(answer),
+            },
+            "score": shown[0][1] if shown else None,
+            "decision": "recommend",
+            "features": None,
+        }
+    return {"output": {}, "score": None, "decision": None, "features": None}
 
 
 # --- HTTP ------------------------------------------------------------------------------------
@@ -1113,7 +1154,12 @@ def add_admin_routes(app: FastAPI) -> None:
         if routing.split is not None:
             since = max(since, routing.split.started_at)
         windows = await router.arm_windows(product, since, until)
-        verdict = canary_verdict(windows["champion"], windows["challenger"], router.config.canary)
+        verdict = canary_verdict(
+            windows["champion"],
+            windows["challenger"],
+            router.config.canary,
+            challenger_served=windows["challenger_role"] == "served",
+        )
         return {
             "product": product,
             "since": since,

@@ -77,12 +77,16 @@ class Transaction(_Body):
     timestamp: Timestamp
 
 
+Decision = Literal["block", "allow"]
+RecsPath = Literal["model", "popularity"]
+
+
 class FraudScore(BaseModel):
     """The router's answer to a transaction."""
 
     request_id: str = Field(description="Quote it in /v1/feedback; also the X-Request-ID header.")
     score: float = Field(description="Fraud probability (model) or rule score (degraded).")
-    decision: Literal["block", "allow"]
+    decision: Decision
     reasons: list[str] = Field(description="Reason codes: the rules that fire.")
     model_version: str = Field(description='What answered: "fraud/3", "rules", "rules:request".')
     arm: Arm
@@ -114,9 +118,7 @@ class Recommendations(BaseModel):
     request_id: str
     items: list[RecItem]
     model_version: str = Field(description='What answered: "recsys/1" or "popularity".')
-    path: Literal["model", "popularity"] = Field(
-        description="model, or popularity (cold start or fallback)."
-    )
+    path: RecsPath = Field(description="model, or popularity (cold start or fallback).")
     arm: Arm
     experiment: str | None
     degraded: bool

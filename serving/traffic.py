@@ -274,7 +274,10 @@ class Verdict:
 
 
 def canary_verdict(
-    champion: ArmWindow, challenger: ArmWindow, guardrails: CanaryGuardrailSettings
+    champion: ArmWindow,
+    challenger: ArmWindow,
+    guardrails: CanaryGuardrailSettings,
+    challenger_served: bool = True,
 ) -> Verdict:
     """Judge a canary step from both arms' stats over the same window.
 
@@ -284,7 +287,9 @@ def canary_verdict(
       dead challenger rolls back after a handful of requests.
     - p99 latency: above both champion x `p99_ratio` and champion + `p99_slack_ms`, or above
       `p99_ceiling_ms` while the champion is below it. Judged once both arms have
-      `min_latency_samples`.
+      `min_latency_samples`, and only when the challenger's rows were served
+      (`challenger_served`): a shadow copy's latency is its batch call's on the shadow server,
+      which says nothing of what a caller would wait.
     - score distribution: PSI over champion-quantile bins >= `psi_threshold` and the two-sample
       KS test rejects (both: PSI alone is noisy on small samples, KS alone flags any retrain).
       Judged once both arms have `min_scores` scores.
@@ -297,7 +302,13 @@ def canary_verdict(
     g = guardrails
     checks = [
         _error_rate_check(champion, challenger, g),
-        _latency_check(champion, challenger, g),
+        _latency_check(champion, challenger, g)
+        if challenger_served
+        else GuardrailCheck(
+            "p99_latency",
+            "skipped",
+            "the challenger's rows are shadow copies, sent in batches: judged in the canary",
+        ),
         _score_distribution_check(champion, challenger, g),
         *_quality_checks(champion, challenger, g),
     ]

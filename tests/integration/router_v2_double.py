@@ -27,7 +27,8 @@ class DoubleState:
     models: set[str]
     delay_ms: dict[str, float] = field(default_factory=dict)
     fail_status: dict[str, int] = field(default_factory=dict)
-    infers: Counter[str] = field(default_factory=Counter)
+    infers: Counter[str] = field(default_factory=Counter)  # calls
+    rows: Counter[str] = field(default_factory=Counter)  # rows over all calls
     loads: list[str] = field(default_factory=list)
     # Infer calls to a held model wait for `released` before they are answered and counted:
     # a test decides when such a model answers, no clock does.
@@ -120,6 +121,7 @@ async def answer(state: DoubleState, method: str, path: str, body: bytes) -> tup
     if path == "/_double/stats":
         return 200, {
             "infers": dict(state.infers),
+            "rows": dict(state.rows),
             "loads": state.loads,
             "models": sorted(state.models),
         }
@@ -156,6 +158,7 @@ async def answer(state: DoubleState, method: str, path: str, body: bytes) -> tup
         state.infers[model] += 1
         request = json.loads(body)
         columns = {i["name"]: i["data"] for i in request["inputs"]}
+        state.rows[model] += len(request["inputs"][0]["data"])
         make = fraud_outputs if state.product == "fraud" else recs_outputs
         return 200, {
             "model_name": model,

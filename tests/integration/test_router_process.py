@@ -291,41 +291,37 @@ def test_shadow_never_changes_the_response_nor_waits_for_the_challenger(world: W
             assert {k: v for k, v in a.json().items() if k not in strip} == {
                 k: v for k, v in b.json().items() if k not in strip
             }
-        # Each of the 2 workers took one copy and waits at the double; the queue holds 50 more;
-        # the other 148 were dropped and counted (offer never waits for room).
+        # Each of the 2 workers took a batch (1 to shadow_batch_max=64 copies) and waits at
+        # the double; the queue holds 50 more; the rest were dropped and counted (offer never
+        # waits for room).
         status = admin(router, "GET", "/admin/status")["shadow"]
-        assert status == {
-            "offered": 200,
-            "dropped": 148,
-            "done": 0,
-            "failed": 0,
-            "skipped": 0,
-            "pending": 50,
-        }
+        in_flight = 200 - status["pending"] - status["dropped"]
+        assert (status["offered"], status["pending"], status["batches"]) == (200, 50, 2)
+        assert (status["done"], status["failed"], status["skipped"]) == (0, 0, 0)
+        assert 2 <= in_flight <= 2 * 64 and status["dropped"] >= 200 - 50 - 2 * 64
     finally:
         world.configure_fraud(release=True)
-    # Released: the 2 copies in hand and the 50 queued are answered and logged.
+    # Released: the batches in hand and the 50 queued are answered and logged.
+    kept = 200 - status["dropped"]
     deadline = time.monotonic() + 60  # catches a hang only
-    while (status := admin(router, "GET", "/admin/status")["shadow"])["done"] < 52:
+    while (status := admin(router, "GET", "/admin/status")["shadow"])["done"] < kept:
         assert time.monotonic() < deadline, status
         time.sleep(0.1)
-    assert status == {
-        "offered": 200,
-        "dropped": 148,
-        "done": 52,
-        "failed": 0,
-        "skipped": 0,
-        "pending": 0,
-    }
-    assert world.fraud_stats()["infers"]["fraud-v2"] == 52
+    assert (status["done"], status["failed"], status["pending"]) == (kept, 0, 0)
+    assert status["offered"] == 200 and status["dropped"] == 200 - kept
+    # One row per copy, in fewer calls than copies: the queued 50 went in one batch.
+    stats = world.fraud_stats()
+    assert stats["rows"]["fraud-v2"] == kept
+    assert stats["infers"]["fraud-v2"] == status["batches"] == 3
     data_dir = Path(router.log_path).parent
     deadline = time.monotonic() + 60  # the log writer flushes every 200 ms
-    while len(shadows := log_rows(data_dir, "role = 'shadow'")) < 52:
+    while len(shadows := log_rows(data_dir, "role = 'shadow'")) < kept:
         assert time.monotonic() < deadline, len(shadows)
         time.sleep(0.2)
-    assert len(shadows) == 52
+    assert len(shadows) == kept
     served_ids = {r[0] for r in log_rows(data_dir, "role = 'served'")}
     assert {r[0] for r in shadows} <= served_ids  # one request id, both rows
+    assert len({r[0] for r in shadows}) == kept  # each copy its own
     assert {(r[2], r[3]) for r in shadows} == {("challenger", "fraud/2")}
 
 

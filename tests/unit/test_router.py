@@ -22,7 +22,7 @@ from serving.admin import admin_token
 from serving.router import create_app
 from serving.traffic import assign_arm
 from serving.upstream import V2Client
-from tests.integration.router_v2_double import DoubleState, answer
+from tests.integration.router_v2_double import DoubleState, answer, recs_outputs
 
 TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -590,11 +590,8 @@ def test_shadow_copies_are_logged_under_the_same_request_id_and_change_nothing(l
     assert {k: v for k, v in after.items() if k != "request_id"} == {
         k: v for k, v in before.items() if k != "request_id"
     }
+    lab.call(lab.router.shadow.join)
     rows = [r for r in lab.rows() if r.request_id == after["request_id"]]
-    for _ in range(50):
-        if len(rows) == 2:
-            break
-        rows = [r for r in lab.rows() if r.request_id == after["request_id"]]
     assert sorted((r.role, r.arm, r.answered_by) for r in rows) == [
         ("served", "champion", "fraud/1"),
         ("shadow", "challenger", "fraud/2"),
@@ -616,8 +613,8 @@ def test_with_a_shadow_server_the_copies_go_there_and_nowhere_else(tmp_path: Pat
         answers = [lab.client.post("/v1/fraud/score", json={**TX, "card_id": c}) for c in cards]
         assert {a.json()["model_version"] for a in answers} == {"fraud/1"}
         lab.call(lab.router.shadow.join)
-        assert lab.fraud.infers == Counter({"fraud-v1": 20})  # the serving server: no copies
-        assert lab.fraud_shadow.infers == Counter({"fraud-v2": 20})
+        assert lab.fraud.rows == Counter({"fraud-v1": 20})  # the serving server: no copies
+        assert lab.fraud_shadow.rows == Counter({"fraud-v2": 20})
         shadow_rows = [r for r in lab.rows() if r.role == "shadow"]
         assert len(shadow_rows) == 20 and {r.answered_by for r in shadow_rows} == {"fraud/2"}
         status = admin(lab, "GET", "/admin/fraud/status")
@@ -628,7 +625,43 @@ def test_with_a_shadow_server_the_copies_go_there_and_nowhere_else(tmp_path: Pat
         assert lab.fraud.loads == ["fraud-v2"]
         body = lab.client.post("/v1/fraud/score", json=TX).json()
         assert (body["arm"], body["model_version"]) == ("challenger", "fraud/2")
-        assert lab.fraud_shadow.infers == Counter({"fraud-v2": 20})
+        assert lab.fraud_shadow.rows == Counter({"fraud-v2": 20})
+
+
+def test_shadow_copies_go_in_batches_one_call_per_set_of_inputs_and_a_row_each(
+    tmp_path: Path,
+):
+    lab = Lab(tmp_path, shadow_workers=1, shadow_batch_max=50, shadow_linger_ms=0)
+    with lab.client:
+        admin(lab, "POST", "/admin/recsys/shadow/start", {"version": 2})
+        lab.call(lambda: lab.recsys.hold({"recsys-v2"}))
+        try:
+            first = lab.client.post("/v1/recs", json={"user_id": "user_0", "k": 2}).json()
+            # The first copy's call is held; these six wait for the one worker, then go as
+            # one batch, in two calls: a genre hint is an input only some requests have.
+            bodies = [
+                {"user_id": f"user_{i}", "k": 3, **({"genre_hint": "jazz"} if i % 2 else {})}
+                for i in range(1, 7)
+            ]
+            answers = [lab.client.post("/v1/recs", json=b).json() for b in bodies]
+            assert {a["model_version"] for a in [first, *answers]} == {"recsys/1"}
+        finally:
+            lab.call(lab.recsys.release)
+        lab.call(lab.router.shadow.join)
+        assert lab.recsys.rows["recsys-v2"] == 7
+        assert lab.recsys.infers["recsys-v2"] == 3  # the held one, then one per input set
+        stats = admin(lab, "GET", "/admin/status")["shadow"]
+        assert (stats["done"], stats["batches"], stats["failed"]) == (7, 2, 0)
+        shadows = {r.request_id: r for r in lab.rows("recsys") if r.role == "shadow"}
+        assert set(shadows) == {a["request_id"] for a in [first, *answers]}
+        for answer, body in zip(answers, bodies, strict=True):
+            row = shadows[answer["request_id"]]
+            assert row.entity == body["user_id"] and row.answered_by == "recsys/2"
+            # Each copy's own answer: its own user's items, as many as it asked for.
+            own = recs_outputs("recsys-v2", {"user_id": [body["user_id"]], "k": [3]})
+            assert [i["item_id"] for i in row.output["items"]] == own[0]["data"][0].split(",")
+            assert row.error is None
+        assert len(shadows[first["request_id"]].output["items"]) == 2
 
 
 def test_a_restarted_shadow_server_gets_the_shadowed_version_loaded_again(tmp_path: Path):
@@ -664,7 +697,13 @@ def test_no_shadow_copy_of_a_degraded_answer(lab: Lab):
 def test_a_full_shadow_queue_drops_and_counts(tmp_path: Path):
     # The double holds fraud-v2 until released, and a shadow call may take 10 min: until the
     # release no shadow call ends, so the one worker stays busy with the first copy.
-    lab = Lab(tmp_path, shadow_queue_size=2, shadow_workers=1, shadow_timeout_ms=600_000)
+    lab = Lab(
+        tmp_path,
+        shadow_queue_size=2,
+        shadow_workers=1,
+        shadow_batch_max=1,
+        shadow_timeout_ms=600_000,
+    )
     with lab.client:
         admin(lab, "POST", "/admin/fraud/shadow/start", {"version": 2})
         lab.call(lambda: lab.fraud.hold({"fraud-v2"}))
@@ -691,6 +730,7 @@ def test_a_full_shadow_queue_drops_and_counts(tmp_path: Path):
                 "done": 0,
                 "failed": 0,
                 "skipped": 0,
+                "batches": 1,
                 "pending": 2,
             }
             assert "fraud-v2" not in lab.fraud.infers

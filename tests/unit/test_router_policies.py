@@ -287,6 +287,30 @@ def test_recs_outputs_decode_and_mismatches_raise():
         recs_answer_from_outputs({"item_ids": ["a,b"], "scores": ["0.9"]}, "recsys/1")
 
 
+def test_each_row_of_a_batch_decodes_on_its_own():
+    # A shadow batch: one V2 response, a row per copy; a bad row fails alone.
+    outputs: dict[str, list[Any]] = {
+        "score": [0.1, float("nan"), 0.9],
+        "decision": ["allow", "allow", "block"],
+        "reasons": ["", "", "large_amount"],
+        "card_unknown": [0, 0, 1],
+    }
+    first, last = (fraud_answer_from_outputs(outputs, "fraud/2", row) for row in (0, 2))
+    assert (first.score, first.decision, first.reasons, first.card_unknown) == (
+        0.1,
+        "allow",
+        (),
+        False,
+    )
+    assert (last.score, last.reasons, last.card_unknown) == (0.9, ("large_amount",), True)
+    assert last.model_version == "fraud/2"  # not in the outputs: the version asked for
+    with pytest.raises(ValueError):
+        fraud_answer_from_outputs(outputs, "fraud/2", 1)
+    recs = {"item_ids": ["a,b", "c"], "scores": ["0.9,0.5", "0.7"], "path": ["model", "popularity"]}
+    second = recs_answer_from_outputs(recs, "recsys/2", 1)
+    assert (second.items, second.path) == ((("c", 0.7),), "popularity")
+
+
 def test_v2_request_encoding_follows_the_contract():
     body = v2_request({"card_id": ["c1"], "amount": [1.5], "k": [3], "flag": [True]}, "rid")
     assert body["id"] == "rid"

@@ -328,6 +328,19 @@ def test_p99_above_the_ceiling_breaches_even_against_a_slow_champion():
     assert checks_of(verdict)["p99_latency"].status == "breach"
 
 
+def test_p99_of_shadow_copies_is_not_judged_but_the_other_guardrails_are():
+    # A shadow's latency is its batch call's on a lower-priority server: 40 ms there is no
+    # breach. Its errors still are.
+    fast, slow = arm(latency=4.0, seed=1), arm(latency=40.0, seed=2)
+    verdict = canary_verdict(fast, slow, GUARDRAILS, challenger_served=False)
+    assert checks_of(verdict)["p99_latency"].status == "skipped"
+    assert verdict.decision == "promote"
+    failing = arm(errors=60, latency=40.0, seed=2)
+    shadowed = canary_verdict(fast, failing, GUARDRAILS, challenger_served=False)
+    assert shadowed.decision == "rollback"
+    assert checks_of(shadowed)["error_rate"].status == "breach"
+
+
 def test_p99_is_not_judged_on_a_few_samples():
     verdict = canary_verdict(arm(seed=1), arm(n=50, latency=900.0, seed=2), GUARDRAILS)
     assert checks_of(verdict)["p99_latency"].status == "skipped"
