@@ -37,8 +37,10 @@ FRAUD_RATES, RECS_RATES = (50, 200), (10, 50)
 # router, shadow, direct, router, shadow, ...), and its latencies are pooled: measured here, a
 # quiet or busy stretch of the shared machine moved one 20 s phase's p99 by 2-3 ms, which a
 # single phase per configuration reported as the configuration's doing.
-ROUNDS = 3
-SECONDS, WARMUP_SECONDS, PAUSE_SECONDS = 21.0, 3.0, 3.0
+# Four rounds: on 2 shared cores a p99 moves 1-3 ms between identical runs, as much as the
+# shadow's target, and pooling more samples narrows that.
+ROUNDS = 4
+SECONDS, WARMUP_SECONDS, PAUSE_SECONDS = 28.0, 3.0, 3.0
 SHADOW_SAMPLE_PERCENT = 25.0
 TOKEN = "bench-router-admin-token"
 SMALL_WORLD = {

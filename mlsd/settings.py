@@ -577,12 +577,13 @@ class RouterSettings(_Section):
         description="Most copies sent in one shadow call (one V2 request of that many rows).",
     )
     shadow_linger_ms: float = Field(
-        50.0,
+        200.0,
         ge=0,
         le=10_000,
-        description="How long a batch waits for more copies after its first (ms). Longer "
-        "batches cost the shared cores less per copy; a copy's answer is only logged, so the "
-        "wait delays nothing a caller sees.",
+        description="How long a batch waits for more copies after its first (ms). Larger "
+        "batches cost the shared cores less per copy (measured at 200 fraud req/s, every "
+        "request shadowed: the shadow server used 12 % of a core with ~10 copies a call, 8 % "
+        "with ~50); a copy's answer is only logged, so the wait delays nothing a caller sees.",
     )
     shadow_timeout_ms: float = Field(
         1_000.0, gt=0, description="Budget of one shadow call (ms); it is off the request path."
