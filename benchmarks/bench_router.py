@@ -11,7 +11,6 @@ model servers, the router and the load generator (aiohttp, in this process).
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import os
 import signal
 import subprocess
@@ -56,31 +55,18 @@ SMALL_WORLD = {
 # --- the lab and its servers -----------------------------------------------------------------
 
 
-def build_lab(data_dir: Path, tracking_uri: str) -> None:
-    """Simulate, ingest, build and materialise features, train fraud twice (v1 on older data,
-    v2 on all of it) and the recommender once."""
+def build_lab(tracking_uri: str) -> None:
+    """The lab's data and models (`mlsd.lab`): fraud v1 on older data, v2 on all of it, and the
+    recommender once."""
     from prefect.testing.utilities import prefect_test_harness
 
-    from features import store, tables
+    from mlsd.lab import build_data, train_versions
     from mlsd.settings import Settings
-    from pipeline.ingest import ingest
-    from pipeline.train_fraud import train_fraud
-    from pipeline.train_recsys import train_recsys
-    from simulator import run_simulation
 
     settings = Settings()
-    for world in ("fraud", "recsys"):
-        run_simulation(settings, world, days=settings.simulator.days, seed=settings.simulator.seed)
-    ingest(settings)
-    tables.build(settings)
-    store.apply(settings)
-    store.materialize(settings)
-    clock = tables.world_clock(settings, "fraud")
-    assert clock is not None
+    build_data(settings)
     with prefect_test_harness():
-        train_fraud(as_of=clock - dt.timedelta(days=3), seed=0, tracking_uri=tracking_uri)
-        train_fraud(seed=1, tracking_uri=tracking_uri)
-        train_recsys(seed=0, tracking_uri=tracking_uri)
+        train_versions(settings, tracking_uri)
 
 
 @dataclass
@@ -431,7 +417,7 @@ def main() -> None:
             cwd = os.getcwd()
             os.chdir(root)  # MLflow on SQLite keeps artifacts under ./mlruns
             try:
-                build_lab(data_dir, tracking_uri)
+                build_lab(tracking_uri)
             finally:
                 os.chdir(cwd)
             (root / "lab-built").touch()

@@ -10,30 +10,6 @@ from pathlib import Path
 from benchmarks.record import Figure, load, record
 
 
-def build_lab(data_dir: Path) -> dict[str, float]:
-    """Simulate, ingest and build features with default sizes; returns seconds per step."""
-    from features import store
-    from features.tables import build
-    from mlsd.settings import Settings
-    from pipeline.ingest import ingest
-    from simulator import run_simulation
-
-    settings = Settings()
-    seconds: dict[str, float] = {}
-    started = time.perf_counter()
-    for world in ("fraud", "recsys"):
-        run_simulation(settings, world, days=settings.simulator.days, seed=settings.simulator.seed)
-    seconds["simulate"] = time.perf_counter() - started
-    started = time.perf_counter()
-    ingest(settings)
-    seconds["ingest"] = time.perf_counter() - started
-    started = time.perf_counter()
-    build(settings)
-    store.apply(settings)
-    seconds["features"] = time.perf_counter() - started
-    return seconds
-
-
 def main() -> None:
     before = load()
     with tempfile.TemporaryDirectory() as tmp:
@@ -41,11 +17,12 @@ def main() -> None:
         os.environ["PREFECT_HOME"] = str(Path(tmp) / "prefect")
         from prefect.testing.utilities import prefect_test_harness
 
+        from mlsd.lab import build_data
         from mlsd.settings import Settings
         from pipeline.train_fraud import train_fraud
         from pipeline.train_recsys import train_recsys
 
-        steps = build_lab(Path(tmp))
+        steps = build_data(Settings(), materialize=False).seconds
         uri = f"sqlite:///{tmp}/mlflow.db"
         with prefect_test_harness():
             started = time.perf_counter()

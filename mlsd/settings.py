@@ -282,9 +282,10 @@ class ModelServerSettings(_Section):
         le=19,
         description="CPU priority the shadow servers run at (Unix nice; 0 = the answering "
         "servers' own). A shadow is best effort: on shared cores it must yield to the answers. "
-        "Measured on 2 cores at 200 fraud req/s, every request shadowed, before copies were "
-        "batched: answers' p99 +4 to +40 ms over shadow off at nice 0, -0.2 to +1.8 ms at 10 "
-        "(3 rounds of 15 s each, 2026-11-23). On Kubernetes, the shadow pod's lower CPU "
+        "Measured on 2 cores at 200 fraud req/s, every request shadowed, copies sent one by "
+        "one, 3 rounds of 15 s (2026-11-23): the answers' p99 over shadow off was +0.8 to "
+        "+55 ms at nice 0 (some answers degraded: the serving server stalled past its 50 ms "
+        "budget) and -0.2 to +1.8 ms at nice 10. On Kubernetes, the shadow pod's lower CPU "
         "request and priority class play this part.",
     )
     grpc_enabled: bool = Field(

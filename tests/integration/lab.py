@@ -3,7 +3,6 @@ built and materialised, and both models trained by their Prefect flows into a re
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 import uuid
 from collections.abc import Iterator
@@ -74,57 +73,26 @@ def lab_env(data_dir: Path, tracking_uri: str, suffix: str) -> dict[str, str]:
 
 
 def build_lab(tracking_uri: str, env: dict[str, str]) -> Lab:
-    """Build the lab that `env` (already set in this process) describes, see `lab_env`:
-    simulate, ingest, build, apply, materialise, then train fraud twice (a first model as of
-    three days before the data's end, then a retrain on all of it) and the recommender once.
-
-    The first version of each model becomes @champion (the gate's rule when there is none), so
-    the recommender's user vectors are in the online store; fraud v2 gets whatever the gate
-    decides (see `outcomes`)."""
-    from features import store, tables
-    from pipeline.ingest import ingest
-    from pipeline.train_fraud import train_fraud
-    from pipeline.train_recsys import train_recsys
-    from simulator import run_simulation
+    """Build the lab that `env` (already set in this process) describes, see `lab_env`: its
+    data (`mlsd.lab.build_data`), then fraud v1 and v2 and recsys v1
+    (`mlsd.lab.train_versions`: the first version of each is @champion)."""
+    from mlsd.lab import build_data, train_versions
 
     settings = Settings()
-    seconds: dict[str, float] = {}
-
-    def step(name: str, started: float) -> None:
-        seconds[name] = round(time.perf_counter() - started, 1)
-
-    started = time.perf_counter()
-    for world in ("fraud", "recsys"):
-        run_simulation(settings, world, days=settings.simulator.days, seed=settings.simulator.seed)
-    step("simulate", started)
-    started = time.perf_counter()
-    report = ingest(settings)
-    rejected = [b for b in report.batches if not b.accepted]
+    data = build_data(settings)
+    rejected = [b for b in data.ingest.batches if not b.accepted]
     assert not rejected, f"batches quarantined while building the lab: {rejected}"
-    step("ingest", started)
     started = time.perf_counter()
-    tables.build(settings)
-    store.apply(settings)
-    store.materialize(settings)
-    step("features", started)
-
-    clock = tables.world_clock(settings, "fraud")
-    assert clock is not None
-    started = time.perf_counter()
-    first = train_fraud(as_of=clock - dt.timedelta(days=3), seed=0, tracking_uri=tracking_uri)
-    second = train_fraud(seed=1, tracking_uri=tracking_uri)
-    step("train_fraud x2", started)
-    started = time.perf_counter()
-    recsys = train_recsys(seed=0, tracking_uri=tracking_uri)
-    step("train_recsys", started)
+    outcomes = train_versions(settings, tracking_uri)
+    seconds = {**data.seconds, "train": time.perf_counter() - started}
     return Lab(
         settings=settings,
         tracking_uri=tracking_uri,
         env=dict(env),
-        fraud_versions=(str(first["version"]), str(second["version"])),
-        recsys_versions=(str(recsys["version"]),),
-        outcomes={"fraud": [first, second], "recsys": [recsys]},
-        seconds=seconds,
+        fraud_versions=tuple(str(o["version"]) for o in outcomes["fraud"]),
+        recsys_versions=tuple(str(o["version"]) for o in outcomes["recsys"]),
+        outcomes=outcomes,
+        seconds={step: round(s, 1) for step, s in seconds.items()},
     )
 
 
