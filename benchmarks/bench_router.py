@@ -244,6 +244,7 @@ def measure(data_dir: Path, tracking_uri: str, env: dict[str, str]) -> dict[str,
     from mlsd.netutil import free_port
     from mlsd.settings import Settings
     from mlsd.stack.processes import memory_rss
+    from serving.launch import shadow_priority_args
 
     transactions, users = sample_requests(data_dir)
     logs = data_dir / "bench-logs"
@@ -255,16 +256,16 @@ def measure(data_dir: Path, tracking_uri: str, env: dict[str, str]) -> dict[str,
     try:
         # As the lab runs them: the fraud champion (v1) on its server; the fraud shadow server
         # (model_servers.fraud.shadow_http_port) with the champion it starts with and the
-        # challenger (v2) the router loads beside it, at model_servers.shadow_nice; recsys v1.
-        shadow_nice = str(Settings().model_servers.shadow_nice)
-        for name, product, port, versions, nice in (
-            ("fraud server", "fraud", fraud_port, ["1"], "0"),
-            ("fraud shadow server", "fraud", shadow_port, ["1", "2"], shadow_nice),
-            ("recsys server", "recsys", recsys_port, ["1"], "0"),
+        # challenger (v2) the router loads beside it, at a lower CPU priority; recsys v1.
+        lowered = shadow_priority_args(Settings())
+        for name, product, port, versions, priority in (
+            ("fraud server", "fraud", fraud_port, ["1"], []),
+            ("fraud shadow server", "fraud", shadow_port, ["1", "2"], lowered),
+            ("recsys server", "recsys", recsys_port, ["1"], []),
         ):
             argv = [py, "-m", "serving.model_server", "--product", product, "--versions"]
             argv += [*versions, "--http-port", str(port), "--grpc-port", str(free_port())]
-            argv += ["--tracking-uri", tracking_uri, "--nice", nice]
+            argv += ["--tracking-uri", tracking_uri, *priority]
             health = f"http://127.0.0.1:{port}/v2/models/{product}-v{versions[-1]}/ready"
             log = logs / f"{name.replace(' ', '-')}.log"
             servers.append(start(name, argv, env, health, log))

@@ -288,6 +288,14 @@ class ModelServerSettings(_Section):
         "budget) and -0.2 to +1.8 ms at nice 10. On Kubernetes, the shadow pod's lower CPU "
         "request and priority class play this part.",
     )
+    shadow_sched_idle: bool = Field(
+        True,
+        description="Also run the shadow servers under Linux's SCHED_IDLE policy: a core only "
+        "when nothing else wants it, given back the moment an answering process wakes (a "
+        "niced process keeps it for the rest of its time slice). Elsewhere only the nice "
+        "applies. Under a load that fills the cores, shadow copies then wait, fill the queue "
+        "and are dropped and counted: a shadow is best effort.",
+    )
     grpc_enabled: bool = Field(
         False,
         description="Also serve gRPC. Off: the router speaks REST, and KServe's gRPC server "

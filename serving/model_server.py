@@ -489,6 +489,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="Lower this server's CPU priority by this much (a shadow server: "
         "model_servers.shadow_nice) [default: 0].",
     )
+    parser.add_argument(
+        "--sched-idle",
+        action="store_true",
+        help="Run under Linux's SCHED_IDLE policy: a core only when no other task wants it (a "
+        "shadow server: model_servers.shadow_sched_idle).",
+    )
     return parser.parse_args(argv)
 
 
@@ -497,8 +503,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # log files, not a tty
     limit_native_threads()
     args = parse_args(argv)
-    if args.nice:
-        lower_cpu_priority(args.nice)  # before the server's own threads start: they inherit it
+    if args.nice or args.sched_idle:
+        # Before the server's own threads start: they inherit it.
+        lower_cpu_priority(args.nice, idle=args.sched_idle)
     settings = Settings()
     product: Product = args.product
     ports = settings.model_servers.product(product)

@@ -8,6 +8,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 # In a child process: a lowered priority cannot be raised back without privileges, and the
 # test runner must keep its own.
 CHILD = textwrap.dedent(
@@ -18,6 +20,18 @@ CHILD = textwrap.dedent(
     def nice_of(tid):
         return os.getpriority(os.PRIO_PROCESS, tid)
 
+    def policy_of(tid):
+        return os.sched_getscheduler(tid)
+
+    def of_every_thread(what):
+        seen = set()
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                seen.add(what(int(tid)))
+            except ProcessLookupError:  # a thread that ended since the listing
+                pass
+        return sorted(seen)
+
     started = threading.Event()
     release = threading.Event()
     before = {}
@@ -27,21 +41,24 @@ CHILD = textwrap.dedent(
         started.set()
         release.wait()
 
-    thread = threading.Thread(target=early)
+    thread = threading.Thread(target=early, daemon=True)  # an error here must not hang
     thread.start()
     started.wait()
     base = nice_of(threading.get_native_id())
-    lower_cpu_priority(3)
+    lower_cpu_priority(3, idle=IDLE)
     later = {}
-    late = threading.Thread(target=lambda: later.update(tid=threading.get_native_id(),
-                                                        nice=nice_of(threading.get_native_id())))
+    late = threading.Thread(target=lambda: later.update(nice=nice_of(0), policy=policy_of(0)))
     late.start(); late.join()
     out = {
         "base": base,
         "main": nice_of(threading.get_native_id()),
         "early": nice_of(before["tid"]),
         "late": later["nice"],
-        "all": sorted({nice_of(int(t)) for t in os.listdir("/proc/self/task")}),
+        "all": of_every_thread(nice_of),
+        "policies": of_every_thread(policy_of),
+        "late_policy": later["policy"],
+        "idle": os.SCHED_IDLE,
+        "normal": os.SCHED_OTHER,
     }
     release.set(); thread.join()
     print(json.dumps(out))
@@ -49,9 +66,10 @@ CHILD = textwrap.dedent(
 )
 
 
-def test_lowering_the_priority_reaches_threads_started_before_and_after():
+@pytest.mark.parametrize("idle", [False, True])
+def test_lowering_the_priority_reaches_threads_started_before_and_after(idle: bool):
     done = subprocess.run(
-        [sys.executable, "-c", CHILD],
+        [sys.executable, "-c", f"IDLE = {idle}\n" + CHILD],
         cwd=Path(__file__).resolve().parents[2],  # the repository, for `import serving`
         capture_output=True,
         text=True,
@@ -62,3 +80,5 @@ def test_lowering_the_priority_reaches_threads_started_before_and_after():
     lowered = min(19, seen["base"] + 3)
     assert (seen["main"], seen["early"], seen["late"]) == (lowered, lowered, lowered)
     assert seen["all"] == [lowered]
+    policy = seen["idle"] if idle else seen["normal"]
+    assert seen["policies"] == [policy] and seen["late_policy"] == policy

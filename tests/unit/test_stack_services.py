@@ -136,7 +136,7 @@ def test_a_shadow_server_runs_beside_the_model_server_when_configured(tmp_path):
     assert shadow.health_url == "http://127.0.0.1:8083/v2/health/ready"
     assert shadow.depends_on == ("mlflow",)
     # Best effort: it yields the shared cores to the answering servers.
-    assert flag(shadow.argv, "--nice") == "10"
+    assert flag(shadow.argv, "--nice") == "10" and "--sched-idle" in shadow.argv
     assert all("--nice" not in c.argv for c in serving)
     assert [[c.name for c in wave] for wave in start_levels(serving)] == [
         ["model-fraud", "model-recsys"],
