@@ -545,9 +545,7 @@ def main() -> None:
         "sample; per recs rate: direct, then via the router. Each phase after a pause and a "
         "warm-up at its rate. The router's model budget is the default "
         "(model_servers.fraud.timeout_ms): past it, answers degrade to the rules, so a saturated "
-        "model server shows as degraded share, not as router latency. The recommender is slower "
-        "at 10 req/s than at 50, called directly too: the model server at a low rate, not the "
-        "router (cause not found).",
+        "model server shows as degraded share, not as router latency.",
         load_before=before,
     )
 

@@ -44,6 +44,11 @@ def limit_native_threads() -> None:
     """One OpenMP/BLAS thread per server process: a request scores one row, and spreading one
     row over threads costs more than it saves (measured: gradient boosting on one row took
     12 ms p50 with OpenMP's default threads on a busy 2-core machine, 1.8 ms with one)."""
+    # Load scikit-learn's OpenMP runtime first: threadpoolctl limits only the libraries
+    # loaded when it is called. Missed, the recommender's ranker ran on OpenMP's default two
+    # threads, and a call after 100 ms idle took 12 ms p50 instead of 1 ms (measured: the
+    # sleeping worker thread's wake-up), the tail of every slate at a low request rate.
+    import sklearn.ensemble  # noqa: F401
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1)

@@ -82,3 +82,27 @@ def test_lowering_the_priority_reaches_threads_started_before_and_after(idle: bo
     assert seen["all"] == [lowered]
     policy = seen["idle"] if idle else seen["normal"]
     assert seen["policies"] == [policy] and seen["late_policy"] == policy
+
+
+def test_native_thread_pools_are_limited_to_one_thread_openmp_included():
+    # In a fresh interpreter: the limit must reach scikit-learn's OpenMP runtime even when it
+    # was not loaded before the call (threadpoolctl limits only what is loaded).
+    child = (
+        "import json, threadpoolctl\n"
+        "from serving.inference import limit_native_threads\n"
+        "limit_native_threads()\n"
+        "import sklearn.ensemble\n"
+        "print(json.dumps([(i['internal_api'], i['num_threads'])"
+        " for i in threadpoolctl.threadpool_info()]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", child],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    pools = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "openmp" in {api for api, _ in pools}
+    assert {n for _, n in pools} == {1}
