@@ -260,11 +260,13 @@ class ProductServerSettings(_Section):
 class ModelServerSettings(_Section):
     """The KServe model servers: one process per product, hosting pinned registry versions;
     fraud also has a shadow server by default, so the answering server runs no second inference
-    for each shadowed request. Measured on 2 cores at 200 fraud requests/s, every request
-    shadowed, pooled over 3 rounds: +6.1 ms at the answers' p99 with the shadow on the serving
-    process (one run, 2026-11-22), +1.9 to +3.0 ms on its own (`make bench` measures this
-    one). The recommender's shadow shares its server unless recsys.shadow_http_port is set
-    (one more process, ~0.4 GB)."""
+    for each shadowed request; it runs at a low CPU priority (shadow_nice, shadow_sched_idle)
+    and takes the copies in batches (router.shadow_batch_max). Measured on 2 cores at 200
+    fraud requests/s, every request shadowed, pooled over rounds: +6.1 ms at the answers' p99
+    with the shadow on the serving process (one run, 2026-11-22), +1.9 to +3.0 ms on its own
+    server at normal priority, copies one by one; +0.5 to +1.2 ms batched at low priority
+    (2026-11-23; `make bench` measures this one). The recommender's shadow shares its server
+    unless recsys.shadow_http_port is set (one more process, ~0.4 GB)."""
 
     fraud: ProductServerSettings = ProductServerSettings(
         http_port=8081,
