@@ -131,10 +131,10 @@ class Router:
         self.settings = settings
         self.config = settings.router
         self.clients = dict(clients)
-        # A product's shadow copies go to its shadow server when it has one (see
-        # ModelServerSettings: a full shadow then adds no work to the process that answers),
-        # else to its own server.
-        self.shadow_clients = {p: (shadow_clients or {}).get(p, clients[p]) for p in PRODUCTS}
+        # The products with a shadow server of their own (see ModelServerSettings: a full
+        # shadow then adds no work to the process that answers); the others' copies go to
+        # their own server.
+        self.shadow_servers = dict(shadow_clients or {})
         self.names = settings.training.model_names()
         self.admin_token = admin_token(settings)
         self.store = RoutingStore(router_dir(settings) / "routing.json")
@@ -210,7 +210,7 @@ class Router:
         await self.shadow.close()
         if self.writer is not None:
             await self.writer.close()
-        for client in {*self.clients.values(), *self.shadow_clients.values()}:
+        for client in [*self.clients.values(), *self.shadow_servers.values()]:
             await client.close()
         self.features.close()
 
@@ -259,10 +259,9 @@ class Router:
         """Which versions each model server has loaded; with no registry and no saved state, the
         newest loaded version becomes champion (a lab started by hand still routes)."""
         for product in PRODUCTS:
-            shadows_to = self.shadow_clients[product]
-            if shadows_to is not self.clients[product]:
+            if product in self.shadow_servers:
                 # A restarted shadow server has lost what the router loaded onto it.
-                hosted = await self._hosted(shadows_to, product)
+                hosted = await self._hosted(self.shadow_servers[product], product)
                 if hosted is not None:
                     self.shadow_loaded[product] = hosted
             versions = await self._hosted(self.clients[product], product)
@@ -400,8 +399,8 @@ class Router:
     def _server(self, product: Product, shadow: bool) -> tuple[V2Client, set[int], Breakers]:
         """The model server that answers (or, `shadow`, that takes the copies), what it has
         loaded, and its circuit breakers."""
-        if shadow and self.shadow_clients[product] is not self.clients[product]:
-            return self.shadow_clients[product], self.shadow_loaded[product], self.shadow_breakers
+        if shadow and product in self.shadow_servers:
+            return self.shadow_servers[product], self.shadow_loaded[product], self.shadow_breakers
         return self.clients[product], self.loaded[product], self.breakers
 
     def _arm_error(self, hops: Sequence[Hop], result: ChainResult[Any]) -> str | None:
@@ -741,9 +740,9 @@ class Router:
         out = routing.model_dump(mode="json", exclude={"history"})
         out["registered_name"] = name
         out["loaded"] = sorted(self.loaded[product])
-        shadows_to = self.shadow_clients[product]
+        shadow_server = self.shadow_servers.get(product)
         out["shadow_server"] = (
-            "the model server" if shadows_to is self.clients[product] else shadows_to.base_url
+            "the model server" if shadow_server is None else shadow_server.base_url
         )
         out["models"] = {
             arm: served_name(product, v)
