@@ -193,24 +193,29 @@ def test_a_few_failures_in_a_row_among_successes_do_not_open_it():
 
 
 def test_a_short_stall_does_not_open_it_failures_that_go_on_do():
-    """A few hundred ms of timeouts fill a window at 100 req/s; only a failure rate that stays
-    over the bar for min_failing_s opens the circuit (a model that is down fails for longer)."""
+    """A few hundred ms of timeouts fill a window at 64 req/s; only a failure rate that stays
+    over the bar for min_failing_s opens the circuit (a model that is down fails for longer).
+    Calls are 1/64 s apart: exact in binary, so the 1 s boundary is not a rounding accident."""
     clock = Clock()
+    step = 1 / 64
     b = CircuitBreaker(50, 20, 0.5, cooldown_s=5, clock=clock, min_failing_s=1.0)
-    for i in range(30):  # 30 timeouts in 0.3 s
-        clock.now = i * 0.01
+    for i in range(30):  # 30 timeouts in 0.45 s
+        clock.now = i * step
         b.record_failure()
     assert b.state == "closed"
-    for i in range(70):  # the stall is over: answers again until t = 1.0 s
-        clock.now = 0.3 + i * 0.01
+    for i in range(30, 100):  # the stall is over: 70 answers
+        clock.now = i * step
         b.record_success()
+    down = 100 * step
     opened_at = None
-    for i in range(200):  # down from t = 1.0 s: the rate is over the bar from the 25th failure
-        clock.now = 1.0 + i * 0.01
+    for i in range(200):  # down from here: the rate is over the bar from the 25th failure
+        clock.now = down + i * step
         b.record_failure()
         if opened_at is None and b.state == "open":
             opened_at = clock.now
-    assert opened_at == pytest.approx(1.24 + 1.0)
+        if clock.now == down + 24 * step + 1.0 - step:
+            assert b.state == "closed"  # one call short of min_failing_s
+    assert opened_at == down + 24 * step + 1.0
 
 
 def test_a_model_failing_most_calls_opens_it_though_some_succeed():
