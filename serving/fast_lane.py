@@ -47,7 +47,8 @@ class Received:
     disconnected: bool  # the client left before its body was whole
 
     def within(self, max_bytes: int) -> bool:
-        return not self.more and len(self.body) <= max_bytes
+        # read_body stops early (more=True) only once past max_bytes: the length says it all.
+        return len(self.body) <= max_bytes
 
 
 async def read_body(receive: Receive, max_bytes: int) -> Received:
@@ -81,7 +82,8 @@ def replaying(received: Received, receive: Receive) -> Receive:
 
 
 def declared_length(scope: Scope) -> int | None:
-    """The Content-Length header's value; -1 when it is not a number."""
+    """The Content-Length header's value; -1 when it is not a number (the fast lane then leaves
+    the request to the application, whose BodySizeLimit counts the body as it reads it)."""
     for name, value in scope["headers"]:
         if name == b"content-length":
             return int(value) if value.isdigit() else -1

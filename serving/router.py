@@ -61,10 +61,10 @@ from serving.schemas import (
     AdminAnswer,
     CanaryPercentRequest,
     CanaryRequest,
-    Decision,
     ErrorBody,
     FeedbackAck,
     FeedbackRequest,
+    FraudDecision,
     FraudScore,
     ReasonRequest,
     RecItem,
@@ -796,7 +796,7 @@ def recs_columns(req: RecsRequest, now: float) -> dict[str, list[Any]]:
     return columns
 
 
-def fraud_decision(answer: FraudAnswer) -> Decision:
+def fraud_decision(answer: FraudAnswer) -> FraudDecision:
     return "block" if answer.decision == "block" else "allow"
 
 

@@ -77,7 +77,7 @@ class Transaction(_Body):
     timestamp: Timestamp
 
 
-Decision = Literal["block", "allow"]
+FraudDecision = Literal["block", "allow"]
 RecsPath = Literal["model", "popularity"]
 
 
@@ -86,7 +86,7 @@ class FraudScore(BaseModel):
 
     request_id: str = Field(description="Quote it in /v1/feedback; also the X-Request-ID header.")
     score: float = Field(description="Fraud probability (model) or rule score (degraded).")
-    decision: Decision
+    decision: FraudDecision
     reasons: list[str] = Field(description="Reason codes: the rules that fire.")
     model_version: str = Field(description='What answered: "fraud/3", "rules", "rules:request".')
     arm: Arm

@@ -18,7 +18,10 @@ J = TypeVar("J")
 @dataclass
 class ShadowStats:
     offered: int = 0
-    dropped: int = 0  # the queue was full (or the router stopping): counted, never waited for
+    # The queue was full, or the router stopped (queued copies, and a batch still in flight
+    # after the grace): counted, never waited for. offered = dropped + done + failed + pending
+    # + the copies being collected or sent.
+    dropped: int = 0
     done: int = 0
     failed: int = 0  # the batch call raised (its model's failures are logged as rows instead)
     skipped: int = 0  # not offered: the served answer was degraded (see Router._maybe_shadow)
@@ -120,6 +123,8 @@ class ShadowDispatcher(Generic[J]):
             self.stats.batches += 1
             await self.run_batch(batch)
         except asyncio.CancelledError:
+            # Cut off by close after its grace: its copies are dropped, like the queued ones.
+            self.stats.dropped += len(batch)
             raise
         except Exception:
             self.stats.failed += len(batch)

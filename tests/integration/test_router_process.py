@@ -298,7 +298,7 @@ def test_shadow_never_changes_the_response_nor_waits_for_the_challenger(world: W
         in_flight = 200 - status["pending"] - status["dropped"]
         assert (status["offered"], status["pending"], status["batches"]) == (200, 50, 2)
         assert (status["done"], status["failed"], status["skipped"]) == (0, 0, 0)
-        assert 2 <= in_flight <= 2 * 64 and status["dropped"] >= 200 - 50 - 2 * 64
+        assert 2 <= in_flight <= 2 * 64
     finally:
         world.configure_fraud(release=True)
     # Released: the batches in hand and the 50 queued are answered and logged.

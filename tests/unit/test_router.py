@@ -50,11 +50,11 @@ class InProcess:
         pass
 
 
-def double_client(state: DoubleState) -> V2Client:
+def double_client(state: DoubleState, base_url: str = "http://double") -> V2Client:
     async def respond(method: str, path: str, body: bytes) -> tuple[int, Any]:
         return await answer(state, method, path, body)
 
-    return V2Client("http://double", transport=InProcess(respond))
+    return V2Client(base_url, transport=InProcess(respond))
 
 
 def router_settings(tmp_path: Path, **changes: Any) -> Settings:
@@ -86,7 +86,9 @@ class Lab:
         self.app = create_app(
             self.settings,
             {"fraud": double_client(self.fraud), "recsys": double_client(self.recsys)},
-            {"fraud": double_client(self.fraud_shadow)} if shadow_server else None,
+            {"fraud": double_client(self.fraud_shadow, "http://shadow-double")}
+            if shadow_server
+            else None,
         )
         self.client = TestClient(self.app)
 
@@ -618,7 +620,7 @@ def test_with_a_shadow_server_the_copies_go_there_and_nowhere_else(tmp_path: Pat
         shadow_rows = [r for r in lab.rows() if r.role == "shadow"]
         assert len(shadow_rows) == 20 and {r.answered_by for r in shadow_rows} == {"fraud/2"}
         status = admin(lab, "GET", "/admin/fraud/status")
-        assert status["shadow_server"] == "http://double"
+        assert status["shadow_server"] == "http://shadow-double"
         # A canary is served traffic: it goes to the serving server, never the shadow one.
         admin(lab, "POST", "/admin/fraud/shadow/stop")
         admin(lab, "POST", "/admin/fraud/canary/start", {"version": 2, "percent": 100})

@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.ensemble import HistGradientBoostingClassifier
 
 from models.recsys import Embeddings
-from models.recsys_bundle import RecsysBundle, candidates_for
+from models.recsys_bundle import RETRIEVAL_SCORE, RecsysBundle, candidates_for, recommend
 from serving import inference
 from serving.inference import (
     FRAUD_INPUTS,
@@ -271,10 +272,6 @@ def test_k_out_of_range_names_k(store_vectors: dict, k: int):
 def test_the_ranker_scores_alike_from_plain_columns_and_from_a_frame():
     """The model server passes {name: list} (None where the store has nothing), training a
     data frame (NaN): the same candidates must get the same order and scores."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
-    from models.recsys_bundle import RETRIEVAL_SCORE, recommend
-
     rng = np.random.default_rng(7)
     features = ["plays", RETRIEVAL_SCORE, "rate"]
     X = rng.normal(size=(400, 3))
