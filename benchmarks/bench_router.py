@@ -387,7 +387,6 @@ def measure(data_dir: Path, tracking_uri: str, env: dict[str, str]) -> dict[str,
             )
         status = admin.get("/admin/status").json()
         # Each process with its children, as `mlsd status` counts them.
-        out["rss_mb"] = memory_rss(proc) / 2**20
         out["serving_rss_mb"] = {
             s.name: memory_rss(psutil.Process(s.popen.pid)) / 2**20 for s in servers
         }
@@ -513,7 +512,7 @@ def main() -> None:
             Figure(f"recs top-10 {at} direct to model server p99", direct.p(99), "ms"),
         ]
     figures += [
-        Figure("router RSS (after Feast warm-up)", m["rss_mb"], "MiB"),
+        Figure("router RSS (after Feast warm-up)", m["serving_rss_mb"]["router"], "MiB"),
         *(
             Figure(f"{name} RSS", rss, "MiB")
             for name, rss in m["serving_rss_mb"].items()

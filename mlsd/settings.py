@@ -261,12 +261,10 @@ class ModelServerSettings(_Section):
     """The KServe model servers: one process per product, hosting pinned registry versions;
     fraud also has a shadow server by default, so the answering server runs no second inference
     for each shadowed request; it runs at a low CPU priority (shadow_nice, shadow_sched_idle)
-    and takes the copies in batches (router.shadow_batch_max). Measured on 2 cores at 200
-    fraud requests/s, every request shadowed, pooled over rounds: +6.1 ms at the answers' p99
-    with the shadow on the serving process (one run, 2026-11-22), +1.9 to +3.0 ms on its own
-    server at normal priority, copies one by one; +0.5 to +1.2 ms batched at low priority
-    (2026-11-23; `make bench` measures this one). The recommender's shadow shares its server
-    unless recsys.shadow_http_port is set (one more process, ~0.4 GB)."""
+    and takes the copies in batches (router.shadow_batch_max). What a shadow adds to the
+    answers' p99: `make bench` (benchmarks/results/router.json; docs/inference-contract.md has
+    the arrangements measured before). The recommender's shadow shares its server unless
+    recsys.shadow_http_port is set (one more process, ~0.4 GB)."""
 
     fraud: ProductServerSettings = ProductServerSettings(
         http_port=8081,
@@ -283,12 +281,10 @@ class ModelServerSettings(_Section):
         ge=0,
         le=19,
         description="CPU priority the shadow servers run at (Unix nice; 0 = the answering "
-        "servers' own). A shadow is best effort: on shared cores it must yield to the answers. "
-        "Measured on 2 cores at 200 fraud req/s, every request shadowed, copies sent one by "
-        "one, 3 rounds of 15 s (2026-11-23): the answers' p99 over shadow off was +0.8 to "
-        "+55 ms at nice 0 (some answers degraded: the serving server stalled past its 50 ms "
-        "budget) and -0.2 to +1.8 ms at nice 10. On Kubernetes, the shadow pod's lower CPU "
-        "request and priority class play this part.",
+        "servers' own). A shadow is best effort: on shared cores it must yield to the answers "
+        "(at nice 0 on 2 cores, a full shadow stalled the serving server past its budget; "
+        "docs/inference-contract.md). On Kubernetes, the shadow pod's lower CPU request and "
+        "priority class play this part.",
     )
     shadow_sched_idle: bool = Field(
         True,
@@ -592,9 +588,8 @@ class RouterSettings(_Section):
         ge=0,
         le=10_000,
         description="How long a batch waits for more copies after its first (ms). Larger "
-        "batches cost the shared cores less per copy (measured at 200 fraud req/s, every "
-        "request shadowed: the shadow server used 12 % of a core with ~10 copies a call, 8 % "
-        "with ~50); a copy's answer is only logged, so the wait delays nothing a caller sees.",
+        "batches cost the shared cores less per copy; a copy's answer is only logged, so the "
+        "wait delays nothing a caller sees.",
     )
     shadow_timeout_ms: float = Field(
         1_000.0, gt=0, description="Budget of one shadow call (ms); it is off the request path."

@@ -501,8 +501,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     silence_telemetry()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # log files, not a tty
+    args = parse_args(argv)  # before the imports limit_native_threads makes: --help stays quick
     limit_native_threads()
-    args = parse_args(argv)
     if args.nice or args.sched_idle:
         # Before the server's own threads start: they inherit it.
         lower_cpu_priority(args.nice, idle=args.sched_idle)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -84,6 +85,9 @@ def test_lowering_the_priority_reaches_threads_started_before_and_after(idle: bo
     assert seen["policies"] == [policy] and seen["late_policy"] == policy
 
 
+@pytest.mark.skipif(
+    len(os.sched_getaffinity(0)) < 2, reason="OpenMP uses one thread anyway on one CPU"
+)
 def test_native_thread_pools_are_limited_to_one_thread_openmp_included():
     # In a fresh interpreter: the limit must reach scikit-learn's OpenMP runtime even when it
     # was not loaded before the call (threadpoolctl limits only what is loaded).
