@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-# Monitoring emits this event (resource id `mlsd.model.<name>`); the deployment of that model's
-# training flow runs when it arrives. One run at a time per flow: a storm of drift events while a
-# retrain runs does not queue a storm of retrains.
-RETRAIN_EVENT = "mlsd.retrain.requested"
+from mlsd.events import RETRAIN_REQUESTED
+
+# Monitoring's trigger emits this event (resource id `mlsd.model.<name>`); the deployment of that
+# model's training flow runs when it arrives. One run at a time per flow: a storm of drift events
+# while a retrain runs does not queue a storm of retrains.
+RETRAIN_EVENT = RETRAIN_REQUESTED
 DEPLOYMENT_NAMES = {"fraud": "train_fraud/train_fraud", "recsys": "train_recsys/train_recsys"}
 
 
@@ -41,14 +43,3 @@ def deployments() -> list[Any]:
             tags=["mlsd", "recsys"],
         ),
     ]
-
-
-def serve_training_flows() -> None:
-    """Serve the deployments until stopped (the local stack runs this as a component)."""
-    from prefect import serve
-
-    serve(*deployments(), print_starting_message=True)
-
-
-if __name__ == "__main__":
-    serve_training_flows()

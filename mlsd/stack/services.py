@@ -94,11 +94,12 @@ def prefect_component(settings: Settings) -> Component:
 
 
 def flows_component(settings: Settings) -> Component:
-    """The process that serves the training flows as Prefect deployments (by name, schedule or
-    event), executing their runs; it needs the Prefect API to register and MLflow to log to."""
+    """The process that serves every flow of the lab as a Prefect deployment (by name, schedule or
+    event; `mlsd.flows`), executing their runs; it needs the Prefect API to register and MLflow to
+    log to."""
     return Component(
         name="flows",
-        argv=(sys.executable, "-m", "pipeline.deployments"),
+        argv=(sys.executable, "-m", "mlsd.flows"),
         env={
             "PREFECT_HOME": str(settings.prefect_home.resolve()),
             "PREFECT_API_URL": settings.prefect_api_url,

@@ -13,7 +13,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("mlsd", "simulator", "pipeline", "features", "models", "serving", "monitoring")
 # What each package may import from the project (besides itself). `mlsd.settings` and
-# `mlsd.console`, `mlsd.telemetry` and `mlsd.registry` are leaves every package may use.
+# `mlsd.console`, `mlsd.telemetry`, `mlsd.registry`, `mlsd.netutil` and `mlsd.events` are leaves
+# every package may use.
 ALLOWED: dict[str, set[str]] = {
     "features": set(),
     "models": {"features"},
@@ -22,7 +23,14 @@ ALLOWED: dict[str, set[str]] = {
     "monitoring": {"models", "features"},
     "simulator": set(),
 }
-LEAVES = {"mlsd.settings", "mlsd.console", "mlsd.telemetry", "mlsd.registry", "mlsd.netutil"}
+LEAVES = {
+    "mlsd.settings",
+    "mlsd.console",
+    "mlsd.telemetry",
+    "mlsd.registry",
+    "mlsd.netutil",
+    "mlsd.events",
+}
 
 
 def project_imports(path: Path) -> set[str]:

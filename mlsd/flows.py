@@ -1,0 +1,29 @@
+"""The one process that serves every flow of the lab as a Prefect deployment (the stack's `flows`
+component): training (`pipeline.deployments`), and each package that adds deployments of its own
+(monitoring, the rollout controller, the world's landing) registers them here.
+
+One process for all of them, not one per package: each Python process that imports Prefect and
+the ML libraries costs 300-400 MB, and the stack's memory budget is 3 GB.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def lab_deployments() -> list[Any]:
+    """Every deployment the lab serves (imported here, so `mlsd --help` stays fast)."""
+    from pipeline.deployments import deployments as training_deployments
+
+    return [*training_deployments()]
+
+
+def serve_lab_flows() -> None:
+    """Serve the deployments until stopped."""
+    from prefect import serve
+
+    serve(*lab_deployments(), print_starting_message=True)
+
+
+if __name__ == "__main__":
+    serve_lab_flows()
