@@ -82,7 +82,8 @@ def write_embeddings(
     combined = combined.drop_duplicates([key, EVENT_TIMESTAMP], keep="last")
     write_table(path, to_arrow(with_sentinels(combined, view), view))
 
-    from features.store import feast_output_silenced, get_store
+    from features.feast_config import feast_output_silenced
+    from features.session import get_store
 
     moment = stamp.to_pydatetime()
     with feast_output_silenced(True):

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from features import sample_world, skew, store, tables
+from features import feast_config, sample_world, skew, store, tables
 from features.catalog import SERVICES
 from features.embeddings import read_embeddings, write_embeddings
 from features.store import MissingRequestDataError, online_features, training_frame
@@ -521,7 +521,8 @@ def test_cli_builds_applies_materializes_and_feast_cli_reads_the_repo(
 
     data_dir, repo_dir = tmp_path / "lab", tmp_path / "repo"
     monkeypatch.setenv("MLSD_DATA_DIR", str(data_dir))
-    monkeypatch.setattr(store, "FEAST_REPO_DIR", repo_dir)
+    # write_repo_files reads the directory where it is defined, not through the facade.
+    monkeypatch.setattr(feast_config, "FEAST_REPO_DIR", repo_dir)
     sample_world.write_sample_world(Settings(data_dir=data_dir))
     runner = CliRunner()
     for args in (["build"], ["apply"], ["materialize"]):
