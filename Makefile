@@ -38,7 +38,7 @@ test-fast: install ## Run only the fast unit tests.
 lint: install ## ruff (lint and format check) and mypy on the core packages.
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy mlsd simulator pipeline features models serving
+	$(BIN)/mypy mlsd simulator pipeline features models serving monitoring
 
 format: install ## Apply ruff's fixes and formatting.
 	$(BIN)/ruff check --fix .

@@ -634,6 +634,107 @@ class RouterSettings(_Section):
     canary: CanaryGuardrailSettings = CanaryGuardrailSettings()
 
 
+class DriftSettings(_Section):
+    """How a window's drift is measured with Evidently (method and threshold per column type)."""
+
+    num_method: str = Field(
+        "psi",
+        description="Evidently drift method for numeric inputs: population stability index "
+        "over Evidently's quantile bins of the reference.",
+    )
+    num_threshold: float = Field(
+        0.2, gt=0, description="A numeric input drifts when its PSI is at or above this."
+    )
+    cat_method: str = Field(
+        "psi", description="Evidently drift method for categorical inputs (PSI over categories)."
+    )
+    cat_threshold: float = Field(
+        0.2, gt=0, description="A categorical input drifts when its PSI is at or above this."
+    )
+    score_method: str = Field(
+        "psi", description="Evidently method for the model's score (ValueDrift on `score`)."
+    )
+    score_threshold: float = Field(
+        0.2, gt=0, description="The score drifts when its PSI is at or above this."
+    )
+    max_rows: int = Field(
+        20_000,
+        ge=100,
+        description="Rows of a window (and of the reference) Evidently sees: a larger window is "
+        "sampled down to this, with a fixed seed, so a 100,000-row window is judged in seconds.",
+    )
+
+
+class TriggerSettings(_Section):
+    """The retrain trigger: when window verdicts become a retrain (monitoring.trigger)."""
+
+    drifted_share: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="Input drift: at least this share of the model's inputs drifted in a window.",
+    )
+    score_psi: float = Field(
+        0.2, gt=0, description="Score drift: the score's PSI in a window is at or above this."
+    )
+    pr_auc_drop: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="Performance drop: the labelled PR-AUC of a window is below the champion's "
+        "own validation PR-AUC by at least this share of it.",
+    )
+    min_labelled_rows: int = Field(
+        200, ge=1, description="Labelled rows a window needs before its PR-AUC is judged."
+    )
+    min_labelled_positives: int = Field(
+        5, ge=1, description="Labelled frauds a window needs before its PR-AUC is judged."
+    )
+    m: int = Field(2, ge=1, description="M of N: windows with a signal among the last N judged.")
+    n: int = Field(3, ge=1, description="M of N: how many of the latest judged windows count.")
+    cooldown_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="After a retrain request, further signals are suppressed for this long.",
+    )
+
+    @model_validator(mode="after")
+    def _m_within_n(self) -> TriggerSettings:
+        if self.m > self.n:
+            raise ValueError(f"trigger.m ({self.m}) must not exceed trigger.n ({self.n})")
+        return self
+
+
+class MonitoringSettings(_Section):
+    """Monitoring of the served models over windows of the prediction log."""
+
+    window_seconds: float = Field(
+        120.0, gt=0, description="A window is the prediction log's last this many seconds."
+    )
+    min_rows: int = Field(
+        500,
+        ge=1,
+        description="A window with fewer served rows says 'not enough data' and decides nothing.",
+    )
+    interval_seconds: float = Field(
+        60.0, gt=0, description="How often the monitoring deployments judge a window."
+    )
+    reference_rows: int = Field(
+        5_000,
+        ge=100,
+        description="Rows of the training frame logged with a model version as its reference "
+        "(MLflow artifact reference/reference.parquet).",
+    )
+    evidently_port: int = Field(
+        8086,
+        ge=1,
+        le=65535,
+        description="Port of Evidently's own UI over the monitoring workspace (`mlsd ui evidently`).",
+    )
+    drift: DriftSettings = DriftSettings()
+    trigger: TriggerSettings = TriggerSettings()
+
+
 class Settings(BaseSettings):
     """The effective configuration of one lab."""
 
@@ -661,6 +762,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = TrainingSettings()
     model_servers: ModelServerSettings = ModelServerSettings()
     router: RouterSettings = RouterSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -739,6 +841,11 @@ class Settings(BaseSettings):
     def mlflow_tracking_uri(self) -> str:
         """What MLFLOW_TRACKING_URI should be for clients of the lab's MLflow server."""
         return f"http://{self.client_host}:{self.mlflow.port}"
+
+    @property
+    def monitoring_dir(self) -> Path:
+        """Monitoring's output: the Evidently workspace, HTML reports and JSON summaries."""
+        return self.data_dir / "monitoring"
 
     @property
     def prefect_home(self) -> Path:
