@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import typer
 
+from mlsd.commands import capacity as capacity_cmd
 from mlsd.commands import config as config_cmd
 from mlsd.commands import data as data_cmd
 from mlsd.commands import demo as demo_cmd
+from mlsd.commands import experiment as experiment_cmd
 from mlsd.commands import features as features_cmd
 from mlsd.commands import rollout as rollout_cmd
 from mlsd.commands import stack as stack_cmd
 from mlsd.commands import train as train_cmd
+from mlsd.commands import walk as walk_cmd
 from mlsd.telemetry import silence_telemetry
 
 silence_telemetry()
@@ -29,6 +32,9 @@ data_cmd.register(app)
 train_cmd.register(app)
 stack_cmd.register(app)
 demo_cmd.register(app)
+walk_cmd.register(app)
+capacity_cmd.register(app)
+experiment_cmd.register(app)
 
 
 if __name__ == "__main__":
