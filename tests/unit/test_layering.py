@@ -57,3 +57,22 @@ def test_packages_import_only_downstream():
 
 def test_settings_is_a_leaf():
     assert project_imports(REPO / "mlsd" / "settings.py") == set()
+
+
+# The router's rooms: the HTTP side (app, routes, their dependencies, the entry point) builds on
+# the domain side (routing core, model servers, discovery, shadow copies, log mapping, control);
+# never the other way, so the Router can be driven and tested without FastAPI's app.
+ROUTER_HTTP_ROOMS = {"http_app", "dependencies", "public_routes", "admin_routes", "entry"}
+
+
+def test_router_domain_rooms_do_not_import_the_http_side():
+    rooms = REPO / "serving" / "router"
+    wrong = []
+    for path in rooms.glob("*.py"):
+        if path.stem in ROUTER_HTTP_ROOMS or path.stem.startswith("__"):
+            continue
+        for name in project_imports(path):
+            if name.startswith("serving.router.") and name.split(".")[2] in ROUTER_HTTP_ROOMS:
+                wrong.append(f"{path.relative_to(REPO)} imports {name}")
+    assert wrong == []
+    assert {p.stem for p in rooms.glob("*.py")} >= ROUTER_HTTP_ROOMS | {"core", "__main__"}

@@ -432,8 +432,8 @@ def test_a_version_the_server_cannot_load_is_a_502_and_changes_nothing(tmp_path:
     lab = Lab(tmp_path)
     with lab.client:
         # The double loads anything: a client of nothing makes the repository call fail.
-        lab.router.clients["fraud"] = V2Client("http://127.0.0.1:9")
-        lab.router.loaded["fraud"] = {1}
+        lab.router.servers.clients["fraud"] = V2Client("http://127.0.0.1:9")
+        lab.router.servers.loaded["fraud"] = {1}
         body = admin(lab, "POST", "/admin/fraud/canary/start", {"version": 3, "percent": 5}, 502)
         assert "could not load fraud-v3" in body["detail"]
         assert lab.router.store["fraud"].split is None
@@ -552,7 +552,7 @@ def test_a_dead_model_opens_its_circuit_so_later_requests_skip_it(tmp_path: Path
 
 
 def test_recs_fall_back_to_the_popularity_list_learnt_from_the_model(lab: Lab):
-    assert lab.call(lab.router.refresh_popularity)
+    assert lab.call(lab.router.popularity_refresh.refresh)
     lab.recsys.fail_status = {"recsys-v1": 503}
     body = lab.client.post("/v1/recs", json={"user_id": "user_1", "k": 4}).json()
     assert body["degraded"] is True and body["path"] == "popularity"
@@ -577,7 +577,7 @@ def test_malformed_model_answers_degrade_instead_of_500(lab: Lab):
     async def broken(method: str, path: str, body: bytes) -> tuple[int, Any]:
         return 200, {"outputs": [{"name": "score", "data": ["abc"]}]}
 
-    lab.router.clients["fraud"] = V2Client("http://x", transport=InProcess(broken))
+    lab.router.servers.clients["fraud"] = V2Client("http://x", transport=InProcess(broken))
     body = lab.client.post("/v1/fraud/score", json=TX).json()
     assert body["degraded"] is True and "bad_response" in body["degraded_reason"]
 

@@ -1,0 +1,124 @@
+"""What the admin API does to routing: pick the challenger, apply one transition of the routing
+state (registry first, then the state, under one lock), and report a product's routing and its
+arms' windows of the prediction log."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import HTTPException
+
+from mlsd.registry import ModelRegistry
+from serving.names import Product, served_name
+from serving.prediction_log import PredictionLogWriter, Role
+from serving.router.discovery import RegistryLink
+from serving.router.servers import ModelServers
+from serving.routing_state import ProductRouting, RoutingConflict, RoutingStore
+from serving.schemas import AdminAnswer
+from serving.traffic import ARMS, window_stats
+
+log = logging.getLogger("serving.router")
+
+
+class RoutingControl:
+    """The admin side of the router; `writer` gives the prediction log's writer once started."""
+
+    def __init__(
+        self,
+        store: RoutingStore,
+        registry: RegistryLink,
+        servers: ModelServers,
+        writer: Callable[[], PredictionLogWriter],
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.servers = servers
+        self.writer = writer
+        self._lock = asyncio.Lock()
+
+    async def challenger_version(self, product: Product, requested: int | None) -> int:
+        if requested is not None:
+            return requested
+        if self.registry.uri:
+            name = self.registry.names[product]
+            version = await asyncio.to_thread(self.registry.client().version_of, name, "challenger")
+            if version is not None:
+                return int(version)
+        current = self.store[product].challenger
+        if current is not None:
+            return current
+        raise HTTPException(
+            409, f"{product} has no challenger (none in the registry): pass a version"
+        )
+
+    async def change_routing(
+        self,
+        product: Product,
+        transition: Callable[[ProductRouting], ProductRouting],
+        action: str | None,
+        registry_move: Callable[[ModelRegistry, ProductRouting], None] | None = None,
+    ) -> AdminAnswer:
+        """Apply one transition: registry first (when configured: it is the truth for aliases),
+        then the routing state, persisted before the answer. `action` None: the one the
+        transition recorded (decided under the lock, on the state it applies to)."""
+        async with self._lock:
+            current = self.store[product]
+            try:
+                updated = transition(current)
+            except RoutingConflict as err:
+                raise HTTPException(409, str(err)) from err
+            if registry_move is not None and self.registry.uri:
+                try:
+                    await asyncio.to_thread(registry_move, self.registry.client(), current)
+                except Exception as err:
+                    raise HTTPException(
+                        502, f"registry {self.registry.uri}: {type(err).__name__}: {err}"
+                    ) from err
+            self.store.put(updated)
+            if action is None:
+                action = updated.history[-1].action
+            log.info(
+                "%s %s: %s", product, action, updated.history[-1].detail if updated.history else ""
+            )
+            return AdminAnswer(product=product, action=action, routing=self.routing_status(product))
+
+    def routing_status(self, product: Product) -> dict[str, Any]:
+        routing = self.store[product]
+        name = self.registry.names[product]
+        out = routing.model_dump(mode="json", exclude={"history"})
+        out["registered_name"] = name
+        out["loaded"] = sorted(self.servers.loaded[product])
+        shadow_server = self.servers.shadow_servers.get(product)
+        out["shadow_server"] = (
+            "the model server" if shadow_server is None else shadow_server.base_url
+        )
+        out["models"] = {
+            arm: served_name(product, v)
+            for arm in ARMS
+            if (v := routing.arm_version(arm)) is not None
+        }
+        out["breakers"] = {
+            m: s for m, s in self.servers.breakers.states().items() if m.startswith(f"{product}-v")
+        }
+        out["history"] = [e.model_dump(mode="json") for e in routing.history[-10:]]
+        return out
+
+    async def arm_windows(self, product: Product, since: float, until: float) -> dict[str, Any]:
+        """Both arms' window stats (served rows; shadow rows when a shadow runs)."""
+        routing = self.store[product]
+        writer = self.writer()
+        log_store = writer.log
+        await writer.flush()
+        champion_rows = await log_store.window(product, "champion", since, until, role="served")
+        challenger_role: Role = "shadow" if routing.shadow and routing.split is None else "served"
+        challenger_rows = await log_store.window(
+            product, "challenger", since, until, role=challenger_role
+        )
+        return {
+            "champion": window_stats(champion_rows),
+            "challenger": window_stats(challenger_rows),
+            "challenger_role": challenger_role,
+        }
