@@ -35,10 +35,10 @@ test: install ## Run the whole test suite (unit and integration; CI runs this).
 test-fast: install ## Run only the fast unit tests.
 	$(BIN)/pytest -m "not integration"
 
-lint: install ## ruff (lint and format check) and mypy on the core packages.
+lint: install ## ruff (lint and format check) and mypy on the core packages and tests/support.
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy mlsd simulator pipeline features models serving monitoring
+	$(BIN)/mypy mlsd simulator pipeline features models serving monitoring tests/support
 
 format: install ## Apply ruff's fixes and formatting.
 	$(BIN)/ruff check --fix .

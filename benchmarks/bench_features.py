@@ -60,8 +60,8 @@ def _start_redis() -> tuple[subprocess.Popen[bytes], int] | None:
 
 def _simulated_world(settings: Settings) -> dict[str, int]:
     """Two weeks of the default-sized worlds, written as the offline store's partitions."""
-    from features.sample_world import DAY_COLUMNS, write_offline
     from simulator import simulate_frames
+    from tests.support.sample_world import DAY_COLUMNS, write_offline
 
     sizes = {}
     for world in ("fraud", "recsys"):

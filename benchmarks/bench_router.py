@@ -56,12 +56,12 @@ SMALL_WORLD = {
 
 
 def build_lab(tracking_uri: str) -> None:
-    """The lab's data and models (`mlsd.lab`): fraud v1 on older data, v2 on all of it, and the
+    """The lab's data and models (`tests.support.lab_recipe`): fraud v1 on older data, v2 on all of it, and the
     recommender once."""
     from prefect.testing.utilities import prefect_test_harness
 
-    from mlsd.lab import build_data, train_versions
     from mlsd.settings import Settings
+    from tests.support.lab_recipe import build_data, train_versions
 
     settings = Settings()
     build_data(settings)

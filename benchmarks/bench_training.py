@@ -17,10 +17,10 @@ def main() -> None:
         os.environ["PREFECT_HOME"] = str(Path(tmp) / "prefect")
         from prefect.testing.utilities import prefect_test_harness
 
-        from mlsd.lab import build_data
         from mlsd.settings import Settings
         from pipeline.train_fraud import train_fraud
         from pipeline.train_recsys import train_recsys
+        from tests.support.lab_recipe import build_data
 
         steps = build_data(Settings(), materialize=False).seconds
         uri = f"sqlite:///{tmp}/mlflow.db"

@@ -74,9 +74,9 @@ def lab_env(data_dir: Path, tracking_uri: str, suffix: str) -> dict[str, str]:
 
 def build_lab(tracking_uri: str, env: dict[str, str]) -> Lab:
     """Build the lab that `env` (already set in this process) describes, see `lab_env`: its
-    data (`mlsd.lab.build_data`), then fraud v1 and v2 and recsys v1
-    (`mlsd.lab.train_versions`: the first version of each is @champion)."""
-    from mlsd.lab import build_data, train_versions
+    data (`tests.support.lab_recipe.build_data`), then fraud v1 and v2 and recsys v1
+    (`tests.support.lab_recipe.train_versions`: the first version of each is @champion)."""
+    from tests.support.lab_recipe import build_data, train_versions
 
     settings = Settings()
     data = build_data(settings)

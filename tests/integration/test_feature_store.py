@@ -20,11 +20,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from features import feast_config, sample_world, skew, store, tables
+from features import feast_config, store, tables
 from features.catalog import SERVICES
 from features.embeddings import read_embeddings, write_embeddings
 from features.store import MissingRequestDataError, online_features, training_frame
 from mlsd.settings import Settings
+from tests.support import sample_world, skew
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features import skew, store, tables
+from features import store, tables
 from mlsd.settings import Settings
+from tests.support import skew
 
 pytestmark = pytest.mark.integration
 

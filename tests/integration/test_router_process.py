@@ -1,6 +1,6 @@
 """The router as a real process on a free port, in front of real HTTP upstreams.
 
-The upstreams here are the V2 TEST DOUBLE (tests/integration/router_v2_double.py): these tests
+The upstreams here are the V2 TEST DOUBLE (tests/support/router_v2_double.py): these tests
 are about the router's own behaviour (split over real HTTP, shadow isolation, a dying upstream,
 a SIGTERM mid-traffic), which must not depend on what a model predicts. Tests of the router in
 front of the real model servers: tests/integration/test_router_lab.py.
@@ -32,7 +32,7 @@ from serving.traffic import assign_arm
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-DOUBLE = Path(__file__).with_name("router_v2_double.py")
+DOUBLE = Path(__file__).parents[1] / "support" / "router_v2_double.py"
 TOKEN = "integration-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

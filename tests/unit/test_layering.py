@@ -76,3 +76,25 @@ def test_router_domain_rooms_do_not_import_the_http_side():
                 wrong.append(f"{path.relative_to(REPO)} imports {name}")
     assert wrong == []
     assert {p.stem for p in rooms.glob("*.py")} >= ROUTER_HTTP_ROOMS | {"core", "__main__"}
+
+
+def test_the_product_never_imports_test_support():
+    """Test-only code (tests/support: the lab recipe, the sample world, the skew check, the V2
+    double) stays out of the wheel's packages, so nothing installed can depend on it."""
+    wrong = []
+    for package in PACKAGES:
+        for path in (REPO / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = (
+                    [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module]
+                    if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                    else []
+                )
+                wrong += [
+                    f"{path.relative_to(REPO)} imports {n}"
+                    for n in names
+                    if n.split(".")[0] in {"tests", "benchmarks"}
+                ]
+    assert wrong == []

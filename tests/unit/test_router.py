@@ -22,7 +22,7 @@ from serving.admin import admin_token
 from serving.router import create_app
 from serving.traffic import assign_arm
 from serving.upstream import V2Client
-from tests.integration.router_v2_double import DoubleState, answer, recs_outputs
+from tests.support.router_v2_double import DoubleState, answer, recs_outputs
 
 TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -6,7 +6,7 @@ to hold a model's answers until released (`POST /_double/config`), and asked wha
 (`GET /_double/stats`). Tests of model behaviour use the real servers
 (`python -m serving.model_server`).
 
-Run: python tests/integration/router_v2_double.py --product fraud --models fraud-v1,fraud-v2
+Run: python tests/support/router_v2_double.py --product fraud --models fraud-v1,fraud-v2
 --port P
 """
 
