@@ -16,7 +16,7 @@ export EVIDENTLY_DISABLE_TELEMETRY := 1
 export FEAST_USAGE := False
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: help install test test-fast lint format demo bench clean
+.PHONY: help install test test-fast lint format demo bench clean kind-up kind-down
 
 help: ## List the targets.
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
@@ -52,3 +52,9 @@ bench: install ## Record benchmark figures to benchmarks/results/*.json and benc
 
 clean: ## Reset the lab: delete all state under .mlsd/ (keeps .venv).
 	rm -rf .mlsd .pytest_cache .mypy_cache .ruff_cache
+
+kind-up: ## The lab on a kind cluster (needs docker, kind, kubectl; DRY_RUN=1 prints the steps).
+	@bash scripts/kind-up.sh
+
+kind-down: ## Delete the lab's kind cluster.
+	@bash scripts/kind-down.sh

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,9 @@ def test_up_refuses_an_unknown_component_and_the_k8s_profile(monkeypatch, tmp_pa
     result = runner.invoke(cli(), ["up"])
     assert result.exit_code == 2
     assert "kind-up" in result.output
+    # ... and the target it names exists.
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    assert re.search(r"^kind-up:", makefile, re.MULTILINE)
 
 
 def test_a_shadow_server_runs_beside_the_model_server_when_configured(tmp_path):

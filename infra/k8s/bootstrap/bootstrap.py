@@ -1,0 +1,126 @@
+"""The cluster's bootstrap steps, run in the project's image (infra/k8s/base/bootstrap.yaml and the
+model servers' init container). Every step looks before it acts, so a second run changes nothing.
+
+    python infra/k8s/bootstrap/bootstrap.py all                 # buckets, data, first models, flows
+    python infra/k8s/bootstrap/bootstrap.py wait-champion fraud # until fraud has an @champion
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+# Run as a file from the image's working directory (/app): the project's packages are there.
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+
+from mlsd.settings import WORLDS, Settings
+from mlsd.telemetry import silence_telemetry
+
+WORK_POOL = "mlsd-kubernetes"
+BUCKETS = ("mlflow", "landing")
+
+
+def say(message: str) -> None:
+    print(f"[bootstrap] {message}", flush=True)
+
+
+def ensure_buckets() -> None:
+    """MLflow's artifact bucket and the landing bucket in MinIO."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=os.environ["MLSD_K8S_S3_ENDPOINT"])
+    have = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+    for bucket in BUCKETS:
+        if bucket in have:
+            say(f"bucket {bucket}: exists")
+        else:
+            s3.create_bucket(Bucket=bucket)
+            say(f"bucket {bucket}: made")
+
+
+def champion(settings: Settings, product: str) -> str | None:
+    from mlsd.registry import CHAMPION, ModelRegistry
+
+    registry = ModelRegistry(os.environ.get("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri))
+    return registry.version_of(settings.training.model_name(product), CHAMPION)
+
+
+def ensure_data_and_models(settings: Settings) -> None:
+    """Both worlds simulated, gated and in Feast (online store: Redis), then the first versions
+    trained by their Prefect flows, unless every product already has an @champion."""
+    from mlsd.lab import build_data, train_versions
+
+    missing = [p for p in WORLDS if champion(settings, p) is None]
+    if not missing:
+        say("every product has an @champion: no data or training needed")
+        return
+    if any(settings.offline_dir.glob("*/*.parquet")) or any(settings.offline_dir.rglob("*.parquet")):
+        say(f"offline store at {settings.offline_dir} has data: kept")
+    else:
+        say("simulating both worlds, gating the batches, building and materialising features")
+        data = build_data(settings)
+        say(f"data built in {json.dumps({k: round(v, 1) for k, v in data.seconds.items()})} s")
+    say(f"training the first versions ({', '.join(missing)} have no @champion)")
+    outcomes = train_versions(settings, os.environ["MLFLOW_TRACKING_URI"])
+    for product, runs in outcomes.items():
+        for outcome in runs:
+            say(f"{product}: version {outcome.get('version')} {outcome.get('verdict', '')}".rstrip())
+
+
+def ensure_flows() -> None:
+    """The Kubernetes work pool (from the mounted base job template) and every lab deployment in
+    it: a retrain, a monitoring window or a rollout step then runs as a Job of its own."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    from mlsd.flows import lab_deployments
+
+    template = json.loads(Path(os.environ["MLSD_K8S_WORK_POOL_TEMPLATE"]).read_text())
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(
+                WorkPoolCreate(name=WORK_POOL, type="kubernetes", base_job_template=template)
+            )
+            say(f"work pool {WORK_POOL}: made")
+        except ObjectAlreadyExists:
+            say(f"work pool {WORK_POOL}: exists")
+    for deployment in lab_deployments():
+        # No image: the pool's template names the project's image, the one this job runs.
+        deployment.apply(work_pool_name=WORK_POOL)
+        say(f"deployment {deployment.flow_name}/{deployment.name} -> work pool {WORK_POOL}")
+
+
+def wait_champion(settings: Settings, product: str, poll_seconds: float = 10.0) -> None:
+    started = time.monotonic()
+    while (version := champion(settings, product)) is None:
+        say(f"{product} has no @champion yet ({time.monotonic() - started:.0f} s): waiting")
+        time.sleep(poll_seconds)
+    say(f"{product}@champion is version {version}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    silence_telemetry()
+    parser = argparse.ArgumentParser(prog="bootstrap.py", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("all", help="buckets, data, first models, flows")
+    wait = sub.add_parser("wait-champion", help="block until PRODUCT has an @champion")
+    wait.add_argument("product", choices=WORLDS)
+    args = parser.parse_args(argv)
+    settings = Settings()
+    if args.command == "wait-champion":
+        wait_champion(settings, args.product)
+        return 0
+    ensure_buckets()
+    ensure_data_and_models(settings)
+    ensure_flows()
+    say("done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
