@@ -58,7 +58,9 @@ def ensure_data_and_models(settings: Settings) -> None:
     if not missing:
         say("every product has an @champion: no data or training needed")
         return
-    if any(settings.offline_dir.glob("*/*.parquet")) or any(settings.offline_dir.rglob("*.parquet")):
+    if any(settings.offline_dir.glob("*/*.parquet")) or any(
+        settings.offline_dir.rglob("*.parquet")
+    ):
         say(f"offline store at {settings.offline_dir} has data: kept")
     else:
         say("simulating both worlds, gating the batches, building and materialising features")
@@ -68,7 +70,9 @@ def ensure_data_and_models(settings: Settings) -> None:
     outcomes = train_versions(settings, os.environ["MLFLOW_TRACKING_URI"])
     for product, runs in outcomes.items():
         for outcome in runs:
-            say(f"{product}: version {outcome.get('version')} {outcome.get('verdict', '')}".rstrip())
+            say(
+                f"{product}: version {outcome.get('version')} {outcome.get('verdict', '')}".rstrip()
+            )
 
 
 def ensure_flows() -> None:
