@@ -638,24 +638,27 @@ class DriftSettings(_Section):
     """How a window's drift is measured with Evidently (method and threshold per column type)."""
 
     num_method: str = Field(
-        "psi",
-        description="Evidently drift method for numeric inputs: population stability index "
-        "over Evidently's quantile bins of the reference.",
+        "wasserstein",
+        description="Evidently drift method for numeric inputs: the Wasserstein distance normed "
+        "by the reference's standard deviation (Evidently's PSI uses equal-width bins, blind to "
+        "shifts of heavy-tailed inputs; see monitoring/drift.py). PSI per input is shown beside.",
     )
     num_threshold: float = Field(
-        0.2, gt=0, description="A numeric input drifts when its PSI is at or above this."
+        0.1, gt=0, description="A numeric input drifts when its method's score is at or above this."
     )
     cat_method: str = Field(
         "psi", description="Evidently drift method for categorical inputs (PSI over categories)."
     )
     cat_threshold: float = Field(
-        0.2, gt=0, description="A categorical input drifts when its PSI is at or above this."
+        0.2,
+        gt=0,
+        description="A categorical input drifts when its method's score is at or above this.",
     )
     score_method: str = Field(
         "psi", description="Evidently method for the model's score (ValueDrift on `score`)."
     )
     score_threshold: float = Field(
-        0.2, gt=0, description="The score drifts when its PSI is at or above this."
+        0.2, gt=0, description="The score drifts when its method's score is at or above this."
     )
     max_rows: int = Field(
         20_000,

@@ -8,10 +8,13 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlsd.registry import CHALLENGER, CHAMPION, ModelRegistry
 from pipeline.registration_gate import GatePolicy, GateVerdict, gate_verdict
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 # Pinned requirements recorded with every model: exact, so a served model installs what it was
@@ -78,6 +81,21 @@ def log_json(data: Any, name: str) -> None:
         path = Path(tmp) / name
         path.write_text(json.dumps(data, indent=2, default=str))
         mlflow.log_artifact(str(path))
+
+
+# Where a version's monitoring reference is logged (monitoring/reference.py reads the same path).
+REFERENCE_ARTIFACT_DIR = "reference"
+
+
+def log_reference(frame: pd.DataFrame) -> None:
+    """Log `frame` as the active run's `reference/reference.parquet`: the sample of its
+    training frame that monitoring judges live windows against."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "reference.parquet"
+        frame.to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), artifact_path=REFERENCE_ARTIFACT_DIR)
 
 
 def register_and_gate(

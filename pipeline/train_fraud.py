@@ -200,6 +200,19 @@ def _plots(ts: FraudTrainingSet, model: Any) -> None:
     log_figure(fig, "score_histogram")
 
 
+def monitoring_reference(ts: FraudTrainingSet, model: Any, rows: int) -> pd.DataFrame:
+    """A sample of the calibration and validation windows (at the true class ratio, unlike the
+    down-sampled training window) as the prediction log records them: the model's features,
+    the request's amount and country, this version's score and the label."""
+    later = ts.frame[ts.frame["window"].isin(["calibrate", "validate"])]
+    if len(later) > rows:
+        later = later.sample(rows, random_state=0)
+    reference = later[[*ts.features, "amount", "country"]].reset_index(drop=True)
+    reference["score"] = score(model, later, ts.features)
+    reference["label"] = later["is_fraud"].to_numpy()
+    return reference
+
+
 @task(name="register and gate", cache_policy=NO_CACHE)
 def register(
     settings: Settings,
@@ -214,7 +227,13 @@ def register(
     from mlflow.models import infer_signature
 
     from models.fraud import SKOPS_TRUSTED_TYPES
-    from pipeline.tracking import active_run_id, log_json, pinned_requirements, register_and_gate
+    from pipeline.tracking import (
+        active_run_id,
+        log_json,
+        log_reference,
+        pinned_requirements,
+        register_and_gate,
+    )
 
     cfg = settings.training.fraud
     name = settings.training.fraud_model_name
@@ -256,6 +275,7 @@ def register(
     }
     mlflow.log_metrics({**primary, **baselines})
     log_json({"features": ts.features, "checks": checks}, "training_set.json")
+    log_reference(monitoring_reference(ts, model, settings.monitoring.reference_rows))
     _plots(ts, model)
     example = val[ts.features].head(5)
     info = mlflow.sklearn.log_model(

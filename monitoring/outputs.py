@@ -1,0 +1,105 @@
+"""What each judged window leaves under `.mlsd/monitoring/`: an HTML report a person can open,
+a JSON summary (the verdict and each column's drift), and a snapshot in the local Evidently
+workspace (a project per product) that Evidently's own UI shows over time."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from monitoring.judge import Judgement
+from monitoring.verdict import WindowVerdict
+
+HISTORY_LIMIT = 50  # summaries read back for the trigger's history (N is far smaller)
+
+
+@dataclass(frozen=True)
+class WindowFiles:
+    summary: Path
+    html: Path | None
+    snapshot_id: str | None
+
+
+def product_dir(monitoring_dir: Path, product: str) -> Path:
+    return monitoring_dir / product
+
+
+def workspace_dir(monitoring_dir: Path) -> Path:
+    return monitoring_dir / "workspace"
+
+
+def summary_dict(j: Judgement, decision: dict[str, Any] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"verdict": j.verdict.as_dict()}
+    if j.drift is not None:
+        out["drift"] = [
+            {
+                "column": c.column,
+                "kind": c.kind,
+                "method": c.method,
+                "threshold": c.threshold,
+                "value": c.value,
+                "psi": c.psi,
+                "drifted": c.drifted,
+            }
+            for c in [*j.drift.columns, *([j.drift.score] if j.drift.score else [])]
+        ]
+        out["rows_compared"] = {"window": j.drift.rows_current, "reference": j.drift.rows_reference}
+    if decision is not None:
+        out["trigger"] = decision
+    return out
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".partial")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_window(
+    monitoring_dir: Path, j: Judgement, decision: dict[str, Any] | None
+) -> WindowFiles:
+    """Summary JSON always; HTML and workspace snapshot when Evidently ran."""
+    folder = product_dir(monitoring_dir, j.verdict.product) / "windows"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = folder / j.verdict.window_id
+    summary = stem.with_suffix(".json")
+    _write_atomic(summary, json.dumps(summary_dict(j, decision), indent=2, default=str))
+    html = snapshot_id = None
+    if j.drift is not None and j.drift.snapshot is not None:
+        html = stem.with_suffix(".html")
+        j.drift.snapshot.save_html(str(html))
+        snapshot_id = add_snapshot(monitoring_dir, j.verdict.product, j.drift.snapshot)
+    return WindowFiles(summary, html, snapshot_id)
+
+
+def add_snapshot(monitoring_dir: Path, product: str, snapshot: Any) -> str:
+    """Add the snapshot to the product's project in the local Evidently workspace."""
+    from evidently.ui.workspace import Workspace
+
+    ws = Workspace(str(workspace_dir(monitoring_dir)))
+    found = ws.search_project(f"mlsd {product}")
+    project = (
+        found[0]
+        if found
+        else ws.create_project(
+            f"mlsd {product}", description=f"Windows of the {product} model's prediction log"
+        )
+    )
+    ref = ws.add_run(project.id, snapshot)
+    return str(getattr(ref, "id", ref))
+
+
+def read_history(monitoring_dir: Path, product: str) -> list[WindowVerdict]:
+    """Verdicts of the product's latest windows, oldest first (by window end)."""
+    folder = product_dir(monitoring_dir, product) / "windows"
+    verdicts = []
+    for path in folder.glob("*.json") if folder.is_dir() else ():
+        try:
+            verdicts.append(WindowVerdict.from_dict(json.loads(path.read_text())["verdict"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a summary being written or from an older layout: not evidence
+    verdicts.sort(key=lambda v: (v.end, v.window_id))
+    return verdicts[-HISTORY_LIMIT:]

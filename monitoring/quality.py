@@ -1,0 +1,73 @@
+"""Great Expectations on a live window: is the data the model answered sane? A failure is a
+quality alert (a data defect upstream), which is not drift and never starts a retrain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+# A live amount beyond this many times the reference's largest is a unit error, not inflation
+# (amount-inflation multiplies by 1.8; schema-break's unit change by 100).
+AMOUNT_CEILING_FACTOR = 20.0
+# Share of rows an expectation tolerates before it fails (a stray row is not an incident).
+MOSTLY = 0.99
+
+
+@dataclass(frozen=True)
+class QualityResult:
+    success: bool
+    failed: tuple[str, ...]  # "column: what failed (n unexpected)"
+
+
+def _failure(r: Any) -> str:
+    """'column: what failed (n unexpected)', for people."""
+    config = r.expectation_config
+    column = config.kwargs.get("column", "") if config is not None else ""
+    what = config.type.removeprefix("expect_column_values_to_") if config is not None else "?"
+    return f"{column}: {what} ({r.result.get('unexpected_count', '?')} unexpected)"
+
+
+def check_window(
+    window: pd.DataFrame, inputs: list[str], reference: pd.DataFrame | None = None
+) -> QualityResult:
+    """Scores in [0, 1] and never null; every model input present and not null; amounts
+    positive and within a plausible ceiling of the reference's."""
+    import great_expectations as gx
+    import great_expectations.expectations as gxe
+
+    from mlsd.telemetry import silence_telemetry
+
+    silence_telemetry()
+    missing = [c for c in inputs if c not in window.columns]
+    context = gx.get_context(mode="ephemeral")
+    batch = (
+        context.data_sources.add_pandas("live")
+        .add_dataframe_asset("window")
+        .add_batch_definition_whole_dataframe("all")
+    )
+    suite = context.suites.add(gx.ExpectationSuite(name="live_window"))
+    suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column="score"))
+    suite.add_expectation(
+        gxe.ExpectColumnValuesToBeBetween(column="score", min_value=0.0, max_value=1.0)
+    )
+    for c in inputs:
+        if c not in missing:
+            suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=c, mostly=MOSTLY))
+    if "amount" in window.columns:
+        ceiling = None
+        if reference is not None and "amount" in reference.columns and len(reference):
+            ceiling = float(reference["amount"].max()) * AMOUNT_CEILING_FACTOR
+        suite.add_expectation(
+            gxe.ExpectColumnValuesToBeBetween(
+                column="amount", min_value=0.0, max_value=ceiling, mostly=MOSTLY
+            )
+        )
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name="live_window", data=batch, suite=suite)
+    )
+    result = definition.run(batch_parameters={"dataframe": window}, result_format="BASIC")
+    failed = [_failure(r) for r in result.results if not r.success]
+    failed += [f"{c}: missing from the logged inputs" for c in missing]
+    return QualityResult(success=not failed, failed=tuple(failed))

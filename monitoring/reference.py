@@ -1,0 +1,69 @@
+"""The reference a window is judged against: a sample of the serving champion's own training
+frame (model inputs as the prediction log records them, plus that version's scores), logged
+with the version as the MLflow artifact `reference/reference.parquet`."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+
+import pandas as pd
+
+ARTIFACT_DIR = "reference"
+ARTIFACT_PATH = f"{ARTIFACT_DIR}/reference.parquet"
+
+
+class ReferenceMissing(RuntimeError):
+    """No reference to judge a window against: nothing is decided, and the message says why."""
+
+
+@dataclass(frozen=True)
+class ChampionReference:
+    product: str
+    version: str
+    frame: pd.DataFrame
+    validation_pr_auc: float | None  # the version's own PR-AUC on its validation window
+    threshold: float | None  # fraud: the version's decision threshold
+
+
+def load_champion_reference(tracking_uri: str, product: str, model_name: str) -> ChampionReference:
+    """The serving champion's reference; ReferenceMissing (with the reason) when there is none."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from mlsd.registry import ModelRegistry
+
+    registry = ModelRegistry(tracking_uri)
+    version = registry.version_of(model_name, "champion")
+    if version is None:
+        raise ReferenceMissing(
+            f"{product}: no @champion version of model {model_name!r} in MLflow at "
+            f"{tracking_uri}: train one first (`mlsd train {product}`)"
+        )
+    mv = registry.client.get_model_version(model_name, version)
+    if not mv.run_id:
+        raise ReferenceMissing(f"{product}: champion v{version} has no MLflow run to read from")
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = mlflow.artifacts.download_artifacts(
+                run_id=mv.run_id,
+                artifact_path=ARTIFACT_PATH,
+                dst_path=tmp,
+                tracking_uri=tracking_uri,
+            )
+            frame = pd.read_parquet(local)
+    except (MlflowException, OSError) as err:
+        raise ReferenceMissing(
+            f"{product}: champion v{version} has no reference ({ARTIFACT_PATH} is not among the "
+            f"artifacts of run {mv.run_id}); it was trained before references were logged: "
+            f"retrain it (`mlsd train {product}`) to monitor it"
+        ) from err
+    metrics = registry.client.get_run(mv.run_id).data.metrics
+    threshold = mv.tags.get("threshold")
+    return ChampionReference(
+        product=product,
+        version=version,
+        frame=frame,
+        validation_pr_auc=metrics.get("pr_auc"),
+        threshold=float(threshold) if threshold else None,
+    )
