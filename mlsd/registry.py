@@ -55,6 +55,15 @@ class ModelRegistry:
         except MlflowException:
             return None
 
+    def version_exists(self, name: str, version: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_model_version(name, version)
+        except MlflowException:
+            return False
+        return True
+
     def aliases(self, name: str) -> dict[str, str]:
         from mlflow.exceptions import MlflowException
 

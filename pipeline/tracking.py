@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +40,46 @@ class RegistrationOutcome:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+_VERDICT_WORDS = {
+    "champion": "accepted as @champion",
+    "challenger": "accepted as @challenger",
+    "rejected": "REFUSED by the registration gate (no alias moved)",
+}
+
+
+def verdict_line(model_name: str, version: str, decision: str, reasons: Sequence[str]) -> str:
+    """The gate's verdict in one sentence, as the registry, the flow run and the CLI show it."""
+    return f"{model_name} v{version}: {_VERDICT_WORDS[decision]}: {'; '.join(reasons)}"
+
+
+def verdict_state(outcome: dict[str, Any]) -> Any:
+    """The training flow's final state, carrying the outcome: a refused model ends the flow run
+    in a state named "Refused" (type COMPLETED: the flow did its job) with the verdict as its
+    message, and every run gets a markdown artifact with the verdict and metrics, so the
+    Prefect UI tells a refusal from a success at a glance."""
+    import re
+
+    from prefect.artifacts import create_markdown_artifact
+    from prefect.states import Completed
+
+    line = verdict_line(
+        outcome["model_name"], outcome["version"], outcome["decision"], outcome["reasons"]
+    )
+    champion = outcome.get("champion_metrics") or {}
+    rows = "\n".join(
+        f"| {k} | {v:.4f} | {'' if k not in champion else f'{champion[k]:.4f}'} |"
+        for k, v in outcome["metrics"].items()
+    )
+    create_markdown_artifact(
+        key=re.sub(r"[^a-z0-9-]+", "-", f"{outcome['model_name']}-registration-verdict".lower()),
+        markdown=f"**{line}**\n\n| metric | this version | champion, same window |\n"
+        f"| --- | --- | --- |\n{rows}\n",
+        description=line[:500],
+    )
+    name = "Refused" if outcome["decision"] == "rejected" else "Completed"
+    return Completed(name=name, message=line[:1000], data=outcome)
 
 
 def start_run(tracking_uri: str, experiment: str, run_name: str, tags: dict[str, str]) -> Any:
@@ -147,6 +187,13 @@ def register_and_gate(
     elif verdict.decision == "challenger":
         registry.move_alias(model_name, CHALLENGER, version, verdict.reasons[0])
     mlflow.set_tags({"gate.decision": verdict.decision, "registered.version": version})
+    # Every attempt is registered, so the newest version may be a refused one: say so where the
+    # registry's UI shows a version first.
+    client.update_model_version(
+        model_name,
+        version,
+        description=verdict_line(model_name, version, verdict.decision, verdict.reasons),
+    )
     return RegistrationOutcome(
         model_name=model_name,
         version=version,

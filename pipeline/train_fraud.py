@@ -333,7 +333,7 @@ def train_fraud(
 ) -> dict[str, Any]:
     """Train, evaluate, register and gate a fraud model on the offline store as of `as_of`."""
 
-    from pipeline.tracking import start_run
+    from pipeline.tracking import start_run, verdict_state
 
     settings = Settings()
     uri = tracking_uri or settings.mlflow_tracking_uri
@@ -353,4 +353,5 @@ def train_fraud(
     logger.info(
         "v%s: %s (%s)", outcome["version"], outcome["decision"], "; ".join(outcome["reasons"])
     )
-    return outcome
+    # The flow run's state says refused or accepted; the caller still gets the outcome dict.
+    return verdict_state(outcome)

@@ -40,6 +40,20 @@ class AdminError(RuntimeError):
     def __init__(self, method: str, path: str, status_code: int, text: str) -> None:
         super().__init__(f"{method} {path}: {status_code} {text[:300]}")
         self.status_code = status_code
+        self.detail = _detail(text)
+
+
+def _detail(text: str) -> str:
+    """The router's reason from an error body ({"detail": ...}), else the body itself."""
+    import json
+
+    try:
+        detail = json.loads(text).get("detail", text)
+    except (ValueError, AttributeError):
+        return text[:300]
+    if isinstance(detail, list):  # a 422: one entry per field
+        return "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" for d in detail)
+    return str(detail)[:300]
 
 
 class AdminClient:

@@ -18,11 +18,11 @@ class WorldName(StrEnum):
 def simulate(
     world: WorldName = typer.Argument(..., help="Which world to simulate."),
     days: int | None = typer.Option(
-        None, "--days", min=1, help="Days to simulate [default: simulator.days]."
+        None, "--days", min=1, help="Days to simulate (default: simulator.days)."
     ),
-    seed: int | None = typer.Option(None, "--seed", help="Seed [default: simulator.seed]."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed (default: simulator.seed)."),
     start: dt.datetime | None = typer.Option(
-        None, "--start", formats=["%Y-%m-%d"], help="First day [default: simulator.start_date]."
+        None, "--start", formats=["%Y-%m-%d"], help="First day (default: simulator.start_date)."
     ),
     scenario: str | None = typer.Option(
         None, "--scenario", help="Drift scenario (see `mlsd scenarios`)."
@@ -76,7 +76,7 @@ def scenarios() -> None:
 
 
 def ingest(
-    world: WorldName | None = typer.Option(None, "--world", help="Only this world [default: all]."),
+    world: WorldName | None = typer.Option(None, "--world", help="Only this world (default: all)."),
 ) -> None:
     """Validate every landed batch (Great Expectations); accept it into the offline store or quarantine it."""
     from rich.progress import Progress

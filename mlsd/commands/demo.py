@@ -15,7 +15,7 @@ from mlsd.console import console
 
 def demo(
     days: int | None = typer.Option(
-        None, "--days", min=27, help="Clean days per world [default: simulator.days]."
+        None, "--days", min=27, help="Clean days per world (default: simulator.days)."
     ),
     keep_up: bool = typer.Option(False, "--keep-up", help="Leave the stack running at the end."),
     data_only: bool = typer.Option(

@@ -22,7 +22,7 @@ class WorldName(StrEnum):
 
 @app.command("build")
 def build(
-    world: WorldName | None = typer.Option(None, "--world", help="Only this world [default: all]."),
+    world: WorldName | None = typer.Option(None, "--world", help="Only this world (default: all)."),
 ) -> None:
     """Compute every feature table from the offline store (point-in-time exact, one row per change)."""
     from rich.table import Table
@@ -103,10 +103,10 @@ def materialize(
         None,
         "--end",
         formats=["%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"],
-        help="Load rows up to this UTC time [default: each world's clock, its latest event].",
+        help="Load rows up to this UTC time (default: each world's clock, its latest event).",
     ),
     view: list[str] | None = typer.Option(
-        None, "--view", help="Only these feature views [default: all]."
+        None, "--view", help="Only these feature views (default: all)."
     ),
 ) -> None:
     """Load new feature rows into the online store, continuing from the last run (incremental)."""

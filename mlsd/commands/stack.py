@@ -1,20 +1,15 @@
-"""`mlsd up`, `mlsd status`, `mlsd down`: the local stack in the background, watched and restarted."""
+"""`mlsd up`, `mlsd down`: the local stack in the background, watched and restarted."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import typer
 
-from mlsd.console import console
+from mlsd.console import EXIT_CODES_HELP, ExitCode, console, fail
 
 if TYPE_CHECKING:
-    from rich.console import RenderableType
-
     from mlsd.settings import Settings
-    from mlsd.stack import ComponentStatus
 
 
 def up(
@@ -30,15 +25,13 @@ def up(
 
     settings = Settings()
     if settings.profile == "k8s":
-        console.print("[red]error:[/red] profile k8s runs on a cluster: use `make kind-up`.")
-        raise typer.Exit(2)
+        fail("profile k8s runs on a cluster: use `make kind-up`.")
     components = stack_components(settings)
     try:
         if only:
             components = with_dependencies(components, only)
     except StackError as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from err
+        fail(str(err))
     supervisor = Supervisor.from_settings(settings)
     records: list[Any] = []
     trained: list[str] = []
@@ -51,10 +44,9 @@ def up(
             if serving:
                 records += _start(supervisor, serving, "loading the champions")
     except StackError as err:
-        console.print(f"[red]error:[/red] {err}")
         if records:
             supervisor.ensure_watchdog()  # what did start stays up, and is watched
-        raise typer.Exit(1) from err
+        fail(str(err), ExitCode.FAILED)
     if not only and (shadows := shadow_components(settings, trained)):
         try:
             records += _start(supervisor, shadows, "shadow servers")
@@ -67,11 +59,17 @@ def up(
     for record in records:
         console.print(f"[green]{record.name}[/green] {record.component.url or ''}")
     console.print(
-        f"watchdog pid {watchdog.pid} restarts crashed components (logs: {supervisor.logs_dir})"
+        f"watchdog pid {watchdog.pid} restarts crashed components (logs: {supervisor.logs_dir})",
+        soft_wrap=True,
     )
+    # One unbroken line whatever the terminal's width: pasted, it must set both variables.
+    console.print("clients (paste into your shell):")
     console.print(
-        f"clients: export MLFLOW_TRACKING_URI={settings.mlflow_tracking_uri} "
-        f"PREFECT_API_URL={settings.prefect_api_url}"
+        f"export MLFLOW_TRACKING_URI={settings.mlflow_tracking_uri} "
+        f"PREFECT_API_URL={settings.prefect_api_url}",
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
     )
 
 
@@ -114,187 +112,6 @@ def down() -> None:
         console.print(f"{name}: {what}")
 
 
-# ---- status ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StatusSection:
-    """One block of `mlsd status`: data for --json, and how to show that data as a table.
-
-    Later parts of the lab (model versions and aliases, traffic split) add a section to
-    STATUS_SECTIONS below; `collect` gets the settings and the component rows, returns
-    JSON-able data (None to leave the section out), and `render` draws it.
-    """
-
-    key: str
-    collect: Callable[[Settings, list[ComponentStatus]], Any]
-    render: Callable[[Any], RenderableType]
-
-
-def human_bytes(n: int) -> str:
-    """1536 -> '1.5 KiB'."""
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
-
-
-def human_duration(seconds: float | None) -> str:
-    """3725 -> '1h02m'; None -> '-'."""
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
-_STATE_COLOURS = {"healthy": "green", "running": "green", "restarting": "yellow"}
-
-
-def _collect_components(_settings: Settings, rows: list[ComponentStatus]) -> list[dict[str, Any]]:
-    return [
-        {
-            "name": r.name,
-            "state": r.state,
-            "pid": r.pid,
-            "port": r.port,
-            "url": r.url,
-            "uptime_seconds": None if r.uptime_seconds is None else round(r.uptime_seconds, 1),
-            "restarts": r.restarts,
-            "rss_bytes": r.rss_bytes,
-            "log_file": str(r.log_file),
-        }
-        for r in rows
-    ]
-
-
-def _render_components(data: list[dict[str, Any]]) -> RenderableType:
-    from rich.table import Table
-
-    table = Table(title="local stack")
-    for column in (
-        "component",
-        "pid",
-        "port",
-        "health",
-        "uptime",
-        "restarts",
-        "memory (RSS)",
-        "url",
-    ):
-        table.add_column(column)
-    for row in data:
-        colour = _STATE_COLOURS.get(row["state"], "red")
-        table.add_row(
-            row["name"],
-            str(row["pid"] or "-"),
-            str(row["port"] or "-"),
-            f"[{colour}]{row['state']}[/{colour}]",
-            human_duration(row["uptime_seconds"]),
-            str(row["restarts"]),
-            human_bytes(row["rss_bytes"]) if row["pid"] else "-",
-            row["url"] or "",
-        )
-    return table
-
-
-def _healthy(rows: list[ComponentStatus], name: str) -> bool:
-    return any(r.name == name and r.state == "healthy" for r in rows)
-
-
-def _collect_models(settings: Settings, rows: list[ComponentStatus]) -> Any:
-    """Aliases of each registered model, and its latest alias moves, from the lab's MLflow."""
-    if not _healthy(rows, "mlflow"):
-        return None
-    from mlsd.registry import ModelRegistry
-
-    registry = ModelRegistry(settings.mlflow_tracking_uri)
-    return {name: registry.describe(name) for name in settings.training.model_names().values()}
-
-
-def _render_models(data: Any) -> RenderableType:
-    from rich.table import Table
-
-    table = Table(title="registry (MLflow)")
-    for column in ("model", "aliases", "last alias moves"):
-        table.add_column(column, overflow="fold")
-    for name, info in data.items():
-        aliases = ", ".join(f"@{a}=v{v}" for a, v in sorted(info["aliases"].items())) or "-"
-        moves = "\n".join(
-            f"{e['at'][5:16]} @{e['alias']} -> {('v' + e['version']) if e['version'] else '(removed)'}"
-            for e in info["history"][-3:]
-        )
-        table.add_row(name, aliases, moves or "-")
-    return table
-
-
-def _collect_routing(settings: Settings, rows: list[ComponentStatus]) -> Any:
-    """The router's view: which version serves each product, and any split, shadow or canary."""
-    if not _healthy(rows, "router"):
-        return None
-    from serving.admin import AdminClient
-
-    try:
-        return AdminClient.for_lab(settings).call("GET", "/admin/status")
-    except Exception as err:
-        return {"error": str(err)[:200]}
-
-
-def _render_routing(data: Any) -> RenderableType:
-    import json
-
-    from rich.syntax import Syntax
-
-    return Syntax(json.dumps(data, indent=1, default=str)[:4000], "json", theme="ansi_dark")
-
-
-STATUS_SECTIONS: list[StatusSection] = [
-    StatusSection("components", _collect_components, _render_components),
-    StatusSection("models", _collect_models, _render_models),
-    StatusSection("routing", _collect_routing, _render_routing),
-]
-
-
-def status(
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
-) -> None:
-    """Show what the local stack runs: health, uptime, restarts and memory per component."""
-    from mlsd.settings import Settings
-    from mlsd.stack import Supervisor
-
-    settings = Settings()
-    supervisor = Supervisor.from_settings(settings)
-    rows = supervisor.status()
-    watchdog = supervisor.watchdog_record()
-    watchdog_pid = watchdog.pid if watchdog is not None and supervisor.is_up(watchdog) else None
-    data: dict[str, Any] = {"watchdog_pid": watchdog_pid}
-    for section in STATUS_SECTIONS:
-        collected = section.collect(settings, rows)
-        if collected is not None:
-            data[section.key] = collected
-    if as_json:
-        console.print_json(data=data)
-        return
-    if not rows:
-        console.print("the local stack is not running: `mlsd up` starts it")
-        return
-    for section in STATUS_SECTIONS:
-        if section.key in data:
-            console.print(section.render(data[section.key]))
-    if watchdog_pid is None:
-        console.print("[yellow]watchdog not running[/yellow]: crashed components stay down")
-    else:
-        console.print(f"watchdog pid {watchdog_pid}; logs in {supervisor.logs_dir}")
-
-
 def register(app: typer.Typer) -> None:
-    app.command("up")(up)
-    app.command("down")(down)
-    app.command("status")(status)
+    app.command("up", epilog=EXIT_CODES_HELP)(up)
+    app.command("down", epilog=EXIT_CODES_HELP)(down)

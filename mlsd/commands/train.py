@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from mlsd.console import console
+from mlsd.console import EXIT_CODES_HELP, ExitCode, console, fail, table
 
 
 class ModelName(StrEnum):
@@ -30,35 +30,31 @@ def train(
     seed: int = typer.Option(0, "--seed", help="Seed of sampling and model fitting."),
 ) -> None:
     """Train, evaluate, register and gate a model (a Prefect flow run and an MLflow run)."""
-    import os
-
-    from mlsd.netutil import http_ok
+    from mlsd.commands.lab_servers import use_lab_servers
     from mlsd.settings import Settings
 
     settings = Settings()
-    if not http_ok(f"{settings.mlflow_tracking_uri}/health"):
-        console.print(
-            f"[red]error:[/red] no MLflow at {settings.mlflow_tracking_uri}: start the stack with `mlsd up`"
-        )
-        raise typer.Exit(2)
-    # Flow runs go to the lab's Prefect server when it runs (they show in its UI).
-    if http_ok(f"{settings.prefect_api_url}/health"):
-        os.environ.setdefault("PREFECT_API_URL", settings.prefect_api_url)
+    # Flow runs go to the lab's Prefect server (they show in its UI), versions to its MLflow.
+    use_lab_servers(settings)
     parameters: dict[str, object] = {"seed": seed}
     if shuffle_labels:
         if model is not ModelName.fraud:
-            raise typer.BadParameter("--shuffle-labels applies to the fraud model only")
+            fail("--shuffle-labels applies to the fraud model only")
         parameters["shuffle_labels"] = True
     if via_deployment:
         from prefect.deployments import run_deployment
 
         from pipeline.deployments import DEPLOYMENT_NAMES
 
-        os.environ.setdefault("PREFECT_API_URL", settings.prefect_api_url)
         with console.status(f"running deployment {DEPLOYMENT_NAMES[model]}"):
             run: Any = run_deployment(DEPLOYMENT_NAMES[model], parameters=parameters, timeout=1800)
-        console.print(f"flow run {run.name}: {run.state.name if run.state else 'unknown'}")
-        raise typer.Exit(0 if run.state and run.state.is_completed() else 1)
+        state = run.state
+        console.print(f"flow run {run.name}: {state.name if state else 'unknown'}")
+        if state is None or not state.is_completed():
+            fail(f"flow run {run.name} ended {state.name if state else 'unknown'}", ExitCode.FAILED)
+        if state.name == "Refused":
+            fail(f"{model.value}: {state.message}", ExitCode.MODEL_REFUSED)
+        return
     if model is ModelName.fraud:
         from pipeline.train_fraud import train_fraud
 
@@ -69,23 +65,37 @@ def train(
         outcome = train_recsys(**parameters)  # type: ignore[call-overload]
     print_outcome(outcome)
     if outcome["decision"] == "rejected":
-        raise typer.Exit(3)
+        raise typer.Exit(ExitCode.MODEL_REFUSED)
 
 
 def print_outcome(outcome: dict) -> None:
-    colour = {"champion": "green", "challenger": "cyan", "rejected": "red"}[outcome["decision"]]
+    """The metrics as a table, then the verdict as the last line (what a person reads)."""
+    champion = outcome.get("champion_metrics") or {}
+    names = [k for k in outcome["metrics"] if not k.startswith("retrieval_recall_at_")]
     console.print(
-        f"[bold]{outcome['model_name']} v{outcome['version']}[/bold]: [{colour}]{outcome['decision']}[/{colour}]"
-        f" — {'; '.join(outcome['reasons'])}"
+        table(
+            f"{outcome['model_name']} v{outcome['version']}: metrics on the validation window",
+            ["metric", "this version", "champion (same window)"],
+            [
+                (k, f"{outcome['metrics'][k]:.4f}", f"{champion[k]:.4f}" if k in champion else None)
+                for k in names
+            ],
+        )
     )
-    shown = {
-        k: round(v, 4)
-        for k, v in outcome["metrics"].items()
-        if not k.startswith("retrieval_recall_at_")
-    }
-    console.print(shown)
-    console.print(f"aliases now: {outcome['aliases_after']}")
+    aliases = ", ".join(f"@{a} = v{v}" for a, v in sorted(outcome["aliases_after"].items()))
+    console.print(f"aliases now: {aliases or 'none'}")
+    decision = outcome["decision"]
+    what = {
+        "champion": "[green]accepted as @champion[/green]",
+        "challenger": "[cyan]accepted as @challenger[/cyan]",
+        "rejected": "[red]REFUSED by the registration gate[/red] (no alias moved)",
+    }[decision]
+    console.print(
+        f"[bold]{outcome['model_name']} v{outcome['version']}[/bold]: {what}: "
+        f"{'; '.join(outcome['reasons'])}",
+        soft_wrap=True,
+    )
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train")(train)
+    app.command("train", epilog=EXIT_CODES_HELP)(train)

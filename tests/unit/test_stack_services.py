@@ -11,6 +11,7 @@ import typer
 from typer.testing import CliRunner
 
 from mlsd.commands import stack as stack_cmd
+from mlsd.commands import status as status_cmd
 from mlsd.settings import MlflowSettings, PrefectSettings, Settings
 from mlsd.stack.processes import component_env
 from mlsd.stack.services import mlflow_component, prefect_component, stack_components
@@ -82,19 +83,10 @@ def test_stack_state_lives_under_the_data_dir(tmp_path):
         assert path.is_relative_to(s.data_dir)
 
 
-def test_human_formats():
-    assert stack_cmd.human_bytes(512) == "512 B"
-    assert stack_cmd.human_bytes(1536) == "1.5 KiB"
-    assert stack_cmd.human_bytes(3 * 2**30) == "3.0 GiB"
-    assert stack_cmd.human_duration(None) == "-"
-    assert stack_cmd.human_duration(42) == "42s"
-    assert stack_cmd.human_duration(3725) == "1h02m"
-    assert stack_cmd.human_duration(90000) == "1d01h"
-
-
 def cli() -> typer.Typer:
     app = typer.Typer()
     stack_cmd.register(app)
+    status_cmd.register(app)
     return app
 
 
