@@ -137,7 +137,10 @@ def test_a_model_trained_on_shuffled_labels_is_refused_and_no_alias_moves(traine
     registry = ModelRegistry(trained_lab.tracking_uri)
     name = trained_lab.fraud_model_name
     before = registry.aliases(name)
-    outcome = train_fraud(seed=2, shuffle_labels=True, tracking_uri=trained_lab.tracking_uri)
+    state = train_fraud(
+        seed=2, shuffle_labels=True, tracking_uri=trained_lab.tracking_uri, return_state=True
+    )
+    outcome = state.result()
     champion = before[CHAMPION]
     champion_pr_auc = float(
         registry.version_tags(name, outcome["version"])[f"gate.champion_v{champion}.pr_auc"]
@@ -157,6 +160,13 @@ def test_a_model_trained_on_shuffled_labels_is_refused_and_no_alias_moves(traine
     # Refused, yet recorded: the version exists with the reason on it.
     tags = registry.version_tags(name, outcome["version"])
     assert tags["gate.decision"] == "rejected"
+    # ...and the refusal shows where people look: the flow run's state and the registry's
+    # description of the version (it is MLflow's "latest version" all the same).
+    assert state.name == "Refused" and state.is_completed()
+    assert f"v{outcome['version']}: REFUSED" in (state.message or "")
+    description = registry.client.get_model_version(name, outcome["version"]).description
+    assert description.startswith(f"{name} v{outcome['version']}: REFUSED by the registration gate")
+    assert "below the floor" in description
 
 
 def test_a_failed_flow_leaves_every_alias_as_it_was(trained_lab):
