@@ -13,6 +13,7 @@ from mlsd.commands import data as data_cmd
 from mlsd.commands import demo as demo_cmd
 from mlsd.commands import experiment as experiment_cmd
 from mlsd.commands import features as features_cmd
+from mlsd.commands import rehearse as rehearse_cmd
 from mlsd.commands import rollout as rollout_cmd
 from mlsd.commands import stack as stack_cmd
 from mlsd.commands import status as status_cmd
@@ -56,6 +57,7 @@ demo_cmd.register(app)
 walk_cmd.register(app)
 capacity_cmd.register(app)
 experiment_cmd.register(app)
+rehearse_cmd.register(app)
 
 
 if __name__ == "__main__":
