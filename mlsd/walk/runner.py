@@ -81,19 +81,32 @@ def failure_report(walkthrough: Walkthrough, result: StepResult) -> str:
     return "\n".join(lines)
 
 
+_PROGRAM = re.compile(r"(^|[;&|(]\s*)(mlsd|python)(?=\s|$)")
+
+
 def command_line(run: str) -> str:
-    """The step's shell command with a leading `mlsd` made this environment's own CLI, so a
-    step runs the same code whether or not the virtualenv is activated."""
-    if run == "mlsd" or run.startswith("mlsd "):
-        cli = f"{shlex.quote(sys.executable)} -m mlsd.cli"
-        return cli + run[len("mlsd") :]
-    return run
+    """The step's shell command with each `mlsd` (and `python`) that starts a command made this
+    environment's own, so a step runs the same code whether or not the virtualenv is active."""
+    python = shlex.quote(sys.executable)
+
+    def own(match: re.Match[str]) -> str:
+        program = f"{python} -m mlsd.cli" if match.group(2) == "mlsd" else python
+        return match.group(1) + program
+
+    return _PROGRAM.sub(own, run)
 
 
 def step_env() -> dict[str, str]:
+    """The environment a step runs in: this lab's settings, telemetry off, and the addresses a
+    step's command may quote: $ROUTER, $MLFLOW, $PREFECT (the UIs and APIs of this lab)."""
+    from mlsd.settings import Settings
     from mlsd.telemetry import TELEMETRY_OFF
 
+    settings = Settings()
     env = {**os.environ, **TELEMETRY_OFF}
+    env["ROUTER"] = f"http://{settings.client_host}:{settings.router.port}"
+    env["MLFLOW"] = settings.mlflow_tracking_uri
+    env["PREFECT"] = settings.prefect_api_url.removesuffix("/api")
     # Wide enough that a table's row stays on one line for the expectations to read.
     env.setdefault("COLUMNS", "200")
     env["NO_COLOR"] = "1"

@@ -1,0 +1,140 @@
+"""Live traffic for a walkthrough step: `python -m mlsd.walk.traffic fraud|recsys --n N
+--rate R [--labels]` sends the simulated world's requests (`simulator.live`) to the router at an
+open-loop rate and prints what came back; `--labels` then posts each fraud request's label
+(the world's chargeback truth) to /v1/feedback, as late labels would arrive."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import time
+from collections import Counter
+from typing import Any
+
+import httpx
+import numpy as np
+
+from mlsd.settings import Settings
+
+
+def fraud_bodies(settings: Settings, n: int, seed: int) -> tuple[list[dict[str, Any]], list[int]]:
+    """`n` transactions of the day after the landed data, with whether each was fraud."""
+    from simulator.landing import simulate_frames
+
+    day = settings.simulator.start_date + dt.timedelta(days=settings.simulator.days)
+    frames = simulate_frames(settings, "fraud", days=1, seed=settings.simulator.seed, start=day)
+    tx = frames["transactions"].merge(frames["truth"], on="transaction_id", how="left")
+    tx = tx.sample(n=min(n, len(tx)), random_state=seed).sort_values("event_timestamp")
+    bodies = [
+        {
+            "card_id": r.card_id,
+            "merchant_id": r.merchant_id,
+            "amount": float(r.amount),
+            "country": r.country,
+            "device_id": r.device_id,
+            "timestamp": r.event_timestamp.isoformat(),
+        }
+        for r in tx.itertuples()
+    ]
+    return bodies, [int(bool(v)) for v in tx["is_fraud"].fillna(False)]
+
+
+async def send_all(url: str, bodies: list[dict[str, Any]], rate: float) -> list[dict[str, Any]]:
+    """POST each body at `rate` per second (arrivals do not wait for answers); one result each,
+    in the bodies' order."""
+    results: list[dict[str, Any]] = [{} for _ in bodies]
+    async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
+
+        async def one(i: int, body: dict[str, Any]) -> None:
+            started = time.perf_counter()
+            try:
+                response = await client.post(url, json=body)
+            except httpx.HTTPError as err:
+                results[i] = {"status": type(err).__name__}
+                return
+            payload = response.json() if response.status_code == 200 else {}
+            results[i] = {
+                "status": response.status_code,
+                "ms": (time.perf_counter() - started) * 1000,
+                **payload,
+            }
+
+        begun = time.perf_counter()
+        tasks = []
+        for i, body in enumerate(bodies):
+            delay = begun + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i, body)))
+        await asyncio.gather(*tasks)
+    return results
+
+
+async def post_labels(base: str, results: list[dict[str, Any]], labels: list[int]) -> int:
+    joined = 0
+    async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
+        for result, label in zip(results, labels, strict=True):
+            if "request_id" not in result:
+                continue
+            body = {"request_id": result["request_id"], "product": "fraud", "label": label}
+            response = await client.post(f"{base}/v1/feedback", json=body)
+            joined += response.status_code == 200
+    return joined
+
+
+def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = [r for r in results if r.get("status") == 200]
+    latencies = np.array([r["ms"] for r in ok]) if ok else np.array([np.nan])
+    return {
+        "sent": len(results),
+        "ok": len(ok),
+        "errors": dict(Counter(str(r.get("status")) for r in results if r.get("status") != 200)),
+        "degraded": sum(bool(r.get("degraded")) for r in ok),
+        "p50_ms": float(np.nanpercentile(latencies, 50)),
+        "p99_ms": float(np.nanpercentile(latencies, 99)),
+        "arms": dict(Counter(str(r.get("arm")) for r in ok)),
+        "answered_by": dict(Counter(str(r.get("model_version")) for r in ok)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mlsd.walk.traffic", description=__doc__)
+    parser.add_argument("product", choices=["fraud", "recsys"])
+    parser.add_argument("--n", type=int, default=200, help="requests to send")
+    parser.add_argument("--rate", type=float, default=100.0, help="requests per second")
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--labels", action="store_true", help="post fraud labels afterwards")
+    args = parser.parse_args(argv)
+    if args.n <= 0 or args.rate <= 0:
+        parser.error("--n and --rate must be positive")
+    settings = Settings()
+    base = f"http://{settings.client_host}:{settings.router.port}"
+    labels: list[int] = []
+    if args.product == "fraud":
+        bodies, labels = fraud_bodies(settings, args.n, args.seed)
+        url = f"{base}/v1/fraud/score"
+    else:
+        from simulator.live import recs_requests
+
+        bodies, url = recs_requests(settings, args.n, args.seed), f"{base}/v1/recs"
+    results = asyncio.run(send_all(url, bodies, args.rate))
+    s = summary(results)
+    print(
+        f"{args.product}: sent {s['sent']} at {args.rate:g} req/s, ok {s['ok']}, "
+        f"errors {s['errors'] or 0}, degraded {s['degraded']}"
+    )
+    print(f"latency (client side): p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms")
+    print("arms: " + ", ".join(f"{k} {v}" for k, v in sorted(s["arms"].items())))
+    print("answered by: " + ", ".join(f"{k} {v}" for k, v in sorted(s["answered_by"].items())))
+    if args.product == "fraud":
+        blocked = sum(r.get("decision") == "block" for r in results)
+        print(f"blocked {blocked} of {s['ok']}; frauds in the sample (world truth) {sum(labels)}")
+        if args.labels:
+            joined = asyncio.run(post_labels(base, results, labels))
+            print(f"labels joined to the prediction log: {joined}")
+    return 0 if s["ok"] == s["sent"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
