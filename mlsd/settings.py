@@ -606,6 +606,12 @@ class RouterSettings(_Section):
         description="Rows waiting for the log writer; beyond this rows are dropped and counted "
         "(the writer is down or far behind).",
     )
+    log_journal: bool = Field(
+        True,
+        description="Append each logged row to a local journal before its answer leaves, and "
+        "replay it at start: a killed router (SIGKILL, OOM) then loses no acknowledged row. "
+        "Off: a kill loses the rows still queued (up to one flush interval's).",
+    )
     prediction_log: SqlitePredictionLogSettings | PostgresPredictionLogSettings = Field(
         default_factory=SqlitePredictionLogSettings,
         discriminator="type",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from mlsd.settings import Settings, SqlitePredictionLogSettings
 from serving.prediction_log.base import PredictionLog
+from serving.prediction_log.journal import Journal
 from serving.prediction_log.postgres import PostgresPredictionLog
 from serving.prediction_log.records import (
     Feedback,
@@ -31,6 +32,7 @@ from serving.prediction_log.writer import PredictionLogWriter, WriterStats
 __all__ = [
     "Feedback",
     "JoinResult",
+    "Journal",
     "LoggedPrediction",
     "PostgresPredictionLog",
     "PredictionLog",

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from serving.prediction_log.base import PredictionLog
+from serving.prediction_log.journal import Journal
 from serving.prediction_log.records import Feedback, JoinResult, PredictionRecord
 
 log = logging.getLogger("serving.prediction_log")
@@ -24,6 +25,7 @@ class WriterStats:
     dropped: int = 0  # the queue was full (the log is down or far behind)
     failed: int = 0  # a batch the log refused, after retries
     batches: int = 0
+    recovered: int = 0  # rows a killed run had journaled, replayed into the log at start
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -44,7 +46,8 @@ class PredictionLogWriter:
     when `batch_size` rows wait or `flush_interval_s` after the first. Labels and flushes travel
     in the same queue, so a label is joined only after every row submitted before it is written.
     `close` writes everything submitted before it: an acknowledged answer's row is never lost
-    to a graceful stop."""
+    to a graceful stop. With a `journal`, nor to a kill: each row is journaled as it is queued,
+    and `recover` (before `start`) writes what a killed run left there."""
 
     def __init__(
         self,
@@ -53,6 +56,7 @@ class PredictionLogWriter:
         flush_interval_s: float,
         max_pending: int,
         retries: int = 3,
+        journal: Journal | None = None,
     ) -> None:
         self.log = log
         self.batch_size = batch_size
@@ -63,8 +67,30 @@ class PredictionLogWriter:
         self._batch_ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self.journal = journal
+
+    async def recover(self) -> int:
+        """Write the rows a previous (killed) run journaled; how many. Kept on disk for the next
+        start if the log refuses them (rewriting a row is harmless: same key, same values)."""
+        if self.journal is None:
+            return 0
+        segments = self.journal.segments()
+        records = await asyncio.to_thread(self.journal.recover)
+        try:
+            for start in range(0, len(records), self.batch_size):
+                await self.log.write_many(records[start : start + self.batch_size])
+        except Exception:
+            log.exception("journaled rows not replayed (kept for the next start)")
+            return 0
+        self.journal.discard(segments)
+        self.stats.recovered += len(records)
+        if records:
+            log.warning("replayed %d journaled prediction rows a stopped run left", len(records))
+        return len(records)
 
     def start(self) -> None:
+        if self.journal is not None:
+            self.journal.open()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="prediction-log")
 
     @property
@@ -81,6 +107,8 @@ class PredictionLogWriter:
         except asyncio.QueueFull:
             self.stats.dropped += 1
             return False
+        if self.journal is not None:
+            self.journal.append(record)
         self.stats.submitted += 1
         if self._queue.qsize() >= self.batch_size:
             self._batch_ready.set()
@@ -113,6 +141,10 @@ class PredictionLogWriter:
             await self._queue.put(_STOP)
             self._batch_ready.set()
             await self._task
+        if self.journal is not None:
+            self.journal.close()
+            if self.stats.failed == 0:  # every row submitted is written
+                self.journal.discard(self.journal.segments())
         await self.log.close()
 
     async def _run(self) -> None:
@@ -129,8 +161,15 @@ class PredictionLogWriter:
                     items.append(self._queue.get_nowait())
                 except asyncio.QueueEmpty:
                     break
+            # Every row queued so far is in `items` (no await since the queue emptied): the
+            # journal's current segment holds nothing else still to write.
+            journal = self.journal
+            sealed = journal.seal() if journal is not None and self._queue.empty() else None
+            failed = self.stats.failed
             if not await self._process(items):
                 return
+            if journal is not None and sealed is not None and self.stats.failed == failed:
+                journal.discard([sealed])
 
     async def _process(self, items: list[Any]) -> bool:
         """Write rows in order, running commands where they stand; False after the stop marker."""

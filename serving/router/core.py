@@ -33,6 +33,7 @@ from serving.prediction_log import (
     PredictionRecord,
     open_prediction_log,
 )
+from serving.prediction_log.journal import Journal
 from serving.router.control import RoutingControl
 from serving.router.discovery import PopularityRefresh, RegistryLink, discover_models
 from serving.router.mapping import (
@@ -105,7 +106,11 @@ class Router:
             batch_size=self.config.log_batch_size,
             flush_interval_s=self.config.log_flush_ms / 1000,
             max_pending=self.config.log_queue_size,
+            journal=Journal(router_dir(self.settings) / "prediction-journal")
+            if self.config.log_journal
+            else None,
         )
+        await self.writer.recover()
         self.writer.start()
         self.shadow.start()
         self.features.warm()

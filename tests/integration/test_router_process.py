@@ -359,11 +359,9 @@ def test_killing_the_upstream_mid_traffic_gives_degraded_answers_not_errors(worl
     assert all(len(r.json()["items"]) == 5 for r in recs_after)
 
 
-def test_sigterm_mid_traffic_loses_no_acknowledged_row(world: World):
-    # A long flush interval and a big batch: almost every row is still in memory at the stop.
-    router = world.router(log_flush_ms="60000", log_batch_size="100000")
-    before_sigterm = 300  # rows acknowledged before the signal
-    data_dir = Path(router.log_path).parent
+def traffic_until_signal(router: Proc, sig: int, before_signal: int) -> list[str]:
+    """Fraud requests from 16 clients until `before_signal` answers came back, then `sig` to
+    the router mid-traffic; the request ids of every answer received (acknowledged)."""
     acknowledged: list[str] = []
 
     async def traffic() -> None:
@@ -381,26 +379,57 @@ def test_sigterm_mid_traffic_loses_no_acknowledged_row(world: World):
                         return  # the router is gone: what it answered before is what counts
                     if response.status_code == 200:
                         acknowledged.append(response.json()["request_id"])
-                        if len(acknowledged) >= before_sigterm:
+                        if len(acknowledged) >= before_signal:
                             enough.set()
 
             async def stopper() -> None:
                 # Stop mid-traffic once enough rows are acknowledged (the timeout catches a hang).
                 async with asyncio.timeout(120):
                     await enough.wait()
-                router.popen.send_signal(signal.SIGTERM)
+                router.popen.send_signal(sig)
 
             await asyncio.gather(*(worker(w) for w in range(16)), stopper())
 
     asyncio.run(traffic())
+    assert len(acknowledged) >= before_signal  # the signal came after these, mid-traffic
+    return acknowledged
+
+
+def test_sigterm_mid_traffic_loses_no_acknowledged_row(world: World):
+    # A long flush interval and a big batch: almost every row is still in memory at the stop.
+    router = world.router(log_flush_ms="60000", log_batch_size="100000", log_journal="false")
+    data_dir = Path(router.log_path).parent
+    acknowledged = traffic_until_signal(router, signal.SIGTERM, before_signal=300)
     # uvicorn stops gracefully, then re-raises the signal: the exit status says SIGTERM.
     assert router.popen.wait(30) in (0, -signal.SIGTERM), router.log()
     assert "Application shutdown complete" in router.log()
     logged = {r[0] for r in log_rows(data_dir)}
-    assert len(acknowledged) >= before_sigterm  # the signal came after these, mid-traffic
     missing = set(acknowledged) - logged
     print(f"{len(acknowledged)} acknowledged, {len(logged)} logged at the stop")
     assert not missing, f"{len(missing)} of {len(acknowledged)} acknowledged rows lost"
+
+
+@pytest.mark.parametrize("journal", [True, False], ids=["journal", "no-journal"])
+def test_sigkill_under_load_loses_no_acknowledged_row_with_the_journal(world: World, journal: bool):
+    """SIGKILL: no shutdown runs, the writer's queue dies with the process. With the journal the
+    next start replays it and no acknowledged row is missing; without it (the control that
+    shows this test can see a loss) every row still queued is gone."""
+    # The batch never fills and the interval never ends: every row is in memory at the kill.
+    env = {"log_flush_ms": "60000", "log_batch_size": "100000", "log_journal": str(journal)}
+    router = world.router(**env)
+    data_dir = Path(router.log_path).parent
+    acknowledged = traffic_until_signal(router, signal.SIGKILL, before_signal=300)
+    assert router.popen.wait(30) == -signal.SIGKILL
+    again = start_router(data_dir, world.fraud.url, world.recsys.url, router_env=env)
+    world.routers.append(again)
+    assert again.stop() in (0, -signal.SIGTERM)
+    missing = set(acknowledged) - {r[0] for r in log_rows(data_dir)}
+    print(f"journal={journal}: {len(missing)} of {len(acknowledged)} acknowledged rows missing")
+    if journal:
+        assert not missing, f"{len(missing)} of {len(acknowledged)} acknowledged rows lost"
+        assert "replayed" in again.log()
+    else:
+        assert missing == set(acknowledged)
 
 
 def test_routing_state_survives_a_router_restart(world: World):
