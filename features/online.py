@@ -121,20 +121,17 @@ def _read_stored(
     now = time.monotonic()
     for view, key, names in cached:
         assert cache is not None
-        found: dict[str, dict[str, Any]] = {}
-        for k in dict.fromkeys(row[key] for row in rows):
-            hit = cache.get(view, k, now)
-            if hit is not None:
-                found[k] = hit
-        missing = [k for k in dict.fromkeys(row[key] for row in rows) if k not in found]
+        wanted: list[str] = list(dict.fromkeys(row[key] for row in rows))
+        found = cache.get_many(view, wanted, now)
+        missing = [k for k in wanted if k not in found]
         if missing:
             read = session.store.get_online_features(
                 features=[f"{view}:{name}" for name in names],
                 entity_rows=[{key: k} for k in missing],
             ).to_dict()
-            for i, k in enumerate(missing):
-                found[k] = {name: read[name][i] for name in names}
-                cache.put(view, k, found[k], now)
+            fresh = {k: {name: read[name][i] for name in names} for i, k in enumerate(missing)}
+            cache.put_many(view, fresh, now)
+            found.update(fresh)
         for name in names:
             values[name] = [found[row[key]][name] for row in rows]
     return values

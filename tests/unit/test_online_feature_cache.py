@@ -33,3 +33,26 @@ def test_expired_rows_are_dropped_as_new_ones_arrive() -> None:
     cache.put("item_stats", "i1", {"n": 1}, now=5.0)
     cache.put("item_stats", "i2", {"n": 2}, now=12.0)  # i0 expired at 10
     assert len(cache) == 2
+
+
+def test_a_full_cache_keeps_the_rows_read_most_recently() -> None:
+    cache = OnlineFeatureCache(["item_stats"], ttl_s=30.0, max_keys=2)
+    cache.put("item_stats", "i0", {"n": 0}, now=0.0)
+    cache.put("item_stats", "i1", {"n": 1}, now=1.0)
+    assert cache.get("item_stats", "i0", now=2.0) == {"n": 0}  # i0 is now the fresher use
+    cache.put("item_stats", "i2", {"n": 2}, now=3.0)  # full: i1, least recently used, goes
+    assert cache.get_many("item_stats", ["i0", "i1", "i2"], now=4.0) == {
+        "i0": {"n": 0},
+        "i2": {"n": 2},
+    }
+    assert len(cache) == 2
+
+
+def test_many_keys_are_read_and_remembered_as_of_one_instant() -> None:
+    cache = OnlineFeatureCache(["item_stats"], ttl_s=10.0, max_keys=100)
+    cache.put_many("item_stats", {f"i{i}": {"n": i} for i in range(150)}, now=0.0)
+    assert len(cache) == 100  # bounded however many arrive at once
+    found = cache.get_many("item_stats", [f"i{i}" for i in range(150)], now=9.9)
+    assert found == {f"i{i}": {"n": i} for i in range(50, 150)}
+    assert (cache.hits, cache.misses) == (100, 50)
+    assert cache.get_many("item_stats", ["i60", "i149"], now=10.0) == {}  # all expired at 10
