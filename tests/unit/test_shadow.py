@@ -7,6 +7,9 @@ import functools
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import aiotools
+import pytest
+
 from serving.shadow import ShadowDispatcher
 
 
@@ -63,17 +66,77 @@ async def test_copies_arriving_within_the_linger_go_in_one_batch_up_to_its_size(
     }
 
 
-@on_a_loop
-async def test_a_batch_waits_at_most_the_linger_for_more():
-    run = Recorder()
+def on_a_virtual_clock(test: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
+    """Run an async test on a loop whose clock moves only when every task waits (aiotools'
+    VirtualClock): a wait is measured on the clock the dispatcher reads, whatever the load.
+    The loop fires a timer up to its 1 ms resolution early, hence the margins below."""
+
+    async def virtual() -> None:
+        with aiotools.VirtualClock().patch_loop():
+            await test()
+
+    @functools.wraps(test)
+    def run() -> None:
+        asyncio.run(virtual())
+
+    return run
+
+
+class TimedRecorder(Recorder):
+    """A Recorder that also notes the loop's clock when each batch reaches the model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    async def __call__(self, batch: list[int]) -> None:
+        self.times.append(asyncio.get_running_loop().time())
+        await super().__call__(batch)
+
+
+@on_a_virtual_clock
+async def test_a_batch_waits_the_linger_from_its_first_copy_then_goes_without_more():
+    loop = asyncio.get_running_loop()
+    run = TimedRecorder()
     shadow = ShadowDispatcher(run, queue_size=100, workers=1, max_batch=64, linger_s=0.05)
     shadow.start()
+    first = loop.time()
     shadow.offer(1)
-    shadow.offer(2)
-    async with asyncio.timeout(10):  # the linger is 50 ms; this catches a hang only
-        await shadow.join()
+    await asyncio.sleep(0.03)
+    shadow.offer(2)  # within the linger: joins the batch, and does not extend the wait
+    await asyncio.sleep(0.015)
+    assert run.batches == []  # 45 ms after the first copy: still waiting for more
+    await asyncio.sleep(0.01)
     assert run.batches == [[1, 2]]
+    assert run.times[0] - first == pytest.approx(0.05, abs=1e-3)
+    # The next copy starts a new linger of its own.
+    await asyncio.sleep(0.1)
+    second = loop.time()
+    shadow.offer(3)
+    await shadow.join()
+    assert run.batches == [[1, 2], [3]]
+    assert run.times[1] - second == pytest.approx(0.05, abs=1e-3)
     await shadow.close()
+
+
+@on_a_virtual_clock
+async def test_a_full_batch_goes_at_once_and_no_linger_means_no_wait():
+    loop = asyncio.get_running_loop()
+    run = TimedRecorder()
+    full = ShadowDispatcher(run, queue_size=100, workers=1, max_batch=2, linger_s=60.0)
+    full.start()
+    started = loop.time()
+    full.offer(1)
+    full.offer(2)
+    await full.join()
+    assert run.batches == [[1, 2]] and run.times == [started]
+    await full.close()
+    eager = ShadowDispatcher(run, queue_size=100, workers=1, max_batch=64, linger_s=0.0)
+    eager.start()
+    started = loop.time()
+    eager.offer(3)
+    await eager.join()
+    assert run.batches[-1] == [3] and run.times[-1] == started
 
 
 @on_a_loop
