@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, get_args
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
-from mlsd.settings import Settings
+from mlsd.settings import PostgresPredictionLogSettings, Settings, SqlitePredictionLogSettings
 
 
 def test_defaults_are_local_embedded_and_bound_to_loopback(monkeypatch, tmp_path):
@@ -54,16 +57,40 @@ def test_bad_config_fails_at_load_naming_the_field(monkeypatch, tmp_path, env, v
         Settings()
 
 
-def test_every_field_is_described():
-    def walk(model):
-        for name, f in model.model_fields.items():
-            if isinstance(f.annotation, type) and hasattr(f.annotation, "model_fields"):
-                yield from walk(f.annotation)
-            else:
-                yield name, f.description
+def settings_fields(model: type[BaseModel], path: str = "") -> Iterator[tuple[str, FieldInfo]]:
+    """Every field of `model` and of every model its fields can hold, whatever the annotation
+    wraps them in (a union of implementations, Optional, a list or a dict): (dotted path, field).
+    A union's members are told apart by class name, e.g. ``router.prediction_log[Postgres...]``."""
 
-    undocumented = [name for name, description in walk(Settings) if not description]
+    def models_in(annotation: Any) -> Iterator[type[BaseModel]]:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            yield annotation
+        for arg in get_args(annotation):
+            yield from models_in(arg)
+
+    for name, field in model.model_fields.items():
+        yield f"{path}{name}", field
+        inner = list(dict.fromkeys(models_in(field.annotation)))
+        for sub in inner:
+            label = f"{name}[{sub.__name__}]" if len(inner) > 1 else name
+            yield from settings_fields(sub, f"{path}{label}.")
+
+
+def test_every_field_is_described():
+    def described(field: FieldInfo) -> bool:
+        # A section (a field holding exactly one settings model) may say what it is in its
+        # class's docstring instead.
+        section = field.annotation
+        is_section = isinstance(section, type) and issubclass(section, BaseModel)
+        return bool(field.description or (is_section and (section.__doc__ or "").strip()))
+
+    fields = dict(settings_fields(Settings))
+    undocumented = [path for path, field in fields.items() if not described(field)]
     assert undocumented == []
+    # The walk reaches into unions: both prediction-log backends' own fields are checked.
+    for backend in (SqlitePredictionLogSettings, PostgresPredictionLogSettings):
+        own = {f"router.prediction_log[{backend.__name__}].{name}" for name in backend.model_fields}
+        assert own and own <= fields.keys(), backend.__name__
 
 
 def test_each_product_has_one_registered_model_name():
