@@ -48,7 +48,68 @@ def test_missing_metric_is_rejected_not_crashed():
     assert gate_verdict(POLICY, True, {}, {"pr_auc": 0.4}).decision == "rejected"
 
 
-@given(st.floats(0.06, 1.0), st.floats(0.06, 1.0))
-def test_verdict_is_monotone_in_the_candidate_score(candidate, champion):
-    v = gate_verdict(POLICY, True, {"pr_auc": candidate}, {"pr_auc": champion})
-    assert v.passed == (candidate >= champion - POLICY.margin)
+# Scores as the evaluation gives them: finite, of any scale (a PR-AUC, a cost in dollars).
+scores = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def policies(draw: st.DrawFn) -> GatePolicy:
+    """Any policy: either direction, any margin, floors on the deciding metric and others.
+
+    A floor is a lower bound, so the deciding metric gets one only when higher is better (a
+    floor under a cost would reject a cheaper model: a policy the gate does not support)."""
+    higher = draw(st.booleans())
+    floors = {"recall": draw(scores)} if draw(st.booleans()) else {}
+    if higher and draw(st.booleans()):
+        floors["score"] = draw(scores)
+    return GatePolicy(
+        metric="score",
+        higher_is_better=higher,
+        margin=draw(st.floats(0, 1e3, allow_nan=False)),
+        floors=floors,
+    )
+
+
+def better(policy: GatePolicy, a: float, b: float) -> tuple[float, float]:
+    """(worse, better) of two scores under the policy's direction."""
+    low, high = sorted((a, b))
+    return (low, high) if policy.higher_is_better else (high, low)
+
+
+@given(policies(), scores, scores, scores, st.one_of(st.none(), scores), st.booleans())
+def test_a_better_candidate_never_fares_worse(policy, a, b, recall, champion, data_ok):
+    worse, improved = better(policy, a, b)
+    rank = {"rejected": 0, "challenger": 1, "champion": 1}
+    champ = None if champion is None else {"score": champion}
+    before = gate_verdict(policy, data_ok, {"score": worse, "recall": recall}, champ)
+    after = gate_verdict(policy, data_ok, {"score": improved, "recall": recall}, champ)
+    assert rank[after.decision] >= rank[before.decision], (before, after)
+
+
+@given(policies(), scores, scores, scores, scores)
+def test_a_weaker_champion_never_turns_a_pass_into_a_rejection(policy, candidate, a, b, recall):
+    weaker, stronger = better(policy, a, b)
+    metrics = {"score": candidate, "recall": recall}
+    against_stronger = gate_verdict(policy, True, metrics, {"score": stronger})
+    against_weaker = gate_verdict(policy, True, metrics, {"score": weaker})
+    assert against_weaker.passed or not against_stronger.passed
+
+
+@given(policies(), st.floats(0, 1e3, allow_nan=False), scores, scores, scores)
+def test_a_wider_margin_never_rejects_what_a_narrower_one_passed(
+    policy, extra, candidate, champion, recall
+):
+    wider = GatePolicy(
+        policy.metric, policy.higher_is_better, policy.margin + extra, dict(policy.floors)
+    )
+    metrics, champ = {"score": candidate, "recall": recall}, {"score": champion}
+    assert gate_verdict(wider, True, metrics, champ).passed or not (
+        gate_verdict(policy, True, metrics, champ).passed
+    )
+
+
+@given(policies(), scores, scores, st.one_of(st.none(), scores))
+def test_failed_data_checks_reject_whatever_the_scores(policy, candidate, recall, champion):
+    champ = None if champion is None else {"score": champion}
+    v = gate_verdict(policy, False, {"score": candidate, "recall": recall}, champ)
+    assert v.decision == "rejected"
