@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages the tests use beside the Python ones, for the `scale` profile's backends:
 # redis-server (online store) and PostgreSQL (prediction log). Installed with apt when we may
-# (root on Debian/Ubuntu); otherwise we say how, and those tests skip with the reason.
+# (root on Debian/Ubuntu); otherwise we say how, and those tests skip with the reason (in CI,
+# with CI=true, they fail instead: tests/support/system_services.py).
 set -u
 missing=()
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
@@ -10,9 +11,9 @@ compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing ${missing[*]} (Debian packages) for the scale-profile tests"
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null) \
-    || echo "warning: could not install ${missing[*]}; those tests will be skipped"
+    || echo "warning: could not install ${missing[*]}; those tests will be skipped (and fail when CI=true)"
 else
   echo "note: ${missing[*]} not installed (e.g. 'sudo apt-get install ${missing[*]}' or 'brew install redis postgresql');" \
-       "the Redis / PostgreSQL tests will be skipped"
+       "the Redis / PostgreSQL tests will be skipped (and fail when CI=true)"
 fi
 exit 0

@@ -26,6 +26,7 @@ from features.embeddings import read_embeddings, write_embeddings
 from features.store import MissingRequestDataError, online_features, training_frame
 from mlsd.settings import Settings
 from tests.support import sample_world, skew
+from tests.support.system_services import service_missing
 
 pytestmark = pytest.mark.integration
 
@@ -48,9 +49,7 @@ def _free_port() -> int:
 def redis_port() -> Iterator[int]:
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip(
-            "redis-server is not installed (Debian package redis-server; .ci/run installs it)"
-        )
+        service_missing("redis-server is not installed (Debian package redis-server)")
     port = _free_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"],

@@ -15,6 +15,7 @@ import pytest
 from mlsd.netutil import free_port
 from mlsd.settings import PostgresPredictionLogSettings
 from serving.prediction_log import PostgresPredictionLog, PredictionLog
+from tests.support.system_services import service_missing
 from tests.unit.test_prediction_log import OpenLog, PredictionLogContract
 
 pytestmark = pytest.mark.integration
@@ -35,12 +36,12 @@ def postgres_dsn() -> Iterator[str]:
     """A PostgreSQL cluster in a temporary directory on a free port; yields a superuser DSN."""
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
     if not (initdb and pg_ctl):
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+        service_missing("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
     # The server refuses to run as root: run it as the postgres user when we are root.
     as_user: list[str] = []
     if os.geteuid() == 0:
         if not shutil.which("runuser"):
-            pytest.skip("running as root without runuser: cannot start PostgreSQL")
+            service_missing("running as root without runuser: cannot start PostgreSQL")
         as_user = ["runuser", "-u", "postgres", "--"]
     root = Path(tempfile.mkdtemp(prefix="mlsd-pg-"))
     data = root / "data"
