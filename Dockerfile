@@ -5,7 +5,8 @@
 # The base is Python 3.11 on Debian 12, pinned by digest; override it with a build argument, as
 # the container test does with a base made by debootstrap (no registry is reachable there):
 #   docker build --build-arg BASE_IMAGE=mlsd-base:bookworm -t mlsd-lab:0.1.0 .
-# It builds with the classic builder too (DOCKER_BUILDKIT=0); the build reaches PyPI.
+# It builds with the classic builder too (DOCKER_BUILDKIT=0); the build reaches PyPI, trusting the
+# base's CA bundle (pip and uv both told so: a proxy's CA added to the base is then honoured).
 ARG BASE_IMAGE=python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
 
 FROM ${BASE_IMAGE} AS build
@@ -14,7 +15,9 @@ ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
     UV_PROJECT_ENVIRONMENT=/app/.venv \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 RUN python3 -m venv /opt/uv && /opt/uv/bin/pip install --no-cache-dir "uv==${UV_VERSION}"
 WORKDIR /app
 # Dependencies first, in their own layer: a change of the project's code does not reinstall them.

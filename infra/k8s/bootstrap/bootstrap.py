@@ -8,6 +8,7 @@ model servers' init container). Every step looks before it acts, so a second run
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import sys
@@ -51,28 +52,53 @@ def champion(settings: Settings, product: str) -> str | None:
 
 def ensure_data_and_models(settings: Settings) -> None:
     """Both worlds simulated, gated and in Feast (online store: Redis), then the first versions
-    trained by their Prefect flows, unless every product already has an @champion."""
-    from mlsd.lab import build_data, train_versions
+    trained by their Prefect flows (as `mlsd demo` does), unless every product already has an
+    @champion; data already in the offline store is kept."""
+    from features import store, tables
+    from pipeline.ingest import ingest
+    from pipeline.train_fraud import train_fraud
+    from pipeline.train_recsys import train_recsys
+    from simulator import run_simulation
 
     missing = [p for p in WORLDS if champion(settings, p) is None]
     if not missing:
         say("every product has an @champion: no data or training needed")
         return
-    if any(settings.offline_dir.glob("*/*.parquet")) or any(
-        settings.offline_dir.rglob("*.parquet")
-    ):
+    if any(settings.offline_dir.rglob("*.parquet")):
         say(f"offline store at {settings.offline_dir} has data: kept")
     else:
-        say("simulating both worlds, gating the batches, building and materialising features")
-        data = build_data(settings)
-        say(f"data built in {json.dumps({k: round(v, 1) for k, v in data.seconds.items()})} s")
-    say(f"training the first versions ({', '.join(missing)} have no @champion)")
-    outcomes = train_versions(settings, os.environ["MLFLOW_TRACKING_URI"])
-    for product, runs in outcomes.items():
-        for outcome in runs:
-            say(
-                f"{product}: version {outcome.get('version')} {outcome.get('verdict', '')}".rstrip()
+        for world in WORLDS:
+            say(f"simulating {settings.simulator.days} days of the {world} world")
+            run_simulation(
+                settings, world, days=settings.simulator.days, seed=settings.simulator.seed
             )
+        report = ingest(settings)
+        refused = [b for b in report.batches if not b.accepted]
+        say(
+            f"quality gate: {len(report.batches) - len(refused)} batches in, {len(refused)} quarantined"
+        )
+        say("features: tables, Feast apply, materialisation into Redis")
+        tables.build(settings)
+        store.apply(settings)
+        store.materialize(settings)
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
+    if "fraud" in missing:
+        # A first model as of three days before the data's end, then a retrain on all of it,
+        # which the gate judges against the first: the canary then has a challenger to ramp.
+        clock = tables.world_clock(settings, "fraud")
+        if clock is None:
+            raise RuntimeError("no fraud data to train on")
+        for kwargs in ({"as_of": clock - dt.timedelta(days=3), "seed": 0}, {"seed": 1}):
+            say_outcome(train_fraud(tracking_uri=tracking_uri, **kwargs))
+    if "recsys" in missing:
+        say_outcome(train_recsys(seed=0, tracking_uri=tracking_uri))
+
+
+def say_outcome(outcome: dict) -> None:
+    say(
+        f"{outcome['model_name']} v{outcome['version']}: {outcome['decision']} "
+        f"({'; '.join(outcome['reasons'])})"
+    )
 
 
 def ensure_flows() -> None:
