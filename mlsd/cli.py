@@ -19,6 +19,7 @@ from mlsd.commands import stack as stack_cmd
 from mlsd.commands import status as status_cmd
 from mlsd.commands import train as train_cmd
 from mlsd.commands import walk as walk_cmd
+from mlsd.commands import world as world_cmd
 from mlsd.console import EXIT_CODES_HELP
 from mlsd.telemetry import silence_telemetry
 
@@ -58,6 +59,7 @@ walk_cmd.register(app)
 capacity_cmd.register(app)
 experiment_cmd.register(app)
 rehearse_cmd.register(app)
+world_cmd.register(app)
 
 
 if __name__ == "__main__":

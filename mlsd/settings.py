@@ -186,6 +186,82 @@ class PrefectSettings(_Section):
     )
 
 
+class WorldSettings(_Section):
+    """The world on a clock (stack component `world`): simulated time, live traffic to the
+    router, late labels to /v1/feedback, each closed simulated day landed as raw batches."""
+
+    port: int = Field(
+        8090, ge=1, le=65535, description="Port of the world's control API (127.0.0.1 only)."
+    )
+    seconds_per_day: float = Field(
+        20.0,
+        gt=0,
+        description="Wall-clock seconds one simulated day lasts: at 20 s, a chargeback ten "
+        "simulated days late reaches the platform 200 s after its transaction.",
+    )
+    fraud_rps: float = Field(
+        20.0,
+        ge=0,
+        le=500,
+        description="Mean fraud requests per second `mlsd traffic start` sends when no --rps is "
+        "given (a sample of the day's transactions, sent at their simulated time).",
+    )
+    recs_rps: float = Field(
+        5.0,
+        ge=0,
+        le=500,
+        description="Mean recommendation requests per second (a sample of the day's sessions).",
+    )
+    start_traffic: bool = Field(
+        False, description="Send live traffic from the moment the world starts (else: stopped)."
+    )
+    legit_label_after_days: float = Field(
+        12.0,
+        gt=0,
+        description="A sent transaction with no chargeback this many simulated days later is "
+        "reported legitimate (label 0) to /v1/feedback: how an issuer learns a payment was fine.",
+    )
+    land_days: bool = Field(
+        True,
+        description="Land each closed simulated day as raw batches (and emit mlsd.batch.landed).",
+    )
+    request_timeout_seconds: float = Field(
+        5.0, gt=0, description="How long the world waits for one answer of the router."
+    )
+    max_in_flight: int = Field(
+        32, ge=1, description="Requests the world has open at once (open loop up to this)."
+    )
+
+
+class RolloutSettings(_Section):
+    """How the rollout flow that a registered challenger starts by itself (the
+    `rollout` deployment) ramps it: a shadow window, then the canary steps."""
+
+    shadow_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="Shadow window before the canary: the challenger answers copies only; its "
+        "figures go in the timeline; 0 skips it.",
+    )
+    steps: tuple[float, ...] = Field(
+        (5.0, 50.0, 100.0),
+        description="Canary ramp in percent of entities; the last (100) is the promotion. The "
+        "first step is small so a bad challenger answers at most that share before rollback.",
+    )
+    min_step_seconds: float = Field(
+        4.0, gt=0, description="Least time a step lasts before a promote verdict moves it on."
+    )
+    max_step_seconds: float = Field(
+        40.0, gt=0, description="Deadline of a step: no promote verdict by then rolls back."
+    )
+    poll_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="How often the verdict is read: the bound on breach-to-rollback latency "
+        "(target <= 10 s).",
+    )
+
+
 class StackSettings(_Section):
     """How `mlsd up` supervises the local stack's processes."""
 
@@ -772,6 +848,8 @@ class Settings(BaseSettings):
     model_servers: ModelServerSettings = ModelServerSettings()
     router: RouterSettings = RouterSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    world: WorldSettings = WorldSettings()
+    rollout: RolloutSettings = RolloutSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -855,6 +933,16 @@ class Settings(BaseSettings):
     def monitoring_dir(self) -> Path:
         """Monitoring's output: the Evidently workspace, HTML reports and JSON summaries."""
         return self.data_dir / "monitoring"
+
+    @property
+    def world_dir(self) -> Path:
+        """The world process's state: its clock, scenarios and labels still to post."""
+        return self.data_dir / "world"
+
+    @property
+    def world_url(self) -> str:
+        """Base URL of the world's control API."""
+        return f"http://{self.client_host}:{self.world.port}"
 
     @property
     def prefect_home(self) -> Path:

@@ -248,8 +248,21 @@ def _render_routing(data: dict[str, Any]) -> RenderableType:
     return Group(*parts)
 
 
+def _collect_world(settings: Settings, rows: list[ComponentStatus]) -> Any:
+    from mlsd.commands.world import collect_world
+
+    return collect_world(settings, rows)
+
+
+def _render_world(data: Any) -> RenderableType:
+    from mlsd.commands.world import render_world
+
+    return render_world(data)
+
+
 STATUS_SECTIONS: list[StatusSection] = [
     StatusSection("components", _collect_components, _render_components),
+    StatusSection("world", _collect_world, _render_world),
     StatusSection("models", _collect_models, _render_models),
     StatusSection("routing", _collect_routing, _render_routing),
 ]

@@ -112,6 +112,31 @@ def flows_component(settings: Settings) -> Component:
     )
 
 
+def world_component(settings: Settings) -> Component:
+    """The simulated world on a clock (`simulator.control`): it lands a raw batch per closed
+    simulated day, sends live traffic to the router once `mlsd traffic start` asks, and posts
+    late labels; its control API listens on world.port."""
+    host, port = settings.bind_host, settings.world.port
+    url = settings.world_url
+    return Component(
+        name="world",
+        argv=(sys.executable, "-m", "simulator.control", "--host", host, "--port", str(port)),
+        env={
+            "PREFECT_HOME": str(settings.prefect_home.resolve()),
+            "PREFECT_API_URL": settings.prefect_api_url,
+            "MLSD_DATA_DIR": str(settings.data_dir.resolve()),
+        },
+        log_file=settings.logs_dir.resolve() / "world.log",
+        host=host,
+        port=port,
+        health_url=f"{url}/healthz",
+        url=f"{url}/docs",
+        # Its events go to Prefect, and the landing deployment that reacts to them runs in flows.
+        depends_on=("prefect", "flows"),
+        state_dirs=(settings.world_dir.resolve(),),
+    )
+
+
 def model_server_component(product: str, shadow: bool = False) -> Callable[[Settings], Component]:
     """A KServe model server for one product, loading the version @champion points at; the
     router loads challengers onto it (V2 repository API) when a shadow or canary starts.
@@ -165,6 +190,7 @@ STACK_BUILDERS: list[Callable[[Settings], Component]] = [
     mlflow_component,
     prefect_component,
     flows_component,
+    world_component,
 ]
 SERVING_BUILDERS: dict[str, Callable[[Settings], Component]] = {
     "fraud": model_server_component("fraud"),

@@ -1,0 +1,232 @@
+"""The world on a clock: simulated time, live requests drawn from the day that lands, late
+labels when due, scenarios switched mid-day, and the control API's clear 4xx.
+
+The router is stood in for by httpx's MockTransport here (these tests are about the world, not
+the router); the loop's end-to-end test drives the real one."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+from typing import Any
+
+import httpx
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from mlsd import events
+from mlsd.cli import app as cli
+from mlsd.netutil import free_port
+from mlsd.settings import Settings
+from simulator.clock import SimClock, day_start, sample_mask
+from simulator.control import create_app
+from simulator.days import plan_day
+from simulator.world import World, first_open_day
+
+
+def lab(tmp_path, **world: Any) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "lab",
+        world={"seconds_per_day": 2.0, "fraud_rps": 50.0, "recs_rps": 5.0, **world},
+        simulator={"fraud": {"n_cards": 2000}, "recsys": {"n_users": 400, "n_items": 300}},
+    )
+
+
+class FakeRouter:
+    """Answers like the router's public API and remembers every body it was sent."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        self.calls.append((request.url.path, body))
+        rid = f"{len(self.calls):032x}"
+        if request.url.path == "/v1/fraud/score":
+            if "amount" not in body:
+                return httpx.Response(422, json={"detail": "amount: field required"})
+            return httpx.Response(200, json={"request_id": rid, "score": 0.1})
+        if request.url.path == "/v1/recs":
+            return httpx.Response(200, json={"request_id": rid, "items": [{"item_id": "i_000001"}]})
+        return httpx.Response(200, json={"request_id": body["request_id"], "joined": True})
+
+    def bodies(self, path: str) -> list[dict[str, Any]]:
+        return [b for p, b in self.calls if p == path]
+
+
+def run_world(settings: Settings, seconds: float, actions: dict[int, Any] | None = None):
+    router, emitted, wall = FakeRouter(), [], [0.0]
+
+    async def go() -> World:
+        world = World(
+            settings,
+            wall=lambda: wall[0],
+            client=httpx.AsyncClient(transport=httpx.MockTransport(router)),
+            emit=lambda *a: emitted.append(a),
+        )
+        await world.start_day()
+        world.set_traffic(True, None, None)
+        for step in range(int(seconds / 0.02)):
+            wall[0] += 0.02
+            if actions and step in actions:
+                await actions[step](world)
+            await world.tick()
+            await asyncio.sleep(0)
+        await asyncio.gather(*world.tasks)
+        return world
+
+    return asyncio.run(go()), router, emitted
+
+
+def test_the_clock_runs_a_day_in_the_configured_seconds():
+    clock = SimClock(day_start(dt.date(2026, 3, 1)), 100.0, 20.0)
+    assert clock.sim_at(110.0) == dt.datetime(2026, 3, 1, 12, tzinfo=dt.UTC)
+    assert clock.wall_at(dt.datetime(2026, 3, 3, tzinfo=dt.UTC)) == pytest.approx(140.0)
+    with pytest.raises(ValueError):
+        SimClock(dt.datetime(2026, 3, 1), 0.0, 20.0)  # naive time
+
+
+def test_a_higher_rate_keeps_the_events_already_chosen():
+    low = sample_mask(10_000, 10, 20, 7, dt.date(2026, 3, 1))
+    high = sample_mask(10_000, 40, 20, 7, dt.date(2026, 3, 1))
+    assert (high | low).sum() == high.sum()  # every low pick is a high pick
+    assert 150 < low.sum() < 250 and 700 < high.sum() < 900
+
+
+def test_the_world_starts_the_day_after_what_has_landed(tmp_path):
+    s = lab(tmp_path)
+    assert first_open_day(s) == s.simulator.start_date + dt.timedelta(days=s.simulator.days)
+    landed = s.archive_dir / "fraud" / "transactions" / "2026-03-04.parquet"
+    landed.parent.mkdir(parents=True)
+    landed.write_bytes(b"")
+    assert first_open_day(s) == dt.date(2026, 3, 5)
+
+
+def test_live_requests_are_rows_of_the_day_that_lands(tmp_path):
+    s = lab(tmp_path)
+    world, router, emitted = run_world(s, seconds=2.1)  # one day and a bit
+    sent = router.bodies("/v1/fraud/score")
+    assert 60 < len(sent) < 140  # 50 req/s for 2 s, Poisson-ish
+    day = world.counters.last_landed["fraud"]
+    landed = pd.read_parquet(s.raw_dir / "fraud" / "transactions" / f"{day}.parquet")
+    keys = set(zip(landed["card_id"], landed["amount"].round(2), strict=True))
+    sent = [b for b in sent if b["timestamp"].startswith(day)]
+    assert sent and all((b["card_id"], round(b["amount"], 2)) in keys for b in sent)
+    stamps = [b["timestamp"] for b in sent]
+    assert stamps == sorted(stamps)  # sent at their simulated time
+    assert (s.raw_dir / "recsys" / "interactions" / f"{day}.parquet").exists()
+    landed_events = [e for e in emitted if e[0] == events.BATCH_LANDED]
+    assert {e[1]["prefect.resource.id"] for e in landed_events} == {
+        "mlsd.world.fraud",
+        "mlsd.world.recsys",
+    }
+    assert landed_events[0][2]["rows"]["transactions"] == len(landed)
+
+
+def test_late_labels_are_posted_when_due(tmp_path):
+    s = lab(tmp_path, legit_label_after_days=1.0, fraud_rps=200.0)
+    s = s.model_copy(
+        update={
+            "simulator": s.simulator.model_copy(
+                update={
+                    "fraud": s.simulator.fraud.model_copy(
+                        update={
+                            "chargeback_delay_days_mean": 1.5,
+                            "account_takeovers_per_day": 200.0,
+                        }
+                    )
+                }
+            )
+        }
+    )
+    world, router, _ = run_world(s, seconds=6.0)  # three days
+    feedback = router.bodies("/v1/feedback")
+    labels = [b for b in feedback if "label" in b]
+    assert {b["label"] for b in labels} == {0, 1}
+    answered = {f"{i + 1:032x}" for i, (p, _) in enumerate(router.calls) if p == "/v1/fraud/score"}
+    assert {b["request_id"] for b in labels} <= answered
+    # Legit labels come one simulated day after their transaction: those of the last day wait.
+    assert world.status()["labels"]["pending"] > 0
+
+
+def test_a_scenario_switched_mid_day_changes_the_rest_of_the_day(tmp_path):
+    s = lab(tmp_path)
+
+    async def inject(world: World) -> None:
+        await world.inject("fraud", "amount-inflation")
+
+    world, router, emitted = run_world(s, seconds=2.05, actions={50: inject})  # at noon
+    day = dt.date.fromisoformat(world.counters.last_landed["fraud"])
+    landed = pd.read_parquet(s.raw_dir / "fraud" / "transactions" / f"{day.isoformat()}.parquet")
+    normal = plan_day(s, "fraud", day, None).batches["transactions"]
+    noon = pd.Timestamp(dt.datetime.combine(day, dt.time(12), dt.UTC))
+    assert landed["transaction_id"].is_unique
+    before, after = (
+        landed[landed["event_timestamp"] < noon],
+        landed[landed["event_timestamp"] >= noon],
+    )
+    assert before["amount"].median() == pytest.approx(
+        normal.loc[normal["event_timestamp"] < noon, "amount"].median()
+    )
+    assert (
+        after["amount"].median()
+        > 1.5 * normal.loc[normal["event_timestamp"] >= noon, "amount"].median()
+    )
+    injected = [e for e in emitted if e[0] == events.DRIFT_INJECTED]
+    assert injected and injected[0][2]["scenario"] == "amount-inflation"
+    assert world.status()["scenarios"]["fraud"] == "amount-inflation"
+    sent_after = [b for b in router.bodies("/v1/fraud/score") if b["timestamp"] >= noon.isoformat()]
+    assert sent_after  # live traffic follows the scenario too
+
+
+def test_schema_break_sends_what_the_broken_feed_holds(tmp_path):
+    s = lab(tmp_path)
+
+    async def inject(world: World) -> None:
+        await world.inject("fraud", "schema-break")
+
+    world, router, _ = run_world(s, seconds=1.0, actions={0: inject})
+    sent = router.bodies("/v1/fraud/score")
+    assert sent and all("amount_usd" in b and "amount" not in b for b in sent)
+    assert world.status()["errors"]["fraud: HTTP 422"] == len(sent)
+
+
+def test_the_control_api_names_the_field_and_what_is_possible(tmp_path):
+    world = World(lab(tmp_path), emit=lambda *a: None)
+    app = create_app(world)
+
+    async def calls() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://world") as client:
+            return [
+                await client.put("/drift/fraud", json={"scenario": "alien-invasion"}),
+                await client.put("/drift/fraud", json={"scenario": "taste-shift"}),
+                await client.put("/drift/weather", json={"scenario": "amount-inflation"}),
+                await client.put("/traffic", json={"fraud_rps": -1}),
+                await client.put("/traffic", json={"rps": 3}),
+                await client.put("/drift/fraud", json={"scenario": "amount-inflation"}),
+            ]
+
+    unknown, other_world, bad_product, negative, extra, ok = asyncio.run(calls())
+    assert unknown.status_code == 422
+    assert "scenario" in unknown.json()["detail"] and "amount-inflation" in unknown.json()["detail"]
+    assert other_world.status_code == 422 and "schema-break" in other_world.json()["detail"]
+    assert bad_product.status_code == 422
+    assert negative.status_code == 422 and negative.json()["detail"][0]["loc"][-1] == "fraud_rps"
+    assert extra.status_code == 422 and extra.json()["detail"][0]["loc"][-1] == "rps"
+    assert ok.status_code == 200 and world.scenarios["fraud"] == "amount-inflation"
+
+
+def test_the_cli_says_when_the_world_is_not_running(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLSD_WORLD__PORT", str(free_port()))
+    monkeypatch.setenv("MLSD_DATA_DIR", str(tmp_path))
+    runner = CliRunner()
+    result = runner.invoke(cli, ["drift", "inject", "fraud", "--scenario", "amount-inflation"])
+    assert result.exit_code == 1
+    assert "world is not running" in result.output and "mlsd up" in result.output
+    result = runner.invoke(cli, ["drift", "inject", "fraud", "--scenario", "alien-invasion"])
+    assert result.exit_code == 2
+    assert "amount-inflation" in result.output and "schema-break" in result.output
+    assert runner.invoke(cli, ["traffic", "stop"]).exit_code == 1
