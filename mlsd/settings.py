@@ -410,6 +410,13 @@ class FraudTrainingSettings(_Section):
         description="Transactions younger than this (at the data's end) are not used: their "
         "chargebacks may still come (about 70% of frauds are reported within 12 days).",
     )
+    retrain_label_maturity_days: float = Field(
+        1.0,
+        ge=0,
+        description="Label maturity of a retrain the loop starts (on mlsd.retrain.requested): "
+        "the gate must judge on the recent, drifted days, whose late chargebacks are still "
+        "arriving, so both champion and challenger are judged on the same young labels.",
+    )
     calibrate_days: float = Field(
         4.0, gt=0, description="Window after training for calibration and the threshold."
     )

@@ -17,14 +17,20 @@ DEPLOYMENT_NAMES = {"fraud": "train_fraud/train_fraud", "recsys": "train_recsys/
 def deployments() -> list[Any]:
     from prefect.events import DeploymentEventTrigger
 
+    from mlsd.settings import Settings
     from pipeline.train_fraud import train_fraud
     from pipeline.train_recsys import train_recsys
 
+    maturity = Settings().training.fraud.retrain_label_maturity_days
+
     def retrain_trigger(model: str) -> DeploymentEventTrigger:
+        # A retrain the loop asks for trains and is judged on the recent (drifted) days.
+        parameters = {"label_maturity_days": maturity} if model == "fraud" else None
         return DeploymentEventTrigger(
             name=f"retrain {model} on request",
             expect={RETRAIN_EVENT},
             match={"prefect.resource.id": f"mlsd.model.{model}"},
+            parameters=parameters,
         )
 
     return [

@@ -204,3 +204,31 @@ def register_and_gate(
         champion_metrics=champion_metrics,
         aliases_after=registry.aliases(model_name),
     )
+
+
+def announce(product: str, outcome: dict[str, Any]) -> None:
+    """Tell the timeline what the gate decided (`mlsd.gate.verdict`); a version that became
+    @challenger also emits `mlsd.challenger.registered`, which starts the rollout deployment."""
+    import mlsd.events as events
+
+    version = outcome["version"]
+    payload = {
+        "version": version,
+        "decision": outcome["decision"],
+        "reason": "; ".join(outcome["reasons"])[:300],
+        "metrics": {k: round(float(v), 4) for k, v in outcome["metrics"].items() if k in _HEADLINE},
+        "champion_metrics": {
+            k: round(float(v), 4)
+            for k, v in (outcome.get("champion_metrics") or {}).items()
+            if k in _HEADLINE
+        },
+    }
+    related = [events.version_related(product, version)]
+    resource = events.model_resource(product)
+    events.emit(events.GATE_VERDICT, resource, payload, related)
+    if outcome["decision"] == "challenger":
+        events.emit(events.CHALLENGER_REGISTERED, resource, payload, related)
+
+
+# The figures a person compares in the timeline (fraud, then recommender).
+_HEADLINE = ("pr_auc", "precision", "recall", "threshold", "ndcg_at_10", "recall_at_10")

@@ -65,7 +65,10 @@ def load_labelled_transactions(
 
 @task(name="build training set", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def build_training_set(
-    settings: Settings, as_of: dt.datetime | None, seed: int
+    settings: Settings,
+    as_of: dt.datetime | None,
+    seed: int,
+    label_maturity_days: float | None = None,
 ) -> FraudTrainingSet:
     """Entity rows from the offline store, labels known at as_of, features by point-in-time join."""
     from features.catalog import SERVICES, service_features
@@ -73,7 +76,8 @@ def build_training_set(
 
     cfg = settings.training.fraud
     tx, as_of = load_labelled_transactions(settings, as_of)
-    cutoff = as_of - dt.timedelta(days=cfg.label_maturity_days)
+    maturity = cfg.label_maturity_days if label_maturity_days is None else label_maturity_days
+    cutoff = as_of - dt.timedelta(days=maturity)
     split = plan_time_split(
         tx["event_timestamp"].min().to_pydatetime(), cutoff, cfg.calibrate_days, cfg.validate_days
     )
@@ -330,15 +334,19 @@ def train_fraud(
     seed: int = 0,
     shuffle_labels: bool = False,
     tracking_uri: str | None = None,
+    label_maturity_days: float | None = None,
 ) -> dict[str, Any]:
-    """Train, evaluate, register and gate a fraud model on the offline store as of `as_of`."""
+    """Train, evaluate, register and gate a fraud model on the offline store as of `as_of`.
 
-    from pipeline.tracking import start_run, verdict_state
+    `label_maturity_days` overrides the setting: a retrain after drift uses the most recent
+    days (the drifted ones) although their chargebacks are still arriving."""
+
+    from pipeline.tracking import announce, start_run, verdict_state
 
     settings = Settings()
     uri = tracking_uri or settings.mlflow_tracking_uri
     logger = get_run_logger()
-    ts = build_training_set(settings, as_of, seed)
+    ts = build_training_set(settings, as_of, seed, label_maturity_days)
     checks = check_training_set(ts)
     models = train_models(settings, ts, seed, shuffle_labels)
     metrics = evaluate(settings, ts, models)
@@ -353,5 +361,6 @@ def train_fraud(
     logger.info(
         "v%s: %s (%s)", outcome["version"], outcome["decision"], "; ".join(outcome["reasons"])
     )
+    announce("fraud", outcome)
     # The flow run's state says refused or accepted; the caller still gets the outcome dict.
     return verdict_state(outcome)

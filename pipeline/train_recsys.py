@@ -379,7 +379,7 @@ def train_recsys(
 ) -> dict[str, Any]:
     """Train, evaluate against popularity, register and gate the two-stage recommender."""
 
-    from pipeline.tracking import start_run, verdict_state
+    from pipeline.tracking import announce, start_run, verdict_state
 
     settings = Settings()
     uri = tracking_uri or settings.mlflow_tracking_uri
@@ -400,5 +400,6 @@ def train_recsys(
     logger.info(
         "v%s: %s (%s)", outcome["version"], outcome["decision"], "; ".join(outcome["reasons"])
     )
+    announce("recsys", outcome)
     # The flow run's state says refused or accepted; the caller still gets the outcome dict.
     return verdict_state(outcome)

@@ -15,6 +15,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
+import mlsd.events as events
 from serving.admin import AdminClient, AdminError
 
 DEFAULT_STEPS = (5.0, 25.0, 50.0, 100.0)
@@ -80,6 +81,7 @@ def run_ramp(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     log: Callable[[str], None] = print,
+    notify: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Drive the canary through the plan; returns the outcome with every step's evidence.
 
@@ -91,7 +93,7 @@ def run_ramp(
     challenger nobody judges any more must not keep its share of traffic. The withdrawal names
     the challenger, so it can never restore an older champion instead.
     """
-    ramp = _Ramp(admin, product, version)
+    ramp = _Ramp(admin, product, version, notify=notify or (lambda _name, _payload: None))
     try:
         return ramp.run(plan, clock, sleep, log)
     except BaseException as err:
@@ -105,6 +107,8 @@ class _Ramp:
     product: str
     version: int | None
     started: bool = False
+    # Told of each step (an event name of mlsd.events and its payload): the loop's timeline.
+    notify: Callable[[str, dict[str, Any]], None] = lambda _name, _payload: None
 
     def run(
         self,
@@ -121,6 +125,10 @@ class _Ramp:
             else:
                 admin.set_percent(product, percent)
             log(f"{product}: canary of v{self.version} at {percent:g} %")
+            self.notify(
+                events.CANARY_STEP_STARTED,
+                {"version": self.version, "step": index + 1, "percent": percent},
+            )
             began = clock()
             verdicts: list[str] = []
             while True:
@@ -144,20 +152,41 @@ class _Ramp:
                     if verdict["decision"] != "rollback":
                         why = f"step at {percent:g} % ended without enough evidence: {why}"
                     log(f"{product}: rollback at {percent:g} %: {why}")
+                    self.notify(
+                        events.CANARY_STEP_BREACHED,
+                        {"version": self.version, "percent": percent, "reason": why[:300]},
+                    )
                     admin.rollback(
                         product, f"canary rolled back at {percent:g} %: {why}", self.version
                     )
                     self.started = False
+                    self.notify(
+                        events.ROLLED_BACK,
+                        {"version": self.version, "percent": percent, "reason": why[:300]},
+                    )
                     return {
                         "product": product,
                         "result": "rolled_back",
                         "steps": [s.__dict__ for s in steps],
                     }
                 log(f"{product}: step {percent:g} % passed after {elapsed:.0f} s")
+                self.notify(
+                    events.CANARY_STEP_PASSED,
+                    {"version": self.version, "percent": percent, "seconds": round(elapsed, 1)},
+                )
                 break
-        admin.promote(product, f"canary passed every step {list(plan.steps)}")
+        answer = admin.promote(product, f"canary passed every step {list(plan.steps)}")
         self.started = False
         log(f"{product}: promoted")
+        self.notify(events.PROMOTED, {"version": self.version, "steps": list(plan.steps)})
+        self.notify(
+            events.ALIAS_MOVED,
+            {
+                "alias": "champion",
+                "to_version": (answer or {}).get("routing", {}).get("champion", self.version),
+                "version": self.version,
+            },
+        )
         return {"product": product, "result": "promoted", "steps": [s.__dict__ for s in steps]}
 
     def start(self, percent: float) -> None:
@@ -201,8 +230,10 @@ def rollout(
     min_step_seconds: float = 30.0,
     max_step_seconds: float = 300.0,
     poll_seconds: float = 5.0,
+    shadow_seconds: float = 0.0,
 ) -> dict[str, Any]:
-    """Canary-ramp `product`'s challenger (or `version`) and promote it or roll it back."""
+    """Shadow `product`'s challenger (or `version`) for `shadow_seconds`, then canary-ramp it
+    and promote it or roll it back; every step is an event of the loop's timeline."""
     from mlsd.settings import Settings
 
     plan = RampPlan(tuple(steps or DEFAULT_STEPS), min_step_seconds, max_step_seconds, poll_seconds)
@@ -211,5 +242,45 @@ def rollout(
         admin = AdminClient(router_url, admin_token)
     else:
         admin = AdminClient.for_lab(Settings())
+    notify = timeline_notifier(product, version)
     with admin:
-        return run_ramp(admin, product, plan, version, log=logger.info)
+        if shadow_seconds > 0:
+            shadow_window(admin, product, version, shadow_seconds, logger.info, notify)
+        return run_ramp(admin, product, plan, version, log=logger.info, notify=notify)
+
+
+def shadow_window(
+    admin: AdminClient,
+    product: str,
+    version: int | None,
+    seconds: float,
+    log: Callable[[str], None],
+    notify: Callable[[str, dict[str, Any]], None],
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """The challenger answers copies of live requests for `seconds` (callers see the champion's
+    answers only); its window's figures go in the timeline beside the champion's."""
+    body = {"version": version} if version is not None else {}
+    answer = admin.call("POST", f"/admin/{product}/shadow/start", json=body)
+    shadowed = answer.get("routing", {}).get("shadow", version)
+    notify(events.SHADOW_STARTED, {"version": version, "seconds": seconds, "shadow": shadowed})
+    log(f"{product}: shadow of v{version} for {seconds:g} s")
+    try:
+        sleep(seconds)
+    finally:
+        admin.call("POST", f"/admin/{product}/shadow/stop")
+
+
+def timeline_notifier(product: str, version: int | None) -> Callable[[str, dict[str, Any]], None]:
+    """Emit each rollout step as a lab event on `mlsd.model.<product>` (best effort: a lost
+    event never stops a rollout)."""
+
+    def notify(name: str, payload: dict[str, Any]) -> None:
+        v = payload.get("version") or version
+        related = [events.version_related(product, v)] if v is not None else None
+        try:
+            events.emit(name, events.model_resource(product), payload, related)
+        except Exception as err:
+            print(f"could not emit {name}: {err}")
+
+    return notify

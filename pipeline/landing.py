@@ -1,0 +1,98 @@
+"""The `land_day` Prefect flow: a day the world landed goes through the quality gate (Great
+Expectations), then the world's feature tables and their materialisation, so the online store
+follows the world. Served as a deployment that runs on `mlsd.batch.landed` (one run at a time).
+
+A quarantined batch raises a quality alert (`mlsd.quality.alert`): broken data is not drift and
+never starts a retrain; the batches that passed still reach the offline store and the features.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+import mlsd.events as events
+from mlsd.settings import Settings
+
+
+@flow(name="land_day", log_prints=True)
+def land_day(world: str, day: str | None = None) -> dict[str, Any]:
+    """Gate every batch `world` has landed, then refresh its features and the online store."""
+    from features import store, tables
+    from features.catalog import views_of_world
+    from pipeline.ingest import ingest
+
+    settings = Settings()
+    logger = get_run_logger()
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    report = ingest(settings, world)
+    seconds["gate"] = time.perf_counter() - started
+    quarantined = report.quarantined
+    for batch in quarantined:
+        reason = "; ".join(f.describe() for f in batch.failures) or batch.status
+        logger.warning("quarantined %s: %s", batch.batch_id, reason)
+        events.emit(
+            events.QUALITY_ALERT,
+            events.model_resource(world),
+            {
+                "source": "ingest",
+                "batch": batch.batch_id,
+                "reason": reason[:300],
+                "rows": batch.rows,
+                "day": day,
+            },
+        )
+    rows = 0
+    if report.accepted:
+        started = time.perf_counter()
+        built = tables.build(settings, [world])
+        rows = sum(sum(b.rows.values()) for b in built)
+        seconds["features"] = time.perf_counter() - started
+        started = time.perf_counter()
+        store.materialize(settings, views=[v.name for v in views_of_world(world)])
+        seconds["materialize"] = time.perf_counter() - started
+    outcome = {
+        "world": world,
+        "day": day,
+        "accepted": [b.batch_id for b in report.accepted],
+        "quarantined": [b.batch_id for b in quarantined],
+        "feature_rows": rows,
+        "seconds": {k: round(v, 2) for k, v in seconds.items()},
+    }
+    logger.info(
+        "%s %s: %d accepted, %d quarantined; %s",
+        world,
+        day,
+        len(report.accepted),
+        len(quarantined),
+        outcome["seconds"],
+    )
+    return outcome
+
+
+def deployments() -> list[Any]:
+    """`land_day` on every `mlsd.batch.landed` of either world, one run at a time."""
+    from prefect.events import DeploymentEventTrigger
+
+    return [
+        land_day.to_deployment(
+            name="land_day",
+            description="Gate a landed day (GX), refresh the world's features and online store.",
+            triggers=[
+                DeploymentEventTrigger(
+                    name="land a day when the world lands it",
+                    expect={events.BATCH_LANDED},
+                    match={"prefect.resource.id": "mlsd.world.*"},
+                    parameters={
+                        "world": "{{ event.resource.name }}",
+                        "day": "{{ event.payload.day }}",
+                    },
+                )
+            ],
+            concurrency_limit=1,
+            tags=["mlsd", "landing"],
+        )
+    ]
