@@ -204,7 +204,7 @@ def read_timeline(
     scope = temporary_settings(updates={PREFECT_API_URL: api_url}) if api_url else nullcontext()
     out: list[TimelineEvent] = []
     with scope, get_client(sync_client=True) as client:
-        page = client.read_events(filter=query, limit=200)
+        page = client.read_events(filter=query, limit=50)  # the API refuses more than 50 a page
         while True:
             out.extend(TimelineEvent.from_prefect(e) for e in page.events)
             if page.next_page is None or len(out) >= limit:

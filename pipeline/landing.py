@@ -19,7 +19,9 @@ from mlsd.settings import Settings
 
 @flow(name="land_day", log_prints=True)
 def land_day(world: str, day: str | None = None) -> dict[str, Any]:
-    """Gate every batch `world` has landed, then refresh its features and the online store."""
+    """Gate every batch waiting in the landing zone (`world`'s landed day, and whatever else
+    landed while the previous run worked), then refresh the features and online store of each
+    world that gained data."""
     from features import store, tables
     from features.catalog import views_of_world
     from pipeline.ingest import ingest
@@ -28,7 +30,7 @@ def land_day(world: str, day: str | None = None) -> dict[str, Any]:
     logger = get_run_logger()
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    report = ingest(settings, world)
+    report = ingest(settings)
     seconds["gate"] = time.perf_counter() - started
     quarantined = report.quarantined
     for batch in quarantined:
@@ -36,23 +38,25 @@ def land_day(world: str, day: str | None = None) -> dict[str, Any]:
         logger.warning("quarantined %s: %s", batch.batch_id, reason)
         events.emit(
             events.QUALITY_ALERT,
-            events.model_resource(world),
+            events.model_resource(batch.world),
             {
                 "source": "ingest",
                 "batch": batch.batch_id,
                 "reason": reason[:300],
                 "rows": batch.rows,
-                "day": day,
+                "day": batch.day.isoformat() if batch.day else None,
             },
         )
+    grown = sorted({b.world for b in report.accepted})
     rows = 0
-    if report.accepted:
+    if grown:
         started = time.perf_counter()
-        built = tables.build(settings, [world])
+        built = tables.build(settings, grown)
         rows = sum(sum(b.rows.values()) for b in built)
         seconds["features"] = time.perf_counter() - started
         started = time.perf_counter()
-        store.materialize(settings, views=[v.name for v in views_of_world(world)])
+        views = [v.name for w in grown for v in views_of_world(w)]
+        store.materialize(settings, views=views)
         seconds["materialize"] = time.perf_counter() - started
     outcome = {
         "world": world,
@@ -75,6 +79,7 @@ def land_day(world: str, day: str | None = None) -> dict[str, Any]:
 
 def deployments() -> list[Any]:
     """`land_day` on every `mlsd.batch.landed` of either world, one run at a time."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.events import DeploymentEventTrigger
 
     return [
@@ -92,7 +97,13 @@ def deployments() -> list[Any]:
                     },
                 )
             ],
-            concurrency_limit=1,
+            # One run at a time, and an event that comes while one runs is dropped, not queued:
+            # each run gates every batch waiting in the landing zone, so the next event's run
+            # picks up what landed meanwhile. Queued, the runs fell ever further behind a world
+            # that lands two batches every simulated day.
+            concurrency_limit=ConcurrencyLimitConfig(
+                limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
+            ),
             tags=["mlsd", "landing"],
         )
     ]

@@ -69,6 +69,7 @@ def build_training_set(
     as_of: dt.datetime | None,
     seed: int,
     label_maturity_days: float | None = None,
+    amount_scale: float = 1.0,
 ) -> FraudTrainingSet:
     """Entity rows from the offline store, labels known at as_of, features by point-in-time join."""
     from features.catalog import SERVICES, service_features
@@ -76,6 +77,11 @@ def build_training_set(
 
     cfg = settings.training.fraud
     tx, as_of = load_labelled_transactions(settings, as_of)
+    if amount_scale != 1.0:
+        # The bad-model drill: a training pipeline that reads amounts in other units than
+        # serving sends (training-serving skew). Offline every window is scaled alike, so the
+        # gate sees a sound model; online it sees amounts it never saw in training.
+        tx["amount"] = tx["amount"] * amount_scale
     maturity = cfg.label_maturity_days if label_maturity_days is None else label_maturity_days
     cutoff = as_of - dt.timedelta(days=maturity)
     split = plan_time_split(
@@ -335,18 +341,21 @@ def train_fraud(
     shuffle_labels: bool = False,
     tracking_uri: str | None = None,
     label_maturity_days: float | None = None,
+    amount_scale: float = 1.0,
 ) -> dict[str, Any]:
     """Train, evaluate, register and gate a fraud model on the offline store as of `as_of`.
 
     `label_maturity_days` overrides the setting: a retrain after drift uses the most recent
-    days (the drifted ones) although their chargebacks are still arriving."""
+    days (the drifted ones) although their chargebacks are still arriving. `amount_scale` != 1
+    is the bad-model drill (`make demo`'s second act): the training set's amounts scaled, a
+    training-serving skew the offline gate cannot see."""
 
     from pipeline.tracking import announce, start_run, verdict_state
 
     settings = Settings()
     uri = tracking_uri or settings.mlflow_tracking_uri
     logger = get_run_logger()
-    ts = build_training_set(settings, as_of, seed, label_maturity_days)
+    ts = build_training_set(settings, as_of, seed, label_maturity_days, amount_scale)
     checks = check_training_set(ts)
     models = train_models(settings, ts, seed, shuffle_labels)
     metrics = evaluate(settings, ts, models)
@@ -355,7 +364,11 @@ def train_fraud(
         uri,
         settings.training.experiment,
         "train_fraud",
-        {"model": "fraud", "shuffle_labels": str(shuffle_labels)},
+        {
+            "model": "fraud",
+            "shuffle_labels": str(shuffle_labels),
+            **({"drill": f"amount_scale={amount_scale:g}"} if amount_scale != 1.0 else {}),
+        },
     ):
         outcome = register(settings, ts, models, metrics, checks, uri)
     logger.info(

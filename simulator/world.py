@@ -88,6 +88,7 @@ class Counters:
     ok: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
     shed: Counter[str] = field(default_factory=Counter)
+    arms: Counter[str] = field(default_factory=Counter)  # "<product>/<arm>" -> answers
     labels_posted: int = 0
     feedback_errors: int = 0
     days_landed: int = 0
@@ -304,7 +305,9 @@ class World:
             self.counters.errors[f"{product}: HTTP {response.status_code}"] += 1
             return None
         self.counters.ok[product] += 1
-        return dict(response.json())
+        answer = dict(response.json())
+        self.counters.arms[f"{product}/{answer.get('arm', '?')}"] += 1
+        return answer
 
     async def _score(self, live: Live, row: dict[str, Any]) -> None:
         answer = await self._post("fraud", "/v1/fraud/score", fraud_body(row))
@@ -384,6 +387,8 @@ class World:
             batches["interactions"] = pd.concat([played[keep], served], ignore_index=True)
         day = live.plan.day.isoformat()
         for event_type, frame in batches.items():
+            if frame.empty:
+                continue  # nothing to report that day (a small world's chargebacks): no file
             land_batch(frame, self.settings.raw_dir / product / event_type / f"{day}.parquet")
         if live.plan.truth is not None:
             land_batch(
@@ -430,6 +435,7 @@ class World:
             "ok": dict(c.ok),
             "errors": dict(c.errors),
             "shed": dict(c.shed),
+            "arms": dict(c.arms),
             "labels": {
                 "posted": c.labels_posted,
                 "pending": len(self.labels),

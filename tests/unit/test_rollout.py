@@ -189,3 +189,33 @@ def test_a_failed_withdrawal_does_not_hide_the_original_error():
     with pytest.raises(ConnectionError, match="router unreachable"):
         run_ramp(admin, "fraud", PLAN, 7, clock=clock, sleep=clock.sleep, log=messages.append)
     assert "no canary of v7 left to withdraw" in messages[-1]
+
+
+def test_each_step_is_told_to_the_timeline_in_order():
+    from mlsd import events as ev
+
+    told: list[tuple[str, float | None]] = []
+    for script, ending in (
+        ({5.0: ["promote"], 50.0: ["promote"]}, ev.PROMOTED),
+        ({5.0: ["hold", "rollback"]}, ev.ROLLED_BACK),
+    ):
+        told.clear()
+        admin, clock = ScriptedAdmin(script), FakeClock()
+        run_ramp(
+            admin,
+            "fraud",
+            PLAN,
+            7,
+            clock=clock,
+            sleep=clock.sleep,
+            log=lambda _m: None,
+            notify=lambda name, payload: told.append((name, payload.get("percent"))),
+        )
+        names = [name for name, _ in told]
+        assert names[0] == ev.CANARY_STEP_STARTED and told[0][1] == 5.0
+        assert ending in names and all(n in ev.LAB_EVENTS for n in names)
+        if ending == ev.PROMOTED:
+            assert names.count(ev.CANARY_STEP_PASSED) == 2 and names[-1] == ev.ALIAS_MOVED
+        else:
+            assert names[-2:] == [ev.CANARY_STEP_BREACHED, ev.ROLLED_BACK]
+            assert ev.PROMOTED not in names
