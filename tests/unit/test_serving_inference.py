@@ -230,7 +230,7 @@ def store_vectors(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, Any]]:
         default = {"user_vector": [], "user_embedding_version": "", "user_unknown": True}
         return stored.get(entity["user_id"], default)
 
-    monkeypatch.setattr(inference, "online_features", online_features)
+    monkeypatch.setattr(inference.recsys, "online_features", online_features)
     return stored
 
 
