@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from mlsd.console import console
+from mlsd.console import console, fail
 
 
 class Product(StrEnum):
@@ -82,11 +82,10 @@ def experiment(
         raise typer.Exit(1) from err
     split = running_split(status)
     if split is None or split.get("kind") != "experiment":
-        console.print(
+        fail(
             f"{product.value}: no A/B experiment is running "
-            f"(start one: `mlsd experiment {product.value} --start 50`)"
+            f"(start one: mlsd experiment {product.value} --start 50)"
         )
-        raise typer.Exit(3)
     if metric is None and split.get("metric") in METRICS:
         chosen = str(split["metric"])
     rows = asyncio.run(experiment_rows(settings, product.value, split, time.time()))

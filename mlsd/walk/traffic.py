@@ -77,7 +77,7 @@ async def post_labels(base: str, results: list[dict[str, Any]], labels: list[int
         for result, label in zip(results, labels, strict=True):
             if "request_id" not in result:
                 continue
-            body = {"request_id": result["request_id"], "product": "fraud", "label": label}
+            body = {"request_id": result["request_id"], "label": label}
             response = await client.post(f"{base}/v1/feedback", json=body)
             joined += response.status_code == 200
     return joined
