@@ -107,6 +107,8 @@ def step_env() -> dict[str, str]:
     env["ROUTER"] = f"http://{settings.client_host}:{settings.router.port}"
     env["MLFLOW"] = settings.mlflow_tracking_uri
     env["PREFECT"] = settings.prefect_api_url.removesuffix("/api")
+    # Prefect's own CLI in a step talks to this lab's server, not a temporary one.
+    env.setdefault("PREFECT_API_URL", settings.prefect_api_url)
     # Wide enough that a table's row stays on one line for the expectations to read.
     env.setdefault("COLUMNS", "200")
     env["NO_COLOR"] = "1"

@@ -18,12 +18,17 @@ import numpy as np
 from mlsd.settings import Settings
 
 
-def fraud_bodies(settings: Settings, n: int, seed: int) -> tuple[list[dict[str, Any]], list[int]]:
-    """`n` transactions of the day after the landed data, with whether each was fraud."""
+def fraud_bodies(
+    settings: Settings, n: int, seed: int, scenario: str | None = None
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """`n` transactions of the day after the landed data (as the world plays it under
+    `scenario`, if given), with whether each was fraud."""
     from simulator.landing import simulate_frames
 
     day = settings.simulator.start_date + dt.timedelta(days=settings.simulator.days)
-    frames = simulate_frames(settings, "fraud", days=1, seed=settings.simulator.seed, start=day)
+    frames = simulate_frames(
+        settings, "fraud", days=1, seed=settings.simulator.seed, start=day, scenario=scenario
+    )
     tx = frames["transactions"].merge(frames["truth"], on="transaction_id", how="left")
     tx = tx.sample(n=min(n, len(tx)), random_state=seed).sort_values("event_timestamp")
     bodies = [
@@ -105,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=100.0, help="requests per second")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--labels", action="store_true", help="post fraud labels afterwards")
+    parser.add_argument("--scenario", help="fraud: a drift scenario of `mlsd scenarios`")
     args = parser.parse_args(argv)
     if args.n <= 0 or args.rate <= 0:
         parser.error("--n and --rate must be positive")
@@ -112,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     base = f"http://{settings.client_host}:{settings.router.port}"
     labels: list[int] = []
     if args.product == "fraud":
-        bodies, labels = fraud_bodies(settings, args.n, args.seed)
+        bodies, labels = fraud_bodies(settings, args.n, args.seed, args.scenario)
         url = f"{base}/v1/fraud/score"
     else:
         from simulator.live import recs_requests
@@ -129,7 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     print("answered by: " + ", ".join(f"{k} {v}" for k, v in sorted(s["answered_by"].items())))
     if args.product == "fraud":
         blocked = sum(r.get("decision") == "block" for r in results)
+        scores = [float(r["score"]) for r in results if "score" in r]
+        amounts = sorted(float(b["amount"]) for b in bodies)
         print(f"blocked {blocked} of {s['ok']}; frauds in the sample (world truth) {sum(labels)}")
+        print(
+            f"mean score {float(np.mean(scores)) if scores else float('nan'):.4f}; "
+            f"median amount sent {amounts[len(amounts) // 2]:.2f}"
+        )
         if args.labels:
             joined = asyncio.run(post_labels(base, results, labels))
             print(f"labels joined to the prediction log: {joined}")
