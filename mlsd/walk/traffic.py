@@ -31,16 +31,18 @@ def fraud_bodies(
     )
     tx = frames["transactions"].merge(frames["truth"], on="transaction_id", how="left")
     tx = tx.sample(n=min(n, len(tx)), random_state=seed).sort_values("event_timestamp")
+    columns = ["card_id", "merchant_id", "amount", "country", "device_id", "event_timestamp"]
+    records: list[dict[Any, Any]] = tx[columns].to_dict("records")
     bodies = [
         {
-            "card_id": r.card_id,
-            "merchant_id": r.merchant_id,
-            "amount": float(r.amount),
-            "country": r.country,
-            "device_id": r.device_id,
-            "timestamp": r.event_timestamp.isoformat(),
+            "card_id": r["card_id"],
+            "merchant_id": r["merchant_id"],
+            "amount": float(r["amount"]),
+            "country": r["country"],
+            "device_id": r["device_id"],
+            "timestamp": r["event_timestamp"].isoformat(),
         }
-        for r in tx.itertuples()
+        for r in records
     ]
     return bodies, [int(bool(v)) for v in tx["is_fraud"].fillna(False)]
 
@@ -49,7 +51,10 @@ async def send_all(url: str, bodies: list[dict[str, Any]], rate: float) -> list[
     """POST each body at `rate` per second (arrivals do not wait for answers); one result each,
     in the bodies' order."""
     results: list[dict[str, Any]] = [{} for _ in bodies]
-    async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
+    # Open loop: arrivals never wait for a free connection (no pool timeout); a request waits
+    # at most 30 s for its answer, so a slow machine shows as latency, not as lost requests.
+    timeout = httpx.Timeout(30.0, pool=None)
+    async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
 
         async def one(i: int, body: dict[str, Any]) -> None:
             started = time.perf_counter()
