@@ -56,12 +56,16 @@ class ModelRegistry:
             return None
 
     def version_exists(self, name: str, version: str) -> bool:
+        """Whether `name` has version `version`; raises when the registry cannot say (it did
+        not answer), so a caller never reads an outage as a missing version."""
         from mlflow.exceptions import MlflowException
 
         try:
             self.client.get_model_version(name, version)
-        except MlflowException:
-            return False
+        except MlflowException as err:
+            if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return False
+            raise
         return True
 
     def aliases(self, name: str) -> dict[str, str]:

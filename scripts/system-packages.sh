@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # System packages the tests use beside the Python ones, for the `scale` profile's backends:
-# redis-server (online store) and PostgreSQL (prediction log), and curl (the walkthroughs' steps
-# call the router with it, as a reader would). Installed with apt when we may
-# (root on Debian/Ubuntu); otherwise we say how, and those tests skip with the reason (in CI,
-# with CI=true, they fail instead: tests/support/system_services.py).
+# redis-server (online store) and PostgreSQL (prediction log), curl (the walkthroughs' steps
+# call the router with it, as a reader would), and Debian's chromium (the browser test of the
+# router's API docs). Installed with apt when we may (root on Debian/Ubuntu); otherwise we say
+# how, and those tests skip with the reason (in CI, with CI=true, they fail instead:
+# tests/support/system_services.py).
 set -u
 missing=()
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# Headless Chromium: the test that the router's /docs and /redoc render offline.
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing+=(chromium)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing ${missing[*]} (Debian packages) for the scale-profile tests"

@@ -1,17 +1,25 @@
 """The router's request and response bodies: what the public and admin APIs accept (strictly:
-unknown fields, wrong types, NaN and negative amounts are 4xx naming the field) and return."""
+unknown fields, wrong types, NaN and negative amounts are 4xx naming the field) and return.
+
+The published schema states every constraint a validator enforces (enums, bounds, patterns, and
+the conditional fields of feedback as a `oneOf`), so a client generated from it never sends what
+the router refuses; `tests/integration/test_router_schema.py` checks that with schemathesis."""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -19,42 +27,98 @@ from features.catalog import GENRES
 from serving.names import Product
 from serving.traffic import Arm, ExperimentMetric
 
-# Ids as the lab's worlds write them (card_000123, u_42, dev-7f3a...): printable, no spaces.
+# Ids as the lab's worlds write them (card_000123, m_00042, dev_000123_1, u_000001, i_000001):
+# printable, no spaces. Other formats are accepted (a real upstream has its own); an id the
+# feature store does not know gets the cold-start path, and the answer says so.
 EntityId = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")
 ]
-RequestId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")]
+RequestId = Annotated[
+    str,
+    StringConstraints(pattern=r"^[0-9a-f]{32}$"),
+    Field(examples=["3f2b8c1e9a7d4f6b8e0c1a2b3c4d5e6f"]),
+]
 ExperimentName = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 ]
-_EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
-_LATEST = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+# A time is an ISO 8601 string of this century (naive: UTC) or epoch seconds in it: anything
+# else is a bug upstream (a millisecond epoch read as seconds), not a transaction. The regex is
+# the schema's pattern too, so both say the same: real calendar days (29 February aside),
+# optional fraction and offset.
+_DAY = r"(?:(?:0[13578]|1[02])-(?:0[1-9]|[12][0-9]|3[01])|(?:0[469]|11)-(?:0[1-9]|[12][0-9]|30)|02-(?:0[1-9]|1[0-9]|2[0-8]))"
+ISO_TIME = (
+    rf"^20[0-9]{{2}}-{_DAY}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\.[0-9]{{1,6}})?"
+    r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?$"
+)
+_ISO_TIME = re.compile(ISO_TIME)
+EPOCH_MIN, EPOCH_MAX = 946_684_800, 4_102_444_800  # 2000-01-01, 2100-01-01 (UTC)
 
 
-def _utc_in_range(value: dt.datetime) -> dt.datetime:
-    # A naive time is taken as UTC (the lab's clock); anything outside this century is a bug
-    # upstream (a millisecond epoch read as seconds), not a transaction.
-    value = value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-    if not _EARLIEST <= value < _LATEST:
-        raise ValueError("must be between 2000-01-01 and 2100-01-01 (UTC)")
+def _time_as_written(value: Any) -> Any:
+    if isinstance(value, str):
+        if not _ISO_TIME.match(value):
+            raise ValueError(
+                "must be ISO 8601 like 2026-01-20T14:03:00Z (a year 2000-2099, optional offset; "
+                "naive is UTC) or epoch seconds"
+            )
+    elif isinstance(value, bool) or not isinstance(value, int | float | dt.datetime):
+        raise ValueError("must be an ISO 8601 string or epoch seconds")
+    elif not isinstance(value, dt.datetime) and not EPOCH_MIN <= value < EPOCH_MAX:
+        raise ValueError(f"epoch seconds must be in [{EPOCH_MIN}, {EPOCH_MAX}): years 2000-2099")
     return value
+
+
+def _as_utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 Timestamp = Annotated[
     dt.datetime,
-    AfterValidator(_utc_in_range),
-    Field(description="ISO 8601 (naive: UTC) or epoch seconds."),
+    BeforeValidator(_time_as_written),
+    AfterValidator(_as_utc),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": ISO_TIME},
+                {"type": "number", "minimum": EPOCH_MIN, "exclusiveMaximum": EPOCH_MAX},
+            ],
+            "description": "ISO 8601 of 2000-2099 (naive: UTC) or epoch seconds.",
+        }
+    ),
 ]
 
 
-def _known_genre(value: str | None) -> str | None:
-    if value is not None and value not in GENRES:
-        raise ValueError(f"must be one of {', '.join(GENRES)}")
+def _whole_number(value: Any) -> Any:
+    # JSON Schema's integer includes 14.0; a bool or a string is not one.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be an integer")
     return value
 
 
+WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
+# A registry version (>= 1). The schema is given: inside `| None` pydantic would publish the
+# bound as an unknown "ge" keyword instead of "minimum".
+Version = Annotated[
+    WholeNumber, Field(ge=1), WithJsonSchema({"type": "integer", "minimum": 1, "examples": [3]})
+]
+
+
+# An enum, so the schema lists the genres the validator accepts.
+Genre = StrEnum("Genre", {g: g for g in GENRES})  # type: ignore[misc]
+
+
+def _no_null_defaults(schema: dict[str, Any]) -> None:
+    # An optional field typed without None (absent is fine, null is refused): its default of
+    # None is no value a client may send, so the schema does not show it.
+    for prop in schema.get("properties", {}).values():
+        if "default" in prop and prop["default"] is None:
+            del prop["default"]
+
+
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_no_null_defaults)
 
 
 # --- public API ------------------------------------------------------------------------------
@@ -63,18 +127,27 @@ class _Body(BaseModel):
 class Transaction(_Body):
     """A card transaction to score."""
 
-    card_id: EntityId = Field(description="The card (the entity the traffic split hashes).")
-    merchant_id: EntityId
+    card_id: EntityId = Field(
+        description="The card (the entity the traffic split hashes). The lab's cards are "
+        "card_ plus six digits; an unknown card is scored cold (cold_start true).",
+        examples=["card_000123"],
+    )
+    merchant_id: EntityId = Field(description="The merchant (lab: m_00042).", examples=["m_00042"])
     amount: float = Field(
         strict=True,
         allow_inf_nan=False,
         ge=0,
         le=10_000_000,
         description="Amount in USD: a finite number, not negative.",
+        examples=[42.5],
     )
-    country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2 code.")
-    device_id: EntityId
-    timestamp: Timestamp
+    country: str = Field(
+        pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2 code.", examples=["US"]
+    )
+    device_id: EntityId = Field(
+        description="The device (lab: dev_000123_1).", examples=["dev_000123_1"]
+    )
+    timestamp: Timestamp = Field(examples=["2026-01-20T14:03:00Z"])
 
 
 FraudDecision = Literal["block", "allow"]
@@ -99,11 +172,19 @@ class FraudScore(BaseModel):
 class RecsRequest(_Body):
     """Who to recommend to, how many, and the context."""
 
-    user_id: EntityId = Field(description="The listener (the entity the traffic split hashes).")
-    k: int = Field(10, strict=True, ge=1, le=100, description="Items wanted.")
+    user_id: EntityId = Field(
+        description="The listener (the entity the traffic split hashes). The lab's listeners "
+        "are u_ plus six digits; an unknown one gets the cold-start path, and the answer's "
+        "path_reason says so.",
+        examples=["u_000001"],
+    )
+    k: WholeNumber = Field(10, ge=1, le=100, description="Items wanted.")
     timestamp: Timestamp | None = Field(None, description="Time of the request; default: now.")
-    genre_hint: Annotated[str | None, AfterValidator(_known_genre)] = Field(
-        None, description=f"Optional genre to favour: one of {', '.join(GENRES)}."
+    genre_hint: Genre = Field(  # (absent: no hint; null is refused like any other non-genre)
+        None,
+        description="Optional genre to favour: the model retrieves candidates from it first, "
+        "and the popularity fallback ranks its items first.",
+        examples=["jazz"],
     )
 
 
@@ -125,15 +206,41 @@ class Recommendations(BaseModel):
     degraded_reason: str | None
 
 
+# Feedback is one of two shapes; the schema says so (the validator below enforces the same).
+_FEEDBACK_ONE_OF: list[dict[str, Any]] = [
+    {
+        "title": "fraud label",
+        "required": ["request_id", "label"],
+        "not": {"anyOf": [{"required": ["item_id"]}, {"required": ["event"]}]},
+    },
+    {
+        "title": "recommendation engagement",
+        "required": ["request_id", "item_id"],
+        "not": {"required": ["label"]},
+    },
+]
+
+
+def _feedback_shapes(schema: dict[str, Any]) -> None:
+    _no_null_defaults(schema)
+    schema["oneOf"] = _FEEDBACK_ONE_OF
+
+
 class FeedbackRequest(_Body):
-    """What happened after a prediction: a fraud label, or an item the listener engaged with."""
+    """What happened after a prediction: a fraud label, or an item the listener engaged with
+    (give `label`, or `item_id` with an optional `event`; never both)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_feedback_shapes)
 
     request_id: RequestId = Field(description="The request_id of the prediction.")
-    label: int | None = Field(
-        None, strict=True, ge=0, le=1, description="Fraud: 1 fraud (chargeback), 0 legitimate."
+    # Typed without None: absent is allowed, an explicit null is not (as the schema says).
+    label: WholeNumber = Field(
+        None, ge=0, le=1, description="Fraud: 1 fraud (chargeback), 0 legitimate."
     )
-    item_id: EntityId | None = Field(None, description="Recs: the item clicked or played.")
-    event: Literal["click", "play"] | None = Field(None, description="Recs: default play.")
+    item_id: EntityId = Field(
+        None, description="Recs: the item clicked or played.", examples=["i_000001"]
+    )
+    event: Literal["click", "play"] = Field(None, description="Recs: default play.")
 
     @model_validator(mode="after")
     def _one_kind(self) -> FeedbackRequest:
@@ -169,14 +276,14 @@ class SplitRequest(_Body):
     experiment: ExperimentName = Field(description="Salts the hash: a new name reshuffles.")
     metric: ExperimentMetric = Field(description="The metric the experiment is judged by.")
     challenger_percent: float = Field(gt=0, lt=100, allow_inf_nan=False)
-    version: int | None = Field(
-        None, ge=1, description="Challenger version; default: the registry's @challenger."
+    version: Version | None = Field(
+        None, description="Challenger version; default: the registry's @challenger."
     )
 
 
 class ShadowRequest(_Body):
-    version: int | None = Field(
-        None, ge=1, description="Version to shadow; default: the registry's @challenger."
+    version: Version | None = Field(
+        None, description="Version to shadow; default: the registry's @challenger."
     )
     percent: float = Field(
         100.0,
@@ -189,8 +296,8 @@ class ShadowRequest(_Body):
 
 class CanaryRequest(_Body):
     percent: float = Field(gt=0, le=100, allow_inf_nan=False, description="First ramp step.")
-    version: int | None = Field(
-        None, ge=1, description="Canary version; default: the registry's @challenger."
+    version: Version | None = Field(
+        None, description="Canary version; default: the registry's @challenger."
     )
 
 
@@ -205,9 +312,8 @@ class ReasonRequest(_Body):
 
 
 class RollbackRequest(ReasonRequest):
-    challenger: int | None = Field(
+    challenger: Version | None = Field(
         None,
-        ge=1,
         description=(
             "Only withdraw this challenger from traffic (409 when it is not taking traffic); "
             "never restore an older champion. The rollout controller's abort uses it."

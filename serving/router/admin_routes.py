@@ -26,9 +26,16 @@ from serving.schemas import (
 from serving.traffic import ARMS, canary_verdict, experiment_metric
 
 _ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "The body is not valid UTF-8 or not valid JSON."},
     401: {"model": ErrorBody, "description": "Missing or wrong admin token."},
+    404: {"model": ErrorBody, "description": "The version named is not in the registry."},
     409: {"model": ErrorBody, "description": "The call does not fit the current routing."},
-    502: {"model": ErrorBody, "description": "The model server or the registry refused."},
+    413: {"model": ErrorBody, "description": "Body larger than router.max_body_bytes."},
+    502: {
+        "model": ErrorBody,
+        "description": "The platform failed: a model server could not load a registered "
+        "version, or the registry did not answer.",
+    },
 }
 
 

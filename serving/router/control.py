@@ -40,7 +40,21 @@ class RoutingControl:
         self._lock = asyncio.Lock()
 
     async def challenger_version(self, product: Product, requested: int | None) -> int:
+        """The version named, which must be in the registry (404 naming it when not: a client's
+        mistake, not the model server's), else the registry's @challenger, else the routing's."""
         if requested is not None:
+            if self.registry.uri:
+                name = self.registry.names[product]
+                try:
+                    exists = await asyncio.to_thread(
+                        self.registry.client().version_exists, name, str(requested)
+                    )
+                except Exception as err:  # the registry did not answer: the platform's fault
+                    raise HTTPException(502, f"registry unavailable: {err}"[:300]) from err
+                if not exists:
+                    raise HTTPException(
+                        404, f"version: {name} has no version {requested} in the registry"
+                    )
             return requested
         if self.registry.uri:
             name = self.registry.names[product]
@@ -51,7 +65,9 @@ class RoutingControl:
         if current is not None:
             return current
         raise HTTPException(
-            409, f"{product} has no challenger (none in the registry): pass a version"
+            409,
+            f"{product} has no challenger (no @challenger in the registry): name one with "
+            '"version" in the body (`mlsd rollout start --version N`)',
         )
 
     async def change_routing(

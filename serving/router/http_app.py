@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from mlsd.settings import Settings, get_settings
@@ -80,6 +84,62 @@ async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def method_not_allowed(request: Request, exc: Exception) -> JSONResponse:
+    """405 with an `Allow` header listing every method the published schema gives the path.
+    (Starlette lists only the first route whose path matched, so `OPTIONS /admin/fraud/split`
+    said PUT but not DELETE.)"""
+    allowed = sorted(
+        method.upper()
+        for template, operations in request.app.openapi()["paths"].items()
+        if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), request.url.path)
+        for method in operations
+    )
+    return JSONResponse(
+        {"detail": f"method {request.method} not allowed on {request.url.path}"},
+        status_code=405,
+        headers={"Allow": ", ".join(allowed)},
+    )
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        return await method_not_allowed(request, exc)
+    return await http_exception_handler(request, exc)
+
+
+def add_offline_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc with their scripts and styles served from the installed
+    `fastapi-offline` package, not a CDN: they work offline and phone nobody."""
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+    from fastapi_offline.core import _STATIC_PATH
+
+    static = "/static-offline-docs"
+    app.mount(static, StaticFiles(directory=_STATIC_PATH), name="static-offline-docs")
+    title = app.title
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{title} - Swagger UI",
+            swagger_js_url=f"{static}/swagger-ui-bundle.js",
+            swagger_css_url=f"{static}/swagger-ui.css",
+            swagger_favicon_url=f"{static}/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title=f"{title} - ReDoc",
+            redoc_js_url=f"{static}/redoc.standalone.js",
+            redoc_favicon_url=f"{static}/favicon.png",
+            with_google_fonts=False,
+        )
+
+
 class RouterApp(FastAPI):
     """The router's app: FastAPI, with the two scoring routes also on the fast lane (see
     serving.fast_lane). Their FastAPI routes stay: they document the API and answer whatever
@@ -123,7 +183,10 @@ def create_app(
         description="Fraud scoring and recommendations in front of the KServe model servers, "
         "with sticky A/B splits, shadow traffic, canaries and safe degradation.",
         lifespan=lifespan,
+        docs_url=None,  # served from the installed package below, not a CDN
+        redoc_url=None,
     )
+    add_offline_docs(app)
     app.state.router = router
     app.max_body_bytes = settings.router.max_body_bytes
     app.fast_routes = {
@@ -131,6 +194,7 @@ def create_app(
         "/v1/recs": FastRoute(RecsRequest, router.recommend),
     }
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_middleware(BodySizeLimit, max_bytes=settings.router.max_body_bytes)
     add_public_routes(app)
     add_admin_routes(app)

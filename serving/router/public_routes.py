@@ -20,7 +20,12 @@ from serving.schemas import (
 )
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "The body is not valid UTF-8 or not valid JSON."},
     413: {"model": ErrorBody, "description": "Body larger than router.max_body_bytes."},
+    422: {
+        "description": "A field breaks a constraint of this schema: each error's `loc` names "
+        "the field and `msg` the reason."
+    },
 }
 
 

@@ -419,7 +419,7 @@ def test_admin_conflicts_are_409_with_a_reason(lab: Lab):
         ]
     )
     assert (
-        "pass a version"
+        'name one with "version" in the body'
         in admin(lab, "POST", "/admin/fraud/canary/start", {"percent": 5}, 409)["detail"]
     )
     assert "no split" in admin(lab, "DELETE", "/admin/fraud/split", None, 409)["detail"]
