@@ -182,8 +182,8 @@ class RecsRequest(_Body):
     timestamp: Timestamp | None = Field(None, description="Time of the request; default: now.")
     genre_hint: Genre = Field(  # (absent: no hint; null is refused like any other non-genre)
         None,
-        description="Optional genre to favour: the model retrieves candidates from it first, "
-        "and the popularity fallback ranks its items first.",
+        description="Optional genre to favour: its new releases join a known listener's "
+        "candidates first, lead an unknown listener's slate, and lead the popularity fallback.",
         examples=["jazz"],
     )
 
@@ -200,6 +200,9 @@ class Recommendations(BaseModel):
     items: list[RecItem]
     model_version: str = Field(description='What answered: "recsys/1" or "popularity".')
     path: RecsPath = Field(description="model, or popularity (cold start or fallback).")
+    path_reason: str | None = Field(
+        None, description="Why the popularity path answered (cold start, or the fallback's reason)."
+    )
     arm: Arm
     experiment: str | None
     degraded: bool

@@ -300,12 +300,20 @@ class Router:
             if not answer.items:
                 reason += " (no popularity list yet: empty)"
         degraded = reason is not None
+        path_reason = None
+        if answer.path == "popularity":
+            hint = f", new {req.genre_hint} releases first" if req.genre_hint else ""
+            path_reason = reason or (
+                f"cold start: the model does not know listener {req.user_id} "
+                f"(the lab's listeners are u_ plus six digits): most played items{hint}"
+            )
         items = [RecItem(item_id=i, score=s) for i, s in answer.items[: req.k]]
         response = Recommendations(
             request_id=request_id,
             items=items,
             model_version=answer.model_version,
             path=recs_path(answer),
+            path_reason=path_reason,
             arm=arm,
             experiment=experiment,
             degraded=degraded,

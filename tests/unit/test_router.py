@@ -187,6 +187,10 @@ def test_recommendations_and_the_cold_start_path(lab: Lab):
     cold = lab.client.post("/v1/recs", json={"user_id": "new_user_77", "genre_hint": "jazz"})
     assert cold.json()["path"] == "popularity" and cold.json()["degraded"] is False
     assert len(cold.json()["items"]) == 10  # k defaults to 10
+    # The answer says why the popularity path answered, and what the hint did.
+    assert cold.json()["path_reason"].startswith("cold start: the model does not know listener")
+    assert "new jazz releases first" in cold.json()["path_reason"]
+    assert body["path_reason"] is None
 
 
 # --- input validation ------------------------------------------------------------------------

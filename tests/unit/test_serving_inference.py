@@ -263,6 +263,16 @@ def test_a_user_nobody_knows_gets_the_popularity_list(store_vectors: dict):
     assert answer.features == {}
 
 
+def test_a_genre_hint_puts_that_genres_new_releases_first_for_an_unknown_user(store_vectors):
+    served = recsys_version()
+    served.bundle.fresh_by_genre["jazz"] = ["j1", "i1"]
+    row = {"user_id": "nobody", "k": 3, "genre_hint": "jazz"}
+    answer = inference.recommend_for(served, row, None)  # type: ignore[arg-type]
+    assert answer.item_ids == ("j1", "i1", "i3")  # the hint's releases, then the popular rest
+    plain = inference.recommend_for(served, {"user_id": "nobody", "k": 3}, None)  # type: ignore[arg-type]
+    assert plain.item_ids == ("i3", "i1")
+
+
 @pytest.mark.parametrize("k", [0, -1, 101])
 def test_k_out_of_range_names_k(store_vectors: dict, k: int):
     with pytest.raises(RequestError, match="'k'"):
