@@ -180,7 +180,8 @@ class RecsRequest(_Body):
     )
     k: WholeNumber = Field(10, ge=1, le=100, description="Items wanted.")
     timestamp: Timestamp | None = Field(None, description="Time of the request; default: now.")
-    genre_hint: Genre = Field(  # (absent: no hint; null is refused like any other non-genre)
+    # Absent: no hint; null is refused like any other non-genre (so the schema has no null).
+    genre_hint: Genre = Field(  # type: ignore[assignment]
         None,
         description="Optional genre to favour: its new releases join a known listener's "
         "candidates first, lead an unknown listener's slate, and lead the popularity fallback.",
@@ -237,13 +238,13 @@ class FeedbackRequest(_Body):
 
     request_id: RequestId = Field(description="The request_id of the prediction.")
     # Typed without None: absent is allowed, an explicit null is not (as the schema says).
-    label: WholeNumber = Field(
+    label: WholeNumber = Field(  # type: ignore[assignment]
         None, ge=0, le=1, description="Fraud: 1 fraud (chargeback), 0 legitimate."
     )
-    item_id: EntityId = Field(
+    item_id: EntityId = Field(  # type: ignore[assignment]
         None, description="Recs: the item clicked or played.", examples=["i_000001"]
     )
-    event: Literal["click", "play"] = Field(None, description="Recs: default play.")
+    event: Literal["click", "play"] = Field(None, description="Recs: default play.")  # type: ignore[arg-type]
 
     @model_validator(mode="after")
     def _one_kind(self) -> FeedbackRequest:
