@@ -16,6 +16,7 @@ import pytest
 from mlsd.netutil import free_port
 from mlsd.telemetry import TELEMETRY_OFF
 from tests.integration.test_router_process import Proc, _spawn
+from tests.support.system_services import service_missing
 
 pytestmark = pytest.mark.integration
 
@@ -24,11 +25,8 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 def browser() -> str:
     found = next((path for name in BROWSERS if (path := shutil.which(name))), None)
-    if found is None:
-        message = "no headless Chromium: `scripts/system-packages.sh` installs Debian's chromium"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)  # in CI a missing install step must not hide behind a skip
-        pytest.skip(message)
+    if found is None:  # skips on a developer's machine, fails in CI (a missing install step)
+        service_missing("no headless Chromium (Debian's chromium)")
     return found
 
 
