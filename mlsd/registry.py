@@ -87,8 +87,13 @@ class ModelRegistry:
         with a `models:/` URI asks MLflow's *default* registry for part of the lookup, i.e.
         MLFLOW_TRACKING_URI or an mlflow.db in the working directory, whatever URI it is given.)
         """
+        import os
+
         import mlflow
 
+        # A progress bar is for a person watching a download; here it is a flow's internal
+        # step, and its bar only buried the gate's verdict in the CLI's output.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         source = self.client.get_model_version_download_uri(name, version)
         with tempfile.TemporaryDirectory(prefix=f"{name}-v{version}-") as tmp:
             yield Path(

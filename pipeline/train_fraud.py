@@ -287,7 +287,12 @@ def register(
     log_json({"features": ts.features, "checks": checks}, "training_set.json")
     log_reference(monitoring_reference(ts, model, settings.monitoring.reference_rows))
     _plots(ts, model)
+    # Declared as doubles: a feature may be missing (NaN) at serving time, which an integer
+    # column cannot hold (MLflow warned about exactly that when the signature said int).
     example = val[ts.features].head(5)
+    example = example.astype(
+        {c: "float64" for c in example.columns if pd.api.types.is_integer_dtype(example[c])}
+    )
     info = mlflow.sklearn.log_model(
         model,
         name="model",
