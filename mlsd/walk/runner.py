@@ -98,7 +98,8 @@ def command_line(run: str) -> str:
 
 def step_env() -> dict[str, str]:
     """The environment a step runs in: this lab's settings, telemetry off, and the addresses a
-    step's command may quote: $ROUTER, $MLFLOW, $PREFECT (the UIs and APIs of this lab)."""
+    step's command may quote: $ROUTER, $MLFLOW, $PREFECT (the UIs and APIs of this lab) and
+    $FRAUD_SERVER, $RECSYS_SERVER (the model servers)."""
     from mlsd.settings import Settings
     from mlsd.telemetry import TELEMETRY_OFF
 
@@ -107,6 +108,8 @@ def step_env() -> dict[str, str]:
     env["ROUTER"] = f"http://{settings.client_host}:{settings.router.port}"
     env["MLFLOW"] = settings.mlflow_tracking_uri
     env["PREFECT"] = settings.prefect_api_url.removesuffix("/api")
+    env["FRAUD_SERVER"] = settings.model_server_url("fraud")
+    env["RECSYS_SERVER"] = settings.model_server_url("recsys")
     # Prefect's own CLI in a step talks to this lab's server, not a temporary one.
     env.setdefault("PREFECT_API_URL", settings.prefect_api_url)
     # Wide enough that a table's row stays on one line for the expectations to read.
