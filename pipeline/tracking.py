@@ -232,3 +232,27 @@ def announce(product: str, outcome: dict[str, Any]) -> None:
 
 # The figures a person compares in the timeline (fraud, then recommender).
 _HEADLINE = ("pr_auc", "precision", "recall", "threshold", "ndcg_at_10", "recall_at_10")
+
+
+def onnx_beside(estimator: Any, folder: Path) -> list[str]:
+    """The fraud model's checked ONNX graph written into `folder`, as `extra_files` for MLflow's
+    `log_model`: it then lands among the registry version's files, beside the scikit-learn
+    model, where model servers (and any standard ONNX runtime) read it. When ONNX cannot express
+    the model, or the graph disagrees with it, nothing is written and the run's tag
+    `onnx.refused` says why (the servers then score with scikit-learn)."""
+    import mlflow
+
+    from models.fraud_onnx import ONNX_FILE, OnnxRefused, export_fraud_onnx, fraud_scorer
+
+    try:
+        graph = export_fraud_onnx(estimator)
+    except OnnxRefused as err:
+        refused = str(err)
+    else:
+        scorer, refused = fraud_scorer(estimator, graph)
+        if scorer is not None:
+            path = folder / ONNX_FILE
+            path.write_bytes(graph)
+            return [str(path)]
+    mlflow.set_tag("onnx.refused", refused[:500])
+    return []

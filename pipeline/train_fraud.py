@@ -4,7 +4,9 @@ the scorer and its baselines on a time split, evaluate under a cost model, regis
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -241,6 +243,7 @@ def register(
         active_run_id,
         log_json,
         log_reference,
+        onnx_beside,
         pinned_requirements,
         register_and_gate,
     )
@@ -293,6 +296,7 @@ def register(
     example = example.astype(
         {c: "float64" for c in example.columns if pd.api.types.is_integer_dtype(example[c])}
     )
+    graph_dir = tempfile.TemporaryDirectory()  # the ONNX graph, logged beside the model
     info = mlflow.sklearn.log_model(
         model,
         name="model",
@@ -302,7 +306,9 @@ def register(
         signature=infer_signature(example, score(model, example, ts.features)),
         input_example=example,
         metadata={"feature_service": FEATURE_SERVICE, "features": ts.features},
+        extra_files=onnx_beside(model, Path(graph_dir.name)),
     )
+    graph_dir.cleanup()
 
     registry = ModelRegistry(tracking_uri)
 

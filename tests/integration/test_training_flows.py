@@ -131,6 +131,25 @@ def test_served_model_loads_with_skops_and_scores(trained_lab):
     assert len(set(scores.tolist())) > 1, scores
 
 
+def test_every_fraud_version_carries_its_onnx_graph_beside_the_model(trained_lab):
+    from models.fraud_onnx import ONNX_FILE, check_scorer, load_fraud_model, onnx_session
+
+    registry = ModelRegistry(trained_lab.tracking_uri)
+    name = trained_lab.fraud_model_name
+    for version in trained_lab.fraud_versions:
+        with registry.downloaded(name, version) as folder:
+            # In the version's own files, next to the scikit-learn model it was checked against.
+            assert (folder / "MLmodel").exists()
+            assert [p.relative_to(folder).as_posix() for p in folder.rglob(ONNX_FILE)] == [
+                f"extra_files/{ONNX_FILE}"
+            ]
+        registered = load_fraud_model(registry, name, version)
+        assert registered.graph is not None
+        scorer = onnx_session(registered.graph)
+        assert scorer.features == tuple(registered.estimator.feature_names_in_)
+        assert check_scorer(registered.estimator, scorer) == ""
+
+
 def test_a_model_trained_on_shuffled_labels_is_refused_and_no_alias_moves(trained_lab, tmp_path):
     from pipeline.train_fraud import train_fraud
 
