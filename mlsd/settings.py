@@ -654,6 +654,14 @@ class RouterSettings(_Section):
     max_body_bytes: int = Field(
         16_384, ge=256, description="Largest request body accepted; larger gets 413."
     )
+    max_upstream_response_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1_024,
+        description="Largest answer read from a model server (status line, headers and body). "
+        "A longer one is a failed hop (bad_response, the fallback answers) and its connection "
+        "is closed at the cap, so a broken server cannot fill the router's memory. The largest "
+        "legitimate answer, a shadow batch of 1,024 slates of 100 items, is about 3.7 MB.",
+    )
     shadow_queue_size: int = Field(
         1_000, ge=1, description="Shadow copies waiting for a worker; when full, drop and count."
     )

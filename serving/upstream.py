@@ -12,6 +12,11 @@ import httptools
 import orjson
 
 FailureKind = Literal["timeout", "unavailable", "bad_status", "bad_response"]
+# The default cap of one model server answer (status line, headers and body): above the largest
+# legitimate one (computed: a V2 answer of 1,024 slates of 100 items, the longest shadow batch
+# at the largest k, is 3.7 MB; of 1,024 fraud rows, 0.1 MB) and small enough that a broken or
+# hostile server cannot make the router hold gigabytes.
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 
 
 class UpstreamError(Exception):
@@ -66,6 +71,14 @@ def v2_outputs(body: Any, model: str) -> dict[str, list[Any]]:
         ) from err
 
 
+class ResponseTooLarge(Exception):
+    """A model server answer longer than the cap: the connection is closed at the cap, unread."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the answer exceeds {limit:,} bytes (router.max_upstream_response_bytes)")
+        self.limit = limit
+
+
 class V2Transport(Protocol):
     """How bytes reach a model server: HTTP/1.1 in production, an in-process double in tests."""
 
@@ -77,8 +90,10 @@ class V2Transport(Protocol):
 class _Connection(asyncio.Protocol):
     """One keep-alive connection to the model server, one exchange at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_response_bytes: int = MAX_RESPONSE_BYTES) -> None:
         self.parser = httptools.HttpResponseParser(self)
+        self.max_response_bytes = max_response_bytes
+        self.received = 0  # bytes of the current answer so far
         self.transport: asyncio.Transport | None = None
         self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
         self.status = 0
@@ -95,6 +110,12 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.answered = True
+        # Counted before parsing, headers included: past the cap nothing more is kept or read.
+        self.received += len(data)
+        if self.received > self.max_response_bytes:
+            self._fail(ResponseTooLarge(self.max_response_bytes))
+            self.close()
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as err:
@@ -128,6 +149,7 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None and self.waiter is None
         self.waiter = asyncio.get_running_loop().create_future()
         self.answered = self.reusable = False
+        self.received = 0
         self.transport.write(request)
         return await self.waiter
 
@@ -149,10 +171,16 @@ class Http1Transport:
     A connection whose exchange is interrupted (a timeout, a cancelled call) is closed, never
     reused: a late answer on it would be read as the next request's. A reused connection that
     the server had closed (idle too long) is retried once on a new one, if no answer had begun.
+    An answer longer than `max_response_bytes` raises ResponseTooLarge and closes its
+    connection at the cap: the rest is never read or held.
     """
 
     def __init__(
-        self, base_url: str, max_connections: int = 200, idle_seconds: float = 2.0
+        self,
+        base_url: str,
+        max_connections: int = 200,
+        idle_seconds: float = 2.0,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         url = urlsplit(base_url)
         if url.scheme != "http" or not url.hostname:
@@ -164,6 +192,7 @@ class Http1Transport:
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(max_connections)
         self._host_header = f"Host: {self.host}:{self.port}\r\n".encode()
+        self.max_response_bytes = max_response_bytes
 
     def _request_bytes(self, method: str, path: str, body: bytes | None) -> bytes:
         head = f"{method} {self.prefix}{path} HTTP/1.1\r\n".encode() + self._host_header
@@ -187,7 +216,9 @@ class Http1Transport:
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
-        _, conn = await loop.create_connection(_Connection, self.host, self.port)
+        _, conn = await loop.create_connection(
+            lambda: _Connection(self.max_response_bytes), self.host, self.port
+        )
         return conn
 
     async def request(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes]:
@@ -228,9 +259,16 @@ class Http1Transport:
 class V2Client:
     """One model server (all its versions), every call within its own time budget."""
 
-    def __init__(self, base_url: str, transport: V2Transport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        transport: V2Transport | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
-        self.transport: V2Transport = transport or Http1Transport(self.base_url)
+        self.transport: V2Transport = transport or Http1Transport(
+            self.base_url, max_response_bytes=max_response_bytes
+        )
 
     async def _call(
         self, model: str, method: str, path: str, timeout_s: float, body: Any = None
@@ -245,6 +283,8 @@ class V2Client:
             ) from err
         except OSError as err:  # refused, reset, closed: ConnectionError is one
             raise UpstreamError(model, "unavailable", f"{type(err).__name__}: {err}") from err
+        except ResponseTooLarge as err:
+            raise UpstreamError(model, "bad_response", str(err)) from err
         if status >= 400:
             text = content[:200].decode(errors="replace")
             raise UpstreamError(model, "bad_status", f"HTTP {status}: {text}")

@@ -162,10 +162,15 @@ def create_app(
     """The router app. `clients` (and `shadow_clients`) replace the model-server clients
     (tests give fakes)."""
     settings = settings or get_settings()
-    upstreams = clients or {p: V2Client(settings.upstream_url(p)) for p in PRODUCTS}
+    cap = settings.router.max_upstream_response_bytes
+    upstreams = clients or {
+        p: V2Client(settings.upstream_url(p), max_response_bytes=cap) for p in PRODUCTS
+    }
     if shadow_clients is None and clients is None:
         shadow_clients = {
-            p: V2Client(url) for p in PRODUCTS if (url := settings.shadow_server_url(p))
+            p: V2Client(url, max_response_bytes=cap)
+            for p in PRODUCTS
+            if (url := settings.shadow_server_url(p))
         }
     router = Router(settings, upstreams, shadow_clients)
 

@@ -1,7 +1,7 @@
 """The router's HTTP/1.1 client of the model servers, against a real socket server whose answers
 each test scripts: keep-alive reuse, chunked bodies, a connection the server closed while idle,
 an exchange cut by a timeout (its late answer must never reach the next request), a server
-that dies mid-answer, and `Connection: close`."""
+that dies mid-answer, `Connection: close`, and an answer larger than the cap."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ class ScriptedServer:
         self.requests = 0
         self.writers: list[asyncio.StreamWriter] = []
         self.server: asyncio.Server | None = None
+        self.huge_bytes = 64 * 1024 * 1024  # what mode "huge" tries to send
+        self.huge_sent = 0  # how much of it the client let through before closing
 
     async def start(self) -> str:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -52,9 +54,14 @@ class ScriptedServer:
                 body = await reader.readexactly(int(headers.get("Content-Length", "0")))
                 self.requests += 1
                 order = json.loads(body) if body else {}
+                if "inputs" in order:  # a V2 request: its first value of each input
+                    order = {i["name"]: i["data"][0] for i in order["inputs"]}
                 await asyncio.sleep(order.get("delay", 0))
                 answer = json.dumps({"id": order.get("id")}).encode()
                 mode = order.get("mode")
+                if mode in ("huge", "huge_chunked"):
+                    await self._send_huge(writer, chunked=mode == "huge_chunked")
+                    return
                 if mode == "die_mid_answer":
                     writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"id"')
                     await writer.drain()
@@ -84,6 +91,22 @@ class ScriptedServer:
                     return
         except (asyncio.IncompleteReadError, ConnectionError):
             return
+
+    async def _send_huge(self, writer: asyncio.StreamWriter, chunked: bool) -> None:
+        """A 64 MiB answer, 64 KiB at a time, or until the client hangs up."""
+        block = b"x" * 65_536
+        if chunked:
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            block = f"{len(block):x}\r\n".encode() + block + b"\r\n"
+        else:
+            writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {self.huge_bytes}\r\n\r\n".encode())
+        try:
+            while self.huge_sent < self.huge_bytes:
+                writer.write(block)
+                await writer.drain()
+                self.huge_sent += len(block)
+        finally:
+            writer.close()
 
 
 def served(scenario: Callable[[ScriptedServer, Http1Transport], Awaitable[None]]) -> None:
@@ -193,6 +216,33 @@ def test_v2_client_names_a_refused_connection_unavailable():
         raise AssertionError("a closed port answered")
 
     assert asyncio.run(main()).kind == "unavailable"
+
+
+@pytest.mark.parametrize("mode", ["huge", "huge_chunked"])
+def test_an_answer_over_the_cap_is_a_failed_hop_and_is_not_read_to_its_end(mode: str):
+    cap = 256 * 1024
+
+    async def main() -> tuple[UpstreamError, ScriptedServer, dict]:
+        server = ScriptedServer()
+        client = V2Client(await server.start(), max_response_bytes=cap)
+        try:
+            with pytest.raises(UpstreamError) as caught:
+                await client.infer("fraud-v1", {"mode": [mode]}, timeout_s=5.0)
+            # The connection was closed at the cap; the next call gets a fresh one and works.
+            again = await client.transport.request("POST", "/infer", b'{"id": 2}')
+            await asyncio.sleep(0.1)  # the server notices the hang-up
+        finally:
+            await client.close()
+            await server.stop()
+        return caught.value, server, json.loads(again[1])
+
+    err, server, again = asyncio.run(main())
+    assert err.kind == "bad_response"
+    assert "exceeds 262,144 bytes" in err.detail and "max_upstream_response_bytes" in err.detail
+    assert again == {"id": 2} and server.connections == 2
+    # The server could not push its 64 MiB: the client stopped reading at the cap (what got
+    # through is the cap plus what the kernel's socket buffers hold).
+    assert server.huge_sent < server.huge_bytes / 4
 
 
 def test_only_plain_http_urls_are_accepted():
