@@ -17,8 +17,8 @@ from features.store import (
 )
 from mlsd.registry import ModelRegistry
 from mlsd.settings import Settings
-from models.fraud_rules import rule_reasons
 from models.fraud_onnx import OnnxScorer, fraud_scorer, load_fraud_model
+from models.fraud_rules import rule_reasons
 from serving.inference.codec import FRAUD_OUTPUTS, OutputSpec, RequestError, json_scalar
 from serving.names import version_label
 
