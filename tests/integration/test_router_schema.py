@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from mlsd.registry import ModelRegistry
@@ -84,8 +85,17 @@ def test_schemathesis_finds_no_failure_in_the_router_api(
             timeout=900,
             env={**trained_lab.env, "SCHEMATHESIS_HOOKS": "", "NO_COLOR": "1"},
         )
+        # A client's mistake is a 4xx naming it, not a 502 from the model server.
+        missing = httpx.post(
+            f"{router.url}/admin/fraud/canary/start",
+            json={"percent": 5, "version": 9999},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=60,
+        )
     finally:
         router.stop()
+    assert missing.status_code == 404, missing.text
+    assert "no version 9999 in the registry" in missing.json()["detail"]
     output = done.stdout + done.stderr
     print(output[-3000:])
     cases = re.search(r"(\d+) generated", output)
