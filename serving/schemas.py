@@ -98,10 +98,15 @@ def _whole_number(value: Any) -> Any:
 
 
 WholeNumber = Annotated[int, BeforeValidator(_whole_number)]
-# A registry version (>= 1). The schema is given: inside `| None` pydantic would publish the
+# A registry version. The schema is given: inside `| None` pydantic would publish the
 # bound as an unknown "ge" keyword instead of "minimum".
+# At most a 32-bit integer: the registry keeps versions in an INTEGER column, and MLflow's server
+# answered a larger one with a 500 (a 502 here), which is the client's mistake, not the platform's.
+MAX_VERSION = 2**31 - 1
 Version = Annotated[
-    WholeNumber, Field(ge=1), WithJsonSchema({"type": "integer", "minimum": 1, "examples": [3]})
+    WholeNumber,
+    Field(ge=1, le=MAX_VERSION),
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_VERSION, "examples": [3]}),
 ]
 
 
