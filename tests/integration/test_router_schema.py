@@ -83,6 +83,7 @@ def test_schemathesis_finds_no_failure_in_the_router_api(
             capture_output=True,
             text=True,
             timeout=900,
+            cwd=tmp_path,  # its own cache folder (.schemathesis) goes there, not in the repo
             env={**trained_lab.env, "SCHEMATHESIS_HOOKS": "", "NO_COLOR": "1"},
         )
         # A client's mistake is a 4xx naming it, not a 502 from the model server.
