@@ -13,12 +13,14 @@ from mlsd.commands import data as data_cmd
 from mlsd.commands import demo as demo_cmd
 from mlsd.commands import experiment as experiment_cmd
 from mlsd.commands import features as features_cmd
+from mlsd.commands import monitor as monitor_cmd
 from mlsd.commands import rehearse as rehearse_cmd
 from mlsd.commands import rollout as rollout_cmd
 from mlsd.commands import stack as stack_cmd
 from mlsd.commands import status as status_cmd
 from mlsd.commands import train as train_cmd
 from mlsd.commands import walk as walk_cmd
+from mlsd.commands import watch as watch_cmd
 from mlsd.commands import world as world_cmd
 from mlsd.console import EXIT_CODES_HELP
 from mlsd.telemetry import silence_telemetry
@@ -60,6 +62,8 @@ capacity_cmd.register(app)
 experiment_cmd.register(app)
 rehearse_cmd.register(app)
 world_cmd.register(app)
+monitor_cmd.register(app)
+watch_cmd.register(app)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,17 @@ from typing import Any
 
 def lab_deployments() -> list[Any]:
     """Every deployment the lab serves (imported here, so `mlsd --help` stays fast)."""
+    from monitoring.deployments import deployments as monitoring_deployments
     from pipeline.deployments import deployments as training_deployments
     from pipeline.landing import deployments as landing_deployments
     from serving.deployments import deployments as rollout_deployments
 
-    return [*training_deployments(), *landing_deployments(), *rollout_deployments()]
+    return [
+        *training_deployments(),
+        *landing_deployments(),
+        *rollout_deployments(),
+        *monitoring_deployments(),
+    ]
 
 
 def serve_lab_flows() -> None:

@@ -86,14 +86,17 @@ def emit_findings(j: Judgement, policy: TriggerPolicy, report: str | None) -> No
 
 
 @flow(name="monitor", log_prints=True)
-def monitor(product: str = "fraud", window_seconds: float | None = None) -> dict[str, Any]:
-    """Judge the last `window_seconds` (default monitoring.window_seconds) of `product`'s
-    prediction log against its champion's reference; returns the verdict and the decision."""
+def monitor(
+    product: str = "fraud", window_seconds: float | None = None, until: float | None = None
+) -> dict[str, Any]:
+    """Judge the `window_seconds` (default monitoring.window_seconds) of `product`'s prediction
+    log before `until` (epoch seconds, default now) against its champion's reference; returns
+    the verdict and the decision."""
     if product not in PRODUCTS:
         raise ValueError(f"unknown product {product!r}; monitor one of: {', '.join(PRODUCTS)}")
     settings = Settings()
     logger = get_run_logger()
-    end = time.time()
+    end = time.time() if until is None else until
     span = WindowSpan(product, end - (window_seconds or settings.monitoring.window_seconds), end)
     reference = load_reference_task(settings, product) if product == "fraud" else None
     window = read_window_task(settings, span)

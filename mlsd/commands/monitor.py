@@ -1,0 +1,156 @@
+"""`mlsd monitor fraud|recsys`: judge the latest window now, as the scheduled deployment does,
+and show the verdict, the figures beside their reference and what the trigger decided;
+`mlsd ui evidently`: Evidently's own UI over the monitoring workspace."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from enum import StrEnum
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from mlsd.console import console
+
+
+class Product(StrEnum):
+    fraud = "fraud"
+    recsys = "recsys"
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "[dim]—[/dim]"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def verdict_table(result: dict[str, Any]) -> Table:
+    """The window's figures for people: each beside its reference or its estimate."""
+    v = result["verdict"]
+    table = Table(
+        title=f"window {v['window_id']} (champion v{v['model_version'] or '?'})",
+        title_justify="left",
+    )
+    table.add_column("figure")
+    table.add_column("window", justify="right")
+    table.add_column("beside it", justify="right")
+    table.add_row("rows served", _fmt(v["rows"]), "")
+    if v["status"] == "not_enough_data":
+        table.add_row("status", "[yellow]not enough data[/yellow]", "decides nothing")
+        return table
+    if v["drifted_share"] is not None:
+        drifted = ", ".join(v["drifted_columns"]) or "none"
+        table.add_row("inputs drifted (share)", _fmt(v["drifted_share"], 2), drifted)
+        table.add_row("score PSI", _fmt(v["score_psi"]), "")
+    quality = (
+        "[red]alert[/red]: " + "; ".join(v["failed_expectations"])
+        if v["quality_alert"]
+        else "[green]ok[/green]"
+    )
+    table.add_row("data quality (GX)", quality, "")
+    if v["product"] == "fraud":
+        table.add_row(
+            "labelled rows (frauds)", f"{v['labelled_rows']} ({v['labelled_positives']})", ""
+        )
+        table.add_row(
+            "PR-AUC, labelled", _fmt(v["pr_auc"]), f"validation {_fmt(v['reference_pr_auc'])}"
+        )
+        table.add_row(
+            "precision at threshold",
+            _fmt(v["precision"]),
+            f"estimated {_fmt(v['estimated_precision'])}",
+        )
+        table.add_row("recall at threshold", _fmt(v["recall"]), "")
+        table.add_row(
+            "alert rate",
+            _fmt(v["alert_rate"], 4),
+            f"estimated {_fmt(v['estimated_alert_rate'], 4)}",
+        )
+    for arm, ctr in sorted(v["click_through"].items()):
+        table.add_row(f"click-through, {arm}", _fmt(ctr), "")
+    return table
+
+
+def monitor(
+    product: Product = typer.Argument(..., help="Which product's prediction log to judge."),
+    window: float = typer.Option(
+        None, "--window", min=1, help="Seconds of log to judge (default monitoring.window_seconds)."
+    ),
+) -> None:
+    """Judge the latest window of a product's prediction log (drift, quality, performance)."""
+    from mlsd.netutil import http_ok
+    from mlsd.settings import Settings
+
+    settings = Settings()
+    if product is Product.fraud and not http_ok(f"{settings.mlflow_tracking_uri}/health"):
+        console.print(
+            f"[red]error:[/red] no MLflow at {settings.mlflow_tracking_uri} (the "
+            "champion's reference lives there): start the stack with `mlsd up`"
+        )
+        raise typer.Exit(2)
+    if http_ok(f"{settings.prefect_api_url}/health"):
+        os.environ.setdefault("PREFECT_API_URL", settings.prefect_api_url)
+    from monitoring.flow import monitor as monitor_flow
+    from monitoring.reference import ReferenceMissing
+
+    try:
+        with console.status(f"judging the latest {product} window"):
+            result = monitor_flow(product=product.value, window_seconds=window)
+    except ReferenceMissing as err:
+        console.print(f"[red]no reference:[/red] {err}")
+        raise typer.Exit(1) from None
+    console.print(verdict_table(result))
+    decision = result["decision"]
+    colour = {"retrain": "bold cyan", "suppress": "yellow", "none": "dim"}[decision["action"]]
+    console.print(f"trigger: [{colour}]{decision['action']}[/{colour}] — {decision['reason']}")
+    if result["report"]:
+        console.print(f"report: {result['report']}")
+    console.print(f"summary: {result['summary']}")
+    console.print(
+        f"Evidently UI: `mlsd ui evidently` (http://{settings.client_host}:"
+        f"{settings.monitoring.evidently_port}); events: `mlsd watch`"
+    )
+
+
+ui_app = typer.Typer(help="The tools' own UIs over the lab's state.", no_args_is_help=True)
+
+
+@ui_app.command("evidently")
+def evidently_ui() -> None:
+    """Evidently's UI over the monitoring workspace (every window's snapshot, per product)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from mlsd.settings import Settings
+    from monitoring.outputs import workspace_dir
+
+    settings = Settings()
+    workspace = workspace_dir(settings.monitoring_dir)
+    workspace.mkdir(parents=True, exist_ok=True)
+    url = f"http://{settings.client_host}:{settings.monitoring.evidently_port}"
+    console.print(f"Evidently UI on {url} (workspace {workspace}); Ctrl-C stops it")
+    exe = Path(sys.executable).with_name("evidently")
+    with contextlib.suppress(KeyboardInterrupt):
+        subprocess.run(
+            [
+                str(exe),
+                "ui",
+                "--workspace",
+                str(workspace),
+                "--host",
+                settings.bind_host,
+                "--port",
+                str(settings.monitoring.evidently_port),
+            ],
+            check=False,
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("monitor")(monitor)
+    app.add_typer(ui_app, name="ui")

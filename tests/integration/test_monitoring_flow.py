@@ -1,0 +1,194 @@
+"""The monitor flow on the real lab: the champion's reference logged by training, windows of the
+real prediction log judged by Evidently and GX, reports and events left behind; and each failure
+(too few rows, a missing reference, a failing report) says so clearly, starts no retrain and
+leaves serving's aliases as they were."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import json
+import time
+import uuid
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from mlsd import events
+from mlsd.registry import ModelRegistry
+from mlsd.settings import Settings
+from mlsd.timeline import read_timeline
+from monitoring.flow import monitor
+from monitoring.reference import ReferenceMissing, load_champion_reference
+from serving.prediction_log import PredictionRecord, SqlitePredictionLog
+
+pytestmark = pytest.mark.integration
+SLOTS = itertools.count()
+
+# Inputs an amount inflation moves (x1.8), as the world's amount-inflation scenario does.
+AMOUNT_COLUMNS = (
+    "amount",
+    "card_tx_amount_1h",
+    "card_tx_amount_24h",
+    "card_tx_amount_7d",
+    "amount_over_card_mean",
+)
+
+
+@pytest.fixture(scope="module")
+def lab(trained_lab, prefect_api):
+    import os
+
+    os.environ["MLSD_MONITORING__MIN_ROWS"] = "300"
+    yield trained_lab
+    os.environ.pop("MLSD_MONITORING__MIN_ROWS", None)
+
+
+def write_rows(
+    settings: Settings,
+    reference: pd.DataFrame,
+    version: str,
+    inflate: float = 1.0,
+    drop: str | None = None,
+) -> float:
+    """Log the reference's rows as served predictions of `version` in a one-minute slot of the
+    past that no other test writes to; returns the slot's end (the window the flow judges)."""
+    name = settings.training.fraud_model_name
+    now = time.time() - 3600 - next(SLOTS) * 120
+    records = []
+    for i, row in enumerate(reference.to_dict("records")):
+        features = {
+            k: (v * inflate if k in AMOUNT_COLUMNS else v)
+            for k, v in row.items()
+            if k not in ("amount", "country", "score", "label") and k != drop
+        }
+        records.append(
+            PredictionRecord(
+                request_id=f"mon-{uuid.uuid4().hex}",
+                role="served",
+                at=now - 1 + i * 1e-4,
+                product="fraud",
+                entity=f"card-{i}",
+                arm="champion",
+                experiment=None,
+                model_version=f"{name}/{version}",
+                answered_by=f"{name}/{version}",
+                inputs={"amount": row["amount"] * inflate, "country": row["country"]},
+                features=features,
+                output={"score": row["score"]},
+                score=float(row["score"]),
+                decision="allow",
+                latency_ms=2.0,
+                degraded=False,
+                degraded_reason=None,
+                error=None,
+            )
+        )
+
+    async def write() -> None:
+        log = SqlitePredictionLog(settings.router.prediction_log, settings)  # type: ignore[arg-type]
+        try:
+            await log.write_many(records)
+        finally:
+            await log.close()
+
+    asyncio.run(write())
+    return now + 10
+
+
+def lab_events(since: dt.datetime, name: str, until_found: bool = True) -> list:
+    deadline = time.monotonic() + 30
+    while True:
+        found = [e for e in read_timeline(since, flow_runs=False) if e.name == name]
+        if found or not until_found or time.monotonic() > deadline:
+            return found
+        time.sleep(1)
+
+
+def test_the_reference_travels_with_the_champion(lab):
+    ref = load_champion_reference(lab.tracking_uri, "fraud", lab.fraud_model_name)
+    assert ref.version == ModelRegistry(lab.tracking_uri).version_of(
+        lab.fraud_model_name, "champion"
+    )
+    assert {"amount", "country", "score", "label", "amount_over_card_mean"} <= set(
+        ref.frame.columns
+    )
+    assert ref.validation_pr_auc is not None and ref.threshold is not None
+    assert 100 <= len(ref.frame) <= Settings().monitoring.reference_rows
+
+
+def test_a_drifted_window_is_judged_reported_and_emitted(lab):
+    settings = Settings()
+    registry = ModelRegistry(lab.tracking_uri)
+    aliases = registry.aliases(lab.fraud_model_name)
+    ref = load_champion_reference(lab.tracking_uri, "fraud", lab.fraud_model_name)
+    since = dt.datetime.now(dt.UTC)
+    until = write_rows(settings, ref.frame.head(800), ref.version, inflate=1.8)
+    result = monitor(product="fraud", window_seconds=30, until=until)
+    v = result["verdict"]
+    assert v["status"] == "judged" and v["rows"] == 800
+    assert "amount" in v["drifted_columns"] and v["drifted_share"] >= 0.2
+    assert not v["quality_alert"]
+    assert Path(result["report"]).is_file() and result["snapshot"]
+    summary = json.loads(Path(result["summary"]).read_text())
+    assert summary["trigger"]["action"] in ("none", "retrain", "suppress")
+    assert lab_events(since, events.WINDOW_JUDGED)
+    assert lab_events(since, events.DRIFT_DETECTED)
+    assert registry.aliases(lab.fraud_model_name) == aliases  # monitoring never moves serving
+
+
+def test_too_few_rows_say_not_enough_data_and_decide_nothing(lab):
+    result = monitor(product="fraud", window_seconds=30, until=time.time() - 3600 * 24)
+    assert result["verdict"]["status"] == "not_enough_data"
+    assert result["decision"]["action"] == "none"
+    assert result["decision"]["reason"].startswith("not enough data")
+
+
+def test_a_failing_report_fails_the_run_and_requests_no_retrain(lab):
+    settings = Settings()
+    registry = ModelRegistry(lab.tracking_uri)
+    aliases = registry.aliases(lab.fraud_model_name)
+    ref = load_champion_reference(lab.tracking_uri, "fraud", lab.fraud_model_name)
+    since = dt.datetime.now(dt.UTC)
+    # A logged window that lacks one of the model's inputs: Evidently cannot compare it.
+    until = write_rows(settings, ref.frame.head(400), ref.version, inflate=1.8, drop="hour_of_day")
+    state = monitor(product="fraud", window_seconds=30, until=until, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ValueError, match="hour_of_day"):
+        state.result()
+    assert lab_events(since, events.RETRAIN_REQUESTED, until_found=False) == []
+    assert lab_events(since, events.WINDOW_JUDGED, until_found=False) == []
+    assert registry.aliases(lab.fraud_model_name) == aliases
+
+
+def test_a_champion_without_reference_gets_a_clear_message(lab, monkeypatch):
+    import mlflow
+
+    name = f"fraud-noref-{uuid.uuid4().hex[:6]}"
+    client = ModelRegistry(lab.tracking_uri).client
+    mlflow.set_tracking_uri(lab.tracking_uri)
+    with mlflow.start_run() as run:
+        mlflow.log_param("note", "a version trained before references were logged")
+    client.create_registered_model(name)
+    mv = client.create_model_version(name, f"runs:/{run.info.run_id}/model", run.info.run_id)
+    client.set_registered_model_alias(name, "champion", mv.version)
+    with pytest.raises(ReferenceMissing, match=r"champion v1 has no reference.*retrain"):
+        load_champion_reference(lab.tracking_uri, "fraud", name)
+    monkeypatch.setenv("MLSD_TRAINING__FRAUD_MODEL_NAME", name)
+    from mlsd.cli import app
+
+    out = CliRunner().invoke(app, ["monitor", "fraud", "--window", "5"])
+    assert out.exit_code == 1, out.output
+    assert "no reference" in out.output and "retrain" in out.output
+    assert ModelRegistry(lab.tracking_uri).aliases(name) == {"champion": "1"}
+
+
+def test_watch_once_prints_the_timeline(lab):
+    from mlsd.cli import app
+
+    out = CliRunner().invoke(app, ["watch", "--once", "--since", "30"], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert "window judged" in out.output and "mlsd.model.fraud" not in out.output
