@@ -41,7 +41,11 @@ def check_window(
 
     silence_telemetry()
     missing = [c for c in inputs if c not in window.columns]
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     context = gx.get_context(mode="ephemeral")
+    # Progress bars would draw over `mlsd monitor`'s output and fill the flow's logs.
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
     batch = (
         context.data_sources.add_pandas("live")
         .add_dataframe_asset("window")
