@@ -128,6 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     silence_telemetry()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # One line per request the world sends would bury what matters in its log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     app = create_app(World(settings))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 

@@ -21,9 +21,17 @@ def demo(
     data_only: bool = typer.Option(
         False, "--data-only", help="Stop after the quality gate (no stack)."
     ),
+    acts: bool = typer.Option(
+        False,
+        "--acts",
+        help="Then play the loop's three acts on the world's clock (drift, a bad model, broken "
+        "upstream) and exit 1 unless each ends as expected. Not yet seen passing end to end.",
+    ),
 ) -> None:
     """Simulate both worlds, gate the data, build features, bring the stack up, train and gate
-    both models, serve live traffic with a shadow and a canary, show the status, stop."""
+    both models, serve live traffic with a shadow and a canary, show the status, stop. With
+    --acts, play the loop's three acts (drift, a bad model, broken upstream) on the world's
+    clock before the status; then it exits 0 only if every act ended as expected."""
     from mlsd.settings import Settings
 
     settings = Settings()
@@ -41,9 +49,14 @@ def demo(
         # A demo canary lasts seconds, not hours: let a step pass on fewer requests per arm.
         os.environ.setdefault("MLSD_ROUTER__CANARY__MIN_REQUESTS", "60")
         os.environ.setdefault("MLSD_ROUTER__CANARY__MIN_LATENCY_SAMPLES", "50")
-        run(["up"], "start the model servers (the champions) and the router")
+        # Enough live traffic that a 5 % canary step gathers its evidence in about 30 s.
+        os.environ.setdefault("MLSD_WORLD__FRAUD_RPS", "40")
+        run(["up"], "start the world, the model servers (the champions) and the router")
         serve_traffic(settings)
-        run(["status"], "the stack, the registry and the routing now")
+        results = play_acts(Settings()) if acts else []
+        run(["status"], "the stack, the registry, the world and the routing now")
+        if not all(r.ok for r in results):
+            raise typer.Exit(1)
     finally:
         if not keep_up:
             run(["down"], "stop the stack")
@@ -197,6 +210,93 @@ def serve_traffic(settings: Any) -> None:
 
     result = asyncio.run(traffic_and_ramp())
     console.print(f"canary result: [bold]{result['result']}[/bold]")
+
+
+def play_acts(settings: Any) -> list[Any]:
+    """The loop's three acts on the running lab, each asserted: its timeline, then a summary."""
+    from mlsd.acts import act_bad_model, act_broken_upstream, act_drift
+    from mlsd.commands.world import world_call
+
+    world_call(settings, "PUT", "/traffic", json={})
+    results = []
+    try:
+        console.rule(
+            "8. act one, drift: amount-inflation -> detected -> retrain -> canary -> promoted"
+        )
+        results.append(
+            show_act(act_drift(settings, request_retrain_after_landing=not monitor_runs()))
+        )
+        console.rule(
+            "9. act two, a bad model: passes the offline gate, breaches a canary guardrail"
+        )
+        results.append(show_act(act_bad_model(settings)))
+        console.rule("10. act three, broken upstream: schema-break -> quarantined, no retrain")
+        results.append(show_act(act_broken_upstream(settings)))
+    finally:
+        world_call(settings, "DELETE", "/traffic")
+    print_acts(settings, results)
+    save_acts(settings, results)
+    return results
+
+
+def save_acts(settings: Any, results: list[Any]) -> None:
+    """<data_dir>/demo/acts.json: each act's outcome and figures (read by `make bench`)."""
+    import json
+
+    path = settings.data_dir / "demo" / "acts.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {
+            "name": r.name,
+            "expected": r.expected,
+            "outcome": r.outcome,
+            "ok": r.ok,
+            "seconds": round(r.seconds, 1),
+            "figures": r.figures,
+        }
+        for r in results
+    ]
+    path.write_text(json.dumps(rows, indent=2, default=str) + "\n")
+
+
+def monitor_runs() -> bool:
+    """Whether the lab's flows process serves monitoring's deployments (then the monitor's
+    trigger asks for the retrain; else the demo asks, as the trigger would)."""
+    from mlsd.flows import lab_deployments
+
+    return any(d.name.startswith("monitor") for d in lab_deployments())
+
+
+def show_act(result: Any) -> Any:
+    from mlsd.timeline import timeline_table
+
+    console.print(timeline_table(result.events, title=result.name))
+    colour = "green" if result.ok else "red"
+    console.print(
+        f"[{colour}]{result.name}: {result.outcome}[/{colour}] (expected {result.expected}; "
+        f"{result.seconds:.0f} s)"
+    )
+    return result
+
+
+def print_acts(settings: Any, results: list[Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title="the loop's three acts")
+    for column in ("act", "expected", "outcome", "seconds", "figures"):
+        table.add_column(column, overflow="fold")
+    for r in results:
+        colour = "green" if r.ok else "red"
+        figures = ", ".join(f"{k} {v}" for k, v in r.figures.items())
+        table.add_row(
+            r.name, r.expected, f"[{colour}]{r.outcome}[/{colour}]", f"{r.seconds:.0f}", figures
+        )
+    console.print(table)
+    console.print(
+        f"MLflow {settings.mlflow_tracking_uri}  |  Prefect {settings.prefect_api_url.removesuffix('/api')} "
+        f"(event feed: /events)  |  world {settings.world_url}/docs  |  "
+        f"Evidently reports under {settings.data_dir / 'monitoring'}"
+    )
 
 
 def register(app: typer.Typer) -> None:

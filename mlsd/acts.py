@@ -1,0 +1,257 @@
+"""The loop's acts, played against a running lab (`mlsd up` with the world and serving): each
+changes the world or the registry, then waits on the lab's own events (Prefect's event feed)
+until the act's ending arrives, and says whether it is the expected one. `make demo` plays
+them and the loop's end-to-end test asserts them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlsd import events as ev
+from mlsd.settings import Settings
+from mlsd.timeline import TimelineEvent, read_timeline
+
+
+@dataclass
+class ActResult:
+    """How an act ended, against what it should have."""
+
+    name: str
+    expected: str
+    outcome: str
+    seconds: float
+    events: list[TimelineEvent] = field(default_factory=list)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == self.expected
+
+
+Ending = Callable[[list[TimelineEvent]], str | None]
+
+
+def wait_for_ending(
+    settings: Settings,
+    since: dt.datetime,
+    ending: Ending,
+    timeout_seconds: float,
+    poll_seconds: float = 1.0,
+    on_poll: Callable[[list[TimelineEvent]], None] | None = None,
+) -> tuple[str, list[TimelineEvent]]:
+    """Read the lab's events since `since` until `ending` names an outcome (or time runs out:
+    outcome "timed out"); then the act's timeline, with the flow runs that matter."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        seen = read_timeline(since, api_url=settings.prefect_api_url, flow_runs=False)
+        if on_poll:
+            on_poll(seen)
+        outcome = ending(seen)
+        if outcome is not None or time.monotonic() >= deadline:
+            break
+        time.sleep(poll_seconds)
+    everything = read_timeline(since, api_url=settings.prefect_api_url, flow_runs=True)
+    return outcome or "timed out", [e for e in everything if worth_showing(e)]
+
+
+# Flow runs an act's timeline shows (a landing run starts every simulated day: not those).
+SHOWN_FLOWS = ("train_fraud", "train_recsys", "rollout")
+SHOWN_STATES = ("Running", "Completed", "Failed", "Crashed", "Cancelled")
+
+
+def worth_showing(e: TimelineEvent) -> bool:
+    if not e.name.startswith("prefect.flow-run."):
+        return e.name != ev.BATCH_LANDED or e.payload.get("scenario") not in (None, "none")
+    return e.flow in SHOWN_FLOWS and e.name.rsplit(".", 1)[-1] in SHOWN_STATES
+
+
+def _of(events: Sequence[TimelineEvent], name: str, product: str = "fraud") -> list[TimelineEvent]:
+    return [
+        e
+        for e in events
+        if e.name == name and e.resource in (f"mlsd.model.{product}", f"mlsd.world.{product}")
+    ]
+
+
+def rollout_ending(events: list[TimelineEvent]) -> str | None:
+    """How a retrain's story ends: promoted, rolled back, or refused by the gate."""
+    if _of(events, ev.PROMOTED):
+        return "promoted"
+    if _of(events, ev.ROLLED_BACK):
+        return "rolled back"
+    refused = [e for e in _of(events, ev.GATE_VERDICT) if e.payload.get("decision") == "rejected"]
+    return "refused by the gate" if refused else None
+
+
+def drifted_day_landed(settings: Settings, events: list[TimelineEvent], scenario: str) -> bool:
+    """A day under `scenario` landed and passed the gate into the offline store."""
+    from pipeline.offline_store import partition_path
+
+    for e in _of(events, ev.BATCH_LANDED):
+        if e.payload.get("scenario") == scenario and e.payload.get("day"):
+            day = dt.date.fromisoformat(e.payload["day"])
+            if partition_path(settings.offline_dir, "fraud", "transactions", day).exists():
+                return True
+    return False
+
+
+def request_retrain(product: str, reason: str, figures: dict[str, Any] | None = None) -> None:
+    """What the monitor's trigger emits when its policy decides to retrain."""
+    ev.emit(ev.RETRAIN_REQUESTED, ev.model_resource(product), {"reason": reason, **(figures or {})})
+
+
+def act_drift(
+    settings: Settings,
+    *,
+    scenario: str = "amount-inflation",
+    request_retrain_after_landing: bool = False,
+    timeout_seconds: float = 300.0,
+    on_poll: Callable[[list[TimelineEvent]], None] | None = None,
+) -> ActResult:
+    """Drift: inject `scenario` -> detected -> retrain -> canary -> promoted.
+
+    `request_retrain_after_landing`: emit the retrain request once a drifted day has landed, as
+    the monitor would (for a lab that runs no monitor)."""
+    from mlsd.commands.world import world_call
+
+    since = dt.datetime.now(dt.UTC)
+    started = time.monotonic()
+    world_call(settings, "PUT", "/drift/fraud", json={"scenario": scenario})
+    requested = False
+
+    def ending(events: list[TimelineEvent]) -> str | None:
+        nonlocal requested
+        if (
+            request_retrain_after_landing
+            and not requested
+            and drifted_day_landed(settings, events, scenario)
+        ):
+            request_retrain("fraud", f"{scenario}: a drifted day landed")
+            requested = True
+        return rollout_ending(events)
+
+    try:
+        outcome, seen = wait_for_ending(settings, since, ending, timeout_seconds, on_poll=on_poll)
+    finally:
+        world_call(settings, "DELETE", "/drift/fraud")
+    seconds = time.monotonic() - started
+    figures: dict[str, Any] = {}
+    injected = _of(seen, ev.DRIFT_INJECTED)
+    promoted = _of(seen, ev.PROMOTED)
+    if injected and promoted:
+        figures["injection_to_promoted_s"] = round(
+            (promoted[0].occurred - injected[0].occurred).total_seconds(), 1
+        )
+    return ActResult(f"drift ({scenario})", "promoted", outcome, seconds, seen, figures)
+
+
+def champion_version(settings: Settings, product: str = "fraud") -> str | None:
+    from mlsd.registry import CHAMPION, ModelRegistry
+
+    registry = ModelRegistry(settings.mlflow_tracking_uri)
+    return registry.version_of(settings.training.model_name(product), CHAMPION)
+
+
+def _arms(settings: Settings) -> dict[str, int]:
+    from mlsd.commands.world import world_call
+
+    return dict(world_call(settings, "GET", "/status").get("arms", {}))
+
+
+def act_bad_model(
+    settings: Settings,
+    *,
+    amount_scale: float = 0.01,
+    timeout_seconds: float = 300.0,
+    on_poll: Callable[[list[TimelineEvent]], None] | None = None,
+) -> ActResult:
+    """A bad model: a retrain whose training set read amounts in other units (a training-serving
+    skew the offline gate cannot see) passes the gate, misbehaves in its canary -> a guardrail
+    is breached -> rolled back, the champion untouched."""
+    from prefect.deployments import run_deployment
+
+    from pipeline.deployments import DEPLOYMENT_NAMES
+
+    since = dt.datetime.now(dt.UTC)
+    started = time.monotonic()
+    champion = champion_version(settings)
+    arms_before = _arms(settings)
+    run_deployment(
+        DEPLOYMENT_NAMES["fraud"],
+        parameters={"amount_scale": amount_scale, "seed": 11},
+        timeout=0,  # do not wait: the rest happens by events
+    )
+    outcome, seen = wait_for_ending(
+        settings, since, rollout_ending, timeout_seconds, on_poll=on_poll
+    )
+    arms_after = _arms(settings)
+    seconds = time.monotonic() - started
+    if outcome == "rolled back" and champion_version(settings) != champion:
+        outcome = "rolled back, but the champion moved"
+    answered = {
+        arm: arms_after.get(f"fraud/{arm}", 0) - arms_before.get(f"fraud/{arm}", 0)
+        for arm in ("champion", "challenger")
+    }
+    figures: dict[str, Any] = {"answers_by_arm": answered}
+    total = sum(answered.values())
+    started_canary = _of(seen, ev.CANARY_STEP_STARTED)
+    breached, rolled = _of(seen, ev.CANARY_STEP_BREACHED), _of(seen, ev.ROLLED_BACK)
+    if total and started_canary:
+        figures["canary_share_of_traffic"] = round(answered["challenger"] / total, 4)
+    if breached and rolled:
+        figures["breach_to_rollback_s"] = round(
+            (rolled[0].occurred - breached[0].occurred).total_seconds(), 2
+        )
+        figures["breach"] = breached[0].payload.get("reason", "")
+    return ActResult(
+        "bad model (training-serving skew)", "rolled back", outcome, seconds, seen, figures
+    )
+
+
+def act_broken_upstream(
+    settings: Settings,
+    *,
+    timeout_seconds: float = 180.0,
+    quiet_seconds: float = 20.0,
+    on_poll: Callable[[list[TimelineEvent]], None] | None = None,
+) -> ActResult:
+    """Broken upstream: `schema-break` -> batches quarantined, a quality alert raised, no
+    retrain, serving unchanged (the champion and its routing as they were)."""
+    from mlsd.commands.world import world_call
+
+    since = dt.datetime.now(dt.UTC)
+    started = time.monotonic()
+    champion = champion_version(settings)
+    world_call(settings, "PUT", "/drift/fraud", json={"scenario": "schema-break"})
+    alerted_at: list[float] = []
+
+    def ending(events: list[TimelineEvent]) -> str | None:
+        if _of(events, ev.RETRAIN_REQUESTED) or _of(events, ev.CHALLENGER_REGISTERED):
+            return "a retrain started"
+        if any(e.payload.get("source") == "ingest" for e in _of(events, ev.QUALITY_ALERT)):
+            alerted_at.append(time.monotonic())
+            # Watch a while longer: a retrain must not follow the alert.
+            if alerted_at[-1] - alerted_at[0] >= quiet_seconds:
+                return "quarantined, alert, no retrain"
+        return None
+
+    try:
+        outcome, seen = wait_for_ending(settings, since, ending, timeout_seconds, on_poll=on_poll)
+    finally:
+        world_call(settings, "DELETE", "/drift/fraud")
+    if champion_version(settings) != champion:
+        outcome = "the champion moved"
+    quarantined = [e.payload.get("batch") for e in _of(seen, ev.QUALITY_ALERT)]
+    return ActResult(
+        "broken upstream (schema-break)",
+        "quarantined, alert, no retrain",
+        outcome,
+        time.monotonic() - started,
+        seen,
+        {"quarantined_batches": [b for b in quarantined if b]},
+    )

@@ -1,0 +1,69 @@
+"""How an act of the loop reads its ending from the lab's events (pure: events in, outcome out)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from mlsd import events as ev
+from mlsd.acts import drifted_day_landed, rollout_ending
+from mlsd.timeline import TimelineEvent
+
+T0 = dt.datetime(2026, 12, 3, 20, tzinfo=dt.UTC)
+
+
+def event(name: str, second: int, resource: str = "mlsd.model.fraud", **kw) -> TimelineEvent:
+    return TimelineEvent(name, T0 + dt.timedelta(seconds=second), resource, **kw)
+
+
+def test_a_rollout_ends_promoted_rolled_back_or_refused():
+    assert rollout_ending([]) is None
+    assert rollout_ending([event(ev.CANARY_STEP_STARTED, 1)]) is None
+    assert rollout_ending([event(ev.PROMOTED, 5)]) == "promoted"
+    assert rollout_ending([event(ev.ROLLED_BACK, 5)]) == "rolled back"
+    refused = event(ev.GATE_VERDICT, 3, payload={"decision": "rejected"})
+    assert rollout_ending([refused]) == "refused by the gate"
+    # Another product's promotion is not this act's ending.
+    assert rollout_ending([event(ev.PROMOTED, 5, resource="mlsd.model.recsys")]) is None
+
+
+def test_a_drifted_day_counts_once_it_passed_the_gate(tmp_path):
+    from mlsd.settings import Settings
+    from pipeline.offline_store import partition_path
+
+    settings = Settings(data_dir=tmp_path)
+    landed = event(
+        ev.BATCH_LANDED,
+        10,
+        resource="mlsd.world.fraud",
+        payload={"scenario": "amount-inflation", "day": "2026-02-16"},
+    )
+    clean = event(
+        ev.BATCH_LANDED,
+        5,
+        resource="mlsd.world.fraud",
+        payload={"scenario": "none", "day": "2026-02-15"},
+    )
+    for day in ("2026-02-15",):
+        path = partition_path(
+            settings.offline_dir, "fraud", "transactions", dt.date.fromisoformat(day)
+        )
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"")
+    assert not drifted_day_landed(settings, [clean], "amount-inflation")
+    assert not drifted_day_landed(settings, [clean, landed], "amount-inflation")
+    path = partition_path(settings.offline_dir, "fraud", "transactions", dt.date(2026, 2, 16))
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"")
+    assert drifted_day_landed(settings, [clean, landed], "amount-inflation")
+
+
+def test_the_act_timeline_leaves_out_routine_runs():
+    from mlsd.acts import worth_showing
+
+    assert worth_showing(event(ev.PROMOTED, 1))
+    assert worth_showing(event("prefect.flow-run.Running", 1, resource="r", flow="train_fraud"))
+    assert not worth_showing(event("prefect.flow-run.Pending", 1, resource="r", flow="train_fraud"))
+    assert not worth_showing(event("prefect.flow-run.Completed", 1, resource="r", flow="land_day"))
+    assert not worth_showing(
+        event(ev.BATCH_LANDED, 1, resource="mlsd.world.recsys", payload={"scenario": "none"})
+    )
