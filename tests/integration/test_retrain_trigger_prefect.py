@@ -35,12 +35,28 @@ def drifted_history(now: float) -> list[WindowVerdict]:
     ]
 
 
-def training_runs(flow_name: str) -> list:
+def training_runs(model: str, since: dt.datetime) -> list:
+    """Runs of the model's training *deployment* expected to start since the test began: the
+    flows other tests ran on the session's Prefect server (the trained lab, the training flow
+    tests) are not retrains."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterName,
+        FlowRunFilter,
+        FlowRunFilterExpectedStartTime,
+    )
 
+    from pipeline.deployments import DEPLOYMENT_NAMES
+
+    deployment_name = DEPLOYMENT_NAMES[model].split("/")[1]
     with get_client(sync_client=True) as client:
-        return client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])))
+        return client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                expected_start_time=FlowRunFilterExpectedStartTime(after_=since)
+            ),
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment_name])),
+        )
 
 
 def test_ten_simultaneous_drift_signals_start_exactly_one_retrain(prefect_api, tmp_path):
@@ -77,14 +93,14 @@ def test_ten_simultaneous_drift_signals_start_exactly_one_retrain(prefect_api, t
 
     # Prefect's automation turns the one request into one flow run of the training deployment.
     deadline = time.monotonic() + 90
-    while not training_runs("train_fraud") and time.monotonic() < deadline:
+    while not training_runs("fraud", started) and time.monotonic() < deadline:
         time.sleep(1)
-    runs = training_runs("train_fraud")
+    runs = training_runs("fraud", started)
     assert len(runs) == 1, f"expected one retrain flow run, found {len(runs)}"
     # And no second one follows: the other nine signals were suppressed before Prefect.
     time.sleep(5)
-    assert len(training_runs("train_fraud")) == 1
-    assert training_runs("train_recsys") == []
+    assert len(training_runs("fraud", started)) == 1
+    assert training_runs("recsys", started) == []
 
     seen = read_timeline(started, flow_runs=False)
     names = [e.name for e in seen if e.resource == "mlsd.model.fraud"]

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "mlsd.cli"]
 BUILD = (
     "from mlsd.settings import Settings\n"
-    "from mlsd.lab import build_data, train_versions\n"
+    "from tests.support.lab_recipe import build_data, train_versions\n"
     "s = Settings()\n"
     "build_data(s)\n"
     "out = train_versions(s, s.mlflow_tracking_uri)\n"
