@@ -191,7 +191,15 @@ class WorldSettings(_Section):
     router, late labels to /v1/feedback, each closed simulated day landed as raw batches."""
 
     port: int = Field(
-        8090, ge=1, le=65535, description="Port of the world's control API (127.0.0.1 only)."
+        8090,
+        ge=1,
+        le=65535,
+        description="Port of the world's control API (it binds to bind_host, like the router).",
+    )
+    router_url: str | None = Field(
+        None,
+        description="Base URL of the router the world sends requests and labels to; unset: "
+        "router.port on client_host (the local stack). On a cluster: the router's Service.",
     )
     seconds_per_day: float = Field(
         20.0,
@@ -960,6 +968,12 @@ class Settings(BaseSettings):
     def world_url(self) -> str:
         """Base URL of the world's control API."""
         return f"http://{self.client_host}:{self.world.port}"
+
+    @property
+    def world_router_url(self) -> str:
+        """Where the world sends requests and labels: world.router_url, else the lab's router."""
+        configured = (self.world.router_url or "").rstrip("/")
+        return configured or f"http://{self.client_host}:{self.router.port}"
 
     @property
     def prefect_home(self) -> Path:

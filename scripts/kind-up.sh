@@ -117,12 +117,14 @@ main() {
   step "7/9 the platform (kubectl apply -k infra/k8s/overlays/kind)"
   run kubectl apply -k "$OVERLAY"
 
-  step "8/9 wait: stores, registry, Prefect, the bootstrap job (data, first models), model servers, router"
+  step "8/9 wait: stores, registry, Prefect, the bootstrap job (data, first models), model servers, router, world"
   run kubectl -n "$NAMESPACE" rollout status statefulset/postgres statefulset/minio --timeout=600s
   run kubectl -n "$NAMESPACE" rollout status deployment/redis deployment/mlflow deployment/prefect deployment/prefect-worker --timeout=600s
   run kubectl -n "$NAMESPACE" wait --for=condition=complete job/mlsd-bootstrap --timeout="$TIMEOUT"
   run kubectl -n "$NAMESPACE" wait --for=condition=Ready inferenceservice --all --timeout=900s
   run kubectl -n "$NAMESPACE" rollout status deployment/router --timeout=300s
+  # The world's init container holds its clock until the router routes both products.
+  run kubectl -n "$NAMESPACE" rollout status deployment/world --timeout=300s
 
   step "9/9 smoke request through the router"
   if [ "$DRY_RUN" = "1" ]; then
@@ -145,6 +147,7 @@ The lab runs on kind-$CLUSTER. Reach its UIs with port-forward (one terminal eac
   kubectl -n $NAMESPACE port-forward svc/mlflow 5000:5000    # MLflow: http://localhost:5000
   kubectl -n $NAMESPACE port-forward svc/prefect 4200:4200   # Prefect: http://localhost:4200
   kubectl -n $NAMESPACE port-forward svc/minio 9001:9001     # MinIO console: http://localhost:9001
+  kubectl -n $NAMESPACE port-forward svc/world 8090:8090     # the world: mlsd traffic start, mlsd drift
 Admin token: kubectl -n $NAMESPACE get secret mlsd-router-admin -o jsonpath='{.data.token}' | base64 -d
 Next steps (drift, retrain as a Job, canary, scaling): infra/k8s/README.md. Remove it all: make kind-down
 EOF

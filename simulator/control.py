@@ -1,5 +1,5 @@
-"""The world's control API (127.0.0.1 only): how `mlsd traffic`, `mlsd drift` and `mlsd status`
-reach the running world. Small and strict: unknown fields, a negative rate or an unknown
+"""The world's control API (on bind_host, 127.0.0.1 unless set): how `mlsd traffic`, `mlsd drift`
+and `mlsd status` reach the running world. Small and strict: unknown fields, a negative rate or an unknown
 scenario get a 4xx naming the field and what is possible.
 
 Run as the stack component `world`: `python -m simulator.control`.

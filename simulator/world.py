@@ -114,7 +114,7 @@ class World:
         self.client = client or httpx.AsyncClient(
             timeout=self.cfg.request_timeout_seconds, trust_env=False
         )
-        self.router = f"http://{settings.client_host}:{settings.router.port}"
+        self.router = settings.world_router_url
         saved = self._load_state()
         day = dt.date.fromisoformat(saved["day"]) if saved.get("day") else None
         self.day = day or first_open_day(settings)

@@ -33,6 +33,9 @@ LONG_RUNNING = {"Deployment", "StatefulSet", "DaemonSet", "InferenceService"}
 ISVC_POD_LABEL = "serving.kserve.io/inferenceservice"
 # The key of the ConfigMap that holds the Prefect work pool's base job template.
 JOB_TEMPLATE_KEY = "base-job-template.json"
+# The app.kubernetes.io/name of the world's pods (base/world.yaml) and what they run.
+WORLD = "world"
+WORLD_COMMAND = ["python", "-m", "simulator.control"]
 
 
 # --- rendering ------------------------------------------------------------------------------
@@ -598,7 +601,8 @@ def settings_problems(objs: list[Obj]) -> list[str]:
     """Ports and names agree with mlsd/settings.py as the pods read it (ConfigMap mlsd-settings):
     every MLSD_* key names a setting; Services, container ports, command lines and URLs use the
     configured ports; every product has its InferenceService (and its shadow, where the settings
-    give it a shadow server) and the router's upstreams name them."""
+    give it a shadow server) and the router's upstreams name them; the world runs
+    simulator.control on world.port and sends to Service router."""
     from urllib.parse import urlsplit
 
     from serving.names import PRODUCTS
@@ -616,6 +620,7 @@ def settings_problems(objs: list[Obj]) -> list[str]:
         "prefect": settings.prefect.port,
         "router": settings.router.port,
         "redis": settings.features.redis.port,
+        WORLD: settings.world.port,
     }
     for svc, port in expected_services.items():
         if _service_port(objs, svc) != port:
@@ -628,6 +633,13 @@ def settings_problems(objs: list[Obj]) -> list[str]:
             problems.append(
                 f"ConfigMap mlsd-settings: {key} {env.get(key)} is not Service {svc}:{expected_services[svc]}"
             )
+    router_url = urlsplit(settings.world_router_url)
+    if router_url.port != settings.router.port or not (router_url.hostname or "").startswith(
+        "router."
+    ):
+        problems.append(
+            f"world.router_url {settings.world.router_url} is not Service router:{settings.router.port}"
+        )
     if not settings.features.redis.host.startswith("redis."):
         problems.append(
             f"MLSD_FEATURES__REDIS__HOST {settings.features.redis.host} is not Service redis"
@@ -682,4 +694,113 @@ def settings_problems(objs: list[Obj]) -> list[str]:
                     problems.append(
                         f"{pod.where}: router container ports {declared}, settings say {settings.router.port}"
                     )
+            if app == WORLD:
+                declared = [p.get("containerPort") for p in c.get("ports") or []]
+                if declared != [settings.world.port]:
+                    problems.append(
+                        f"{pod.where}: world container ports {declared}, settings say {settings.world.port}"
+                    )
+                if args != WORLD_COMMAND:
+                    problems.append(
+                        f"{pod.where}: the world runs {args}, not {' '.join(WORLD_COMMAND)} (with no "
+                        "flags it binds bind_host on world.port, as settings say)"
+                    )
+    return problems
+
+
+# --- 5. the world's network paths ------------------------------------------------------------
+
+ANY = "*"
+# DNS, which default-deny leaves open to every pod.
+DNS = {("kube-system/kube-dns", "53/UDP"), ("kube-system/kube-dns", "53/TCP")}
+
+
+def app_of(pod: PodTemplate) -> str:
+    """What a pod is, as the policies name it: its app.kubernetes.io/name (or InferenceService)."""
+    return pod.labels.get("app.kubernetes.io/name") or pod.labels.get(ISVC_POD_LABEL) or pod.where
+
+
+def _peer_names(peer: Obj, here: list[PodTemplate]) -> set[str]:
+    if "ipBlock" in peer:
+        return {f"ipBlock {peer['ipBlock'].get('cidr')}"}
+    if "namespaceSelector" in peer:
+        ns = (peer["namespaceSelector"] or {}).get("matchLabels") or {}
+        pods = (peer.get("podSelector") or {}).get("matchLabels") or {}
+        if ns.get("kubernetes.io/metadata.name") == "kube-system" and pods.get("k8s-app"):
+            return {f"kube-system/{pods['k8s-app']}"}
+        return {f"namespaces {ns or ANY}, pods {pods or ANY}"}
+    return {app_of(p) for p in here if selects(peer.get("podSelector"), p.labels)}
+
+
+def allowed_paths(objs: list[Obj], pod: PodTemplate, direction: str) -> set[tuple[str, str]]:
+    """(peer, "port/protocol") pairs the NetworkPolicies let `pod` reach (direction "egress")
+    or be reached from ("ingress"), ANY standing for every peer or port. Policies add up; a pod
+    no policy restricts in that direction may talk to anything."""
+    key, policy_type = ("to", "Egress") if direction == "egress" else ("from", "Ingress")
+    here = [p for p in pod_templates(objs) if p.namespace == pod.namespace]
+    restricted = False
+    paths: set[tuple[str, str]] = set()
+    for pol in (o for o in objs if o.get("kind") == "NetworkPolicy"):
+        spec = pol.get("spec", {})
+        if pol["metadata"].get("namespace") != pod.namespace or not selects(
+            spec.get("podSelector"), pod.labels
+        ):
+            continue
+        types = spec.get("policyTypes") or (
+            ["Ingress", "Egress"] if "egress" in spec else ["Ingress"]
+        )
+        if policy_type not in types:
+            continue
+        restricted = True
+        for rule in spec.get(direction) or []:
+            peers = rule.get(key) or []
+            names = set().union(*(_peer_names(p, here) for p in peers)) if peers else {ANY}
+            ports = {
+                f"{p.get('port', ANY)}/{p.get('protocol', 'TCP')}" for p in rule.get("ports") or []
+            } or {ANY}
+            paths |= {(n, port) for n in names for port in ports}
+    return paths if restricted else {(ANY, ANY)}
+
+
+def _allows(paths: set[tuple[str, str]], peer: str, port: str) -> bool:
+    return any(p in (peer, ANY) and q in (port, ANY) for p, q in paths)
+
+
+def world_path_problems(objs: list[Obj]) -> list[str]:
+    """The world talks to the platform only over HTTP: its pods may reach the router and Prefect
+    on their configured ports (and DNS), nothing else; both of those admit it; and no pod may
+    call the world's control API, which has no authentication."""
+    try:
+        settings, _ = _settings_from_env(_configmap(objs, "mlsd-settings"))
+    except Exception as exc:
+        return [f"ConfigMap mlsd-settings does not load as settings: {exc}"]
+    arrows = {
+        ("router", f"{settings.router.port}/TCP"),
+        ("prefect", f"{settings.prefect.port}/TCP"),
+    }
+    pods = list(pod_templates(objs))
+    worlds = [p for p in pods if app_of(p) == WORLD and p.owner.get("kind") in LONG_RUNNING]
+    if not worlds:
+        return [f"no long-running workload has pods labelled app.kubernetes.io/name={WORLD}"]
+    problems = []
+    for world in worlds:
+        egress = allowed_paths(objs, world, "egress")
+        for peer, port in sorted(egress - arrows - DNS):
+            problems.append(
+                f"{world.where}: the world may reach {peer} on {port}; it talks to the platform "
+                f"only over HTTP: {', '.join(f'{a} on {b}' for a, b in sorted(arrows))}"
+            )
+        for peer, port in sorted(arrows):
+            if not _allows(egress, peer, port):
+                problems.append(f"{world.where}: the world cannot reach {peer} on {port}")
+            for target in (p for p in pods if app_of(p) == peer and p.namespace == world.namespace):
+                if not _allows(allowed_paths(objs, target, "ingress"), WORLD, port):
+                    problems.append(
+                        f"{target.where}: {peer} does not admit the world on {port} (its ingress)"
+                    )
+        for peer, port in sorted(allowed_paths(objs, world, "ingress")):
+            problems.append(
+                f"{world.where}: {peer} may call the world's control API on {port}; it has no "
+                "authentication (reach it by port-forward)"
+            )
     return problems

@@ -104,6 +104,8 @@ def test_the_dry_run_prints_every_step_and_runs_none(tmp_path: Path, how: str) -
         "kubectl apply -k",
         "wait --for=condition=complete job/mlsd-bootstrap",
         "wait --for=condition=Ready inferenceservice --all",
+        "rollout status deployment/world",
+        "port-forward svc/world 8090:8090",
         "/v1/fraud/score",
         "port-forward svc/mlflow 5000:5000",
         "port-forward svc/prefect 4200:4200",

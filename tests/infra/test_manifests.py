@@ -33,7 +33,16 @@ def test_the_kind_overlay_exists_and_renders_the_platform(kind_objects: list[mc.
     kinds = {o["kind"] for o in kind_objects}
     assert {"Deployment", "StatefulSet", "InferenceService", "NetworkPolicy", "Job"} <= kinds
     names = {o["metadata"]["name"] for o in kind_objects}
-    assert {"mlflow", "postgres", "minio", "redis", "prefect", "prefect-worker", "router"} <= names
+    assert {
+        "mlflow",
+        "postgres",
+        "minio",
+        "redis",
+        "prefect",
+        "prefect-worker",
+        "router",
+        "world",
+    } <= names
     assert {"fraud", "recsys"} <= names
 
 
@@ -53,6 +62,7 @@ CHECKS: dict[str, Callable[[list[mc.Obj]], list[str]]] = {
     "references": lambda objs: mc.reference_problems(objs, mc.install_secrets()),
     "job_template": mc.job_template_problems,
     "settings": mc.settings_problems,
+    "world_paths": mc.world_path_problems,
 }
 
 
@@ -81,6 +91,22 @@ def find(objs: list[mc.Obj], kind: str, name: str) -> mc.Obj:
 
 def router_container(objs: list[mc.Obj]) -> dict[str, Any]:
     return find(objs, "Deployment", "router")["spec"]["template"]["spec"]["containers"][0]
+
+
+def world_pod(objs: list[mc.Obj]) -> dict[str, Any]:
+    return find(objs, "Deployment", "world")["spec"]["template"]["spec"]
+
+
+def world_container(objs: list[mc.Obj]) -> dict[str, Any]:
+    return world_pod(objs)["containers"][0]
+
+
+def policy(objs: list[mc.Obj], name: str) -> dict[str, Any]:
+    return find(objs, "NetworkPolicy", name)["spec"]
+
+
+def app_peer(name: str) -> dict[str, Any]:
+    return {"podSelector": {"matchLabels": {"app.kubernetes.io/name": name}}}
 
 
 def isvc_predictor(objs: list[mc.Obj], name: str = "fraud") -> dict[str, Any]:
@@ -315,6 +341,117 @@ MUTATIONS: dict[str, tuple[str, Callable[[list[mc.Obj]], None], str]] = {
             "MLSD_ROUTER__RECSYS_UPSTREAM", "http://recsys.mlsd.svc.cluster.local"
         ),
         "recsys_upstream",
+    ),
+    # The world goes through the same checks as every workload ...
+    "the world on the latest tag": (
+        "image",
+        lambda o: world_container(o).__setitem__("image", "mlsd-lab:latest"),
+        "Deployment/mlsd/world",
+    ),
+    "the world without a memory limit": (
+        "resources",
+        lambda o: world_container(o)["resources"]["limits"].pop("memory"),
+        "container world has no memory limit",
+    ),
+    "the world's init container without a CPU request": (
+        "resources",
+        lambda o: world_pod(o)["initContainers"][0]["resources"]["requests"].pop("cpu"),
+        "wait-for-router has no cpu request",
+    ),
+    "the world without a liveness probe": (
+        "probes",
+        lambda o: world_container(o).pop("livenessProbe"),
+        "container world has no livenessProbe",
+    ),
+    "the world as root": (
+        "security",
+        lambda o: world_pod(o)["securityContext"].__setitem__("runAsUser", 0),
+        "container world may run as root",
+    ),
+    "the world keeps its capabilities": (
+        "security",
+        lambda o: world_container(o)["securityContext"].pop("capabilities"),
+        "container world does not drop all capabilities",
+    ),
+    "the world's init container on a writable root": (
+        "security",
+        lambda o: world_pod(o)["initContainers"][0]["securityContext"].__setitem__(
+            "readOnlyRootFilesystem", False
+        ),
+        "wait-for-router has a writable root filesystem",
+    ),
+    "the world's Service to a port it does not have": (
+        "services",
+        lambda o: find(o, "Service", "world")["spec"]["ports"][0].__setitem__("targetPort", 8091),
+        "8091",
+    ),
+    "the world on another port than the settings": (
+        "settings",
+        lambda o: world_container(o)["ports"][0].__setitem__("containerPort", 8091),
+        "world container ports [8091], settings say 8090",
+    ),
+    "the world started with flags": (
+        "settings",
+        lambda o: world_container(o).__setitem__("args", ["--host", "127.0.0.1"]),
+        "simulator.control",
+    ),
+    "the world sends to the local router": (
+        "settings",
+        lambda o: _settings(o).__setitem__("MLSD_WORLD__ROUTER_URL", "http://127.0.0.1:8080"),
+        "world.router_url",
+    ),
+    # ... and its network paths are the architecture's arrows, no more, no less.
+    "the world may reach the model servers": (
+        "world_paths",
+        lambda o: policy(o, "world")["egress"].append(
+            {
+                "to": [
+                    {
+                        "podSelector": {
+                            "matchExpressions": [
+                                {
+                                    "key": mc.ISVC_POD_LABEL,
+                                    "operator": "In",
+                                    "values": ["fraud", "recsys"],
+                                }
+                            ]
+                        }
+                    }
+                ],
+                "ports": [{"protocol": "TCP", "port": 8081}, {"protocol": "TCP", "port": 8082}],
+            }
+        ),
+        "the world may reach fraud on 8081/TCP",
+    ),
+    "the world may reach MLflow through another policy": (
+        "world_paths",
+        lambda o: policy(o, "jobs")["podSelector"]["matchExpressions"][0]["values"].append("world"),
+        "the world may reach mlflow on 5000/TCP",
+    ),
+    "the world may reach anything on one port": (
+        "world_paths",
+        lambda o: policy(o, "world")["egress"].append({"ports": [{"port": 9000}]}),
+        "the world may reach * on 9000/TCP",
+    ),
+    "the world without its policy": (
+        "world_paths",
+        lambda o: o.remove(find(o, "NetworkPolicy", "world")),
+        "the world cannot reach router on 8080/TCP",
+    ),
+    "Prefect does not admit the world": (
+        "world_paths",
+        lambda o: policy(o, "prefect")["ingress"][0]["from"].remove(app_peer("world")),
+        "prefect does not admit the world on 4200/TCP",
+    ),
+    "any pod may call the world's control API": (
+        "world_paths",
+        lambda o: policy(o, "world").__setitem__("ingress", [{"from": [app_peer("router")]}]),
+        "router may call the world's control API",
+    ),
+    "the world's egress to the router on another port than the settings": (
+        "world_paths",
+        lambda o: _settings(o).__setitem__("MLSD_ROUTER__PORT", "8081"),
+        "the world cannot reach router on 8081/TCP",
     ),
 }
 

@@ -151,6 +151,31 @@ def test_late_labels_are_posted_when_due(tmp_path):
     assert world.status()["labels"]["pending"] > 0
 
 
+def test_the_world_sends_to_the_configured_router(tmp_path):
+    # On a cluster the router is a Service, not client_host (infra/k8s/base/world.yaml).
+    seen: list[str] = []
+
+    def router(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(200, json={"request_id": "r1", "joined": True})
+
+    async def go(settings: Settings) -> None:
+        client = httpx.AsyncClient(transport=httpx.MockTransport(router))
+        world = World(settings, client=client, emit=lambda *a: None)
+        world.in_flight += 1
+        await world._post("fraud", "/v1/fraud/score", {"amount": 1.0})
+        await world._feedback({"request_id": "r1", "label": 0})
+
+    asyncio.run(go(lab(tmp_path)))
+    asyncio.run(go(lab(tmp_path, router_url="http://router.mlsd.svc.cluster.local:8080/")))
+    assert seen == [
+        "http://127.0.0.1:8080/v1/fraud/score",
+        "http://127.0.0.1:8080/v1/feedback",
+        "http://router.mlsd.svc.cluster.local:8080/v1/fraud/score",
+        "http://router.mlsd.svc.cluster.local:8080/v1/feedback",
+    ]
+
+
 def test_a_scenario_switched_mid_day_changes_the_rest_of_the_day(tmp_path):
     s = lab(tmp_path)
 

@@ -3,6 +3,7 @@ model servers' init container). Every step looks before it acts, so a second run
 
     python infra/k8s/bootstrap/bootstrap.py all                 # buckets, data, first models, flows
     python infra/k8s/bootstrap/bootstrap.py wait-champion fraud # until fraud has an @champion
+    python infra/k8s/bootstrap/bootstrap.py wait-router         # until the router routes both
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 # Run as a file from the image's working directory (/app): the project's packages are there.
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
@@ -133,6 +135,37 @@ def wait_champion(settings: Settings, product: str, poll_seconds: float = 10.0) 
     say(f"{product}@champion is version {version}")
 
 
+def router_not_ready(status_code: int, readyz: Any) -> list[str]:
+    """What the world still waits for, from the router's GET /readyz: the router itself, or a
+    champion for each product (empty: ready)."""
+    if status_code != 200 or not isinstance(readyz, dict):
+        return [f"the router (HTTP {status_code})"]
+    champions = readyz.get("champions") or {}
+    return [f"a {p} champion" for p in WORLDS if champions.get(p) is None]
+
+
+def wait_router(settings: Settings, poll_seconds: float = 10.0, client: Any = None) -> None:
+    """The world's init container: its clock starts once the router routes every product, so
+    its first live day follows the bootstrap's data instead of running days ahead of the first
+    models. Asked over HTTP, the world's one path to the platform."""
+    import httpx
+
+    url = f"{settings.world_router_url}/readyz"
+    client = client or httpx.Client(timeout=5.0, trust_env=False)
+    started = time.monotonic()
+    while True:
+        try:
+            response = client.get(url)
+            missing = router_not_ready(response.status_code, response.json())
+        except (httpx.HTTPError, ValueError) as err:
+            missing = [f"the router ({type(err).__name__})"]
+        if not missing:
+            say(f"router at {url} routes {', '.join(WORLDS)}")
+            return
+        say(f"{url}: waiting for {', '.join(missing)} ({time.monotonic() - started:.0f} s)")
+        time.sleep(poll_seconds)
+
+
 def main(argv: list[str] | None = None) -> int:
     silence_telemetry()
     parser = argparse.ArgumentParser(prog="bootstrap.py", description=__doc__)
@@ -140,10 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("all", help="buckets, data, first models, flows")
     wait = sub.add_parser("wait-champion", help="block until PRODUCT has an @champion")
     wait.add_argument("product", choices=WORLDS)
+    sub.add_parser("wait-router", help="block until the router has a champion for every product")
     args = parser.parse_args(argv)
     settings = Settings()
     if args.command == "wait-champion":
         wait_champion(settings, args.product)
+        return 0
+    if args.command == "wait-router":
+        wait_router(settings)
         return 0
     ensure_buckets()
     ensure_data_and_models(settings)
