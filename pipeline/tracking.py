@@ -213,7 +213,7 @@ def announce(product: str, outcome: dict[str, Any]) -> None:
 
     version = outcome["version"]
     payload = {
-        "version": version,
+        "version": int(version),  # a number: the rollout deployment takes it as its int parameter
         "decision": outcome["decision"],
         "reason": "; ".join(outcome["reasons"])[:300],
         "metrics": {k: round(float(v), 4) for k, v in outcome["metrics"].items() if k in _HEADLINE},

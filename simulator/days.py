@@ -117,7 +117,11 @@ def served_interactions(served: list[dict[str, Any]], template: pd.DataFrame) ->
     columns: what lands is what the listener saw and did."""
     rows = []
     for s in served:
+        # Slots are 3 s apart; a session served just before midnight starts early enough that its
+        # last slot stays in the day, or the gate quarantines the whole day's batch.
         start = pd.Timestamp(s["at"])
+        day_end = start.normalize() + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
+        start = min(start, day_end - pd.Timedelta(seconds=3 * max(len(s["items"]) - 1, 0)))
         for position, (item, played) in enumerate(zip(s["items"], s["plays"], strict=True)):
             rows.append(
                 {

@@ -171,9 +171,8 @@ def serve_traffic(settings: Any) -> None:
     console.rule("5. live traffic through the router")
     fraud = fraud_requests(settings, 600, seed=101)
     report = asyncio.run(send(f"{base}/v1/fraud/score", fraud[:200], rate_per_s=100))
-    console.print(f"fraud: {report.summary()}")
     recs = asyncio.run(send(f"{base}/v1/recs", recs_requests(settings, 100, seed=5), rate_per_s=50))
-    console.print(f"recs: {recs.summary()}")
+    console.print(traffic_table({"fraud @100/s": report, "recs @50/s": recs}))
 
     challenger = ModelRegistry(settings.mlflow_tracking_uri).version_of(
         settings.training.fraud_model_name, "challenger"
@@ -188,7 +187,7 @@ def serve_traffic(settings: Any) -> None:
     )
     admin.call("POST", "/admin/fraud/shadow/start", json={"version": int(challenger)})
     report = asyncio.run(send(f"{base}/v1/fraud/score", fraud[200:400], rate_per_s=100))
-    console.print(f"fraud with shadow: {report.summary()}")
+    console.print(traffic_table({"fraud @100/s, shadowed": report}))
     admin.call("POST", "/admin/fraud/shadow/stop")
 
     console.rule(
@@ -210,6 +209,28 @@ def serve_traffic(settings: Any) -> None:
 
     result = asyncio.run(traffic_and_ramp())
     console.print(f"canary result: [bold]{result['result']}[/bold]")
+
+
+def traffic_table(reports: dict[str, Any]) -> Any:
+    """What a burst of live traffic got back, one row per burst."""
+    from rich.table import Table
+
+    table = Table()
+    for column in ("traffic", "sent", "answered", "degraded", "errors", "p50 ms", "p99 ms", "arms"):
+        table.add_column(column, justify="left" if column in ("traffic", "arms") else "right")
+    for label, report in reports.items():
+        s = report.summary()
+        table.add_row(
+            label,
+            str(s["sent"]),
+            str(s["ok"]),
+            str(s["degraded"]),
+            ", ".join(f"{k} {v}" for k, v in s["errors"].items()) or "0",
+            f"{s['p50_ms']:.1f}",
+            f"{s['p99_ms']:.1f}",
+            ", ".join(f"{arm} {n}" for arm, n in s["arms"].items()),
+        )
+    return table
 
 
 def play_acts(settings: Any) -> list[Any]:

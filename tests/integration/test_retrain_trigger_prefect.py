@@ -18,6 +18,17 @@ from monitoring.verdict import WindowVerdict
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(scope="module", autouse=True)
+def lab_deployments(prefect_api):
+    """Every deployment the lab's flows process serves, applied before any event is sent, as
+    the stack does at start. (An automation created between events was seen to miss the next
+    one on the test harness's SQLite server: its trigger cache updates after the commit.)"""
+    from mlsd.flows import lab_deployments
+
+    for deployment in lab_deployments():
+        deployment.apply()
+
+
 def drifted_history(now: float) -> list[WindowVerdict]:
     return [
         WindowVerdict(
@@ -61,13 +72,10 @@ def training_runs(model: str, since: dt.datetime) -> list:
 
 def test_ten_simultaneous_drift_signals_start_exactly_one_retrain(prefect_api, tmp_path):
     from mlsd.timeline import read_timeline
-    from pipeline.deployments import deployments
 
+    # The real training deployments, with their event triggers, are on the server (no worker
+    # runs them: a created flow run is what this test counts).
     started = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
-    # The real training deployments, with their event triggers, registered on the server (no
-    # worker runs them: a created flow run is what this test counts).
-    for deployment in deployments():
-        deployment.apply()
     policy = TriggerPolicy(m=2, n=3, min_rows=500, cooldown_seconds=600)
     now = time.time()
     history = drifted_history(now)
@@ -106,3 +114,54 @@ def test_ten_simultaneous_drift_signals_start_exactly_one_retrain(prefect_api, t
     names = [e.name for e in seen if e.resource == "mlsd.model.fraud"]
     assert names.count(events.RETRAIN_REQUESTED) == 1
     assert names.count(events.RETRAIN_SUPPRESSED) == 9
+
+
+def test_a_registered_challenger_starts_one_rollout_of_its_version(prefect_api):
+    """The gate's announcement (the registry's version is a string) reaches the rollout
+    deployment as a run whose parameters its flow accepts: the product and an int version."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    from pipeline.tracking import announce
+
+    announce(
+        "fraud",
+        {"version": "7", "decision": "challenger", "reasons": ["better"], "metrics": {}},
+    )
+
+    def rollouts() -> list:
+        with get_client(sync_client=True) as client:
+            return client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["rollout"]))
+            )
+
+    deadline = time.monotonic() + 90
+    while not rollouts() and time.monotonic() < deadline:
+        time.sleep(1)
+    runs = rollouts()
+    assert len(runs) == 1, "the challenger's event started no rollout (see the server's log)"
+    assert runs[0].parameters["product"] == "fraud"
+    assert runs[0].parameters["version"] == 7
+
+
+def test_the_monitor_deployments_schedule_runs_on_their_interval(prefect_api):
+    """Prefect's scheduler inserts the interval's runs (the same insert its scheduler service
+    runs; SQLAlchemy 2.1 broke it, and then no monitor ever ran on its own)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    from monitoring.deployments import DEPLOYMENT_NAMES
+
+    with get_client(sync_client=True) as client:
+        for name in DEPLOYMENT_NAMES.values():
+            deployment_id = client.read_deployment_by_name(name).id
+            response = client._client.post(
+                f"/deployments/{deployment_id}/schedule", json={"min_runs": 3, "max_runs": 3}
+            )
+            assert response.status_code < 300, response.text
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["monitor-fraud"]))
+        )
+    assert len(runs) == 3
+    assert {r.state_name for r in runs} <= {"Scheduled", "Late"}
+    assert {r.parameters["product"] for r in runs} == {"fraud"}

@@ -255,3 +255,29 @@ def test_the_cli_says_when_the_world_is_not_running(tmp_path, monkeypatch):
     assert result.exit_code == 2
     assert "amount-inflation" in result.output and "schema-break" in result.output
     assert runner.invoke(cli, ["traffic", "stop"]).exit_code == 1
+
+
+def test_a_session_served_just_before_midnight_lands_inside_its_day(tmp_path):
+    # The gate quarantines a whole day's batch for one row past midnight (seen in the demo).
+    from simulator.days import served_interactions
+
+    settings = lab(tmp_path)
+    day = dt.date(2026, 3, 12)
+    template = plan_day(settings, "recsys", day, None, 0).batches["interactions"]
+    late = {
+        "at": "2026-03-12T23:59:58+00:00",
+        "session_id": 1,
+        "user_id": "u1",
+        "first_interaction_id": 10,
+        "items": [f"i{k}" for k in range(10)],
+        "plays": [k % 2 == 0 for k in range(10)],
+    }
+    early = {**late, "at": "2026-03-12T08:00:00+00:00", "session_id": 2}
+    rows = served_interactions([late, early], template)
+    assert set(rows["event_timestamp"].dt.date) == {day}
+    for _, session in rows.groupby("session_id"):
+        gaps = session.sort_values("position")["event_timestamp"].diff().dropna()
+        assert (gaps == pd.Timedelta(seconds=3)).all()
+    assert rows.loc[rows.session_id == 2, "event_timestamp"].min() == pd.Timestamp(
+        "2026-03-12T08:00:00+00:00"
+    )
