@@ -27,8 +27,14 @@ def lab_deployments() -> list[Any]:
 
 
 def serve_lab_flows() -> None:
-    """Serve the deployments until stopped."""
+    """Serve the deployments until stopped, below serving's CPU priority (the flow runs it
+    starts inherit it)."""
     from prefect import serve
+
+    from mlsd.settings import Settings
+    from serving.runtime import lower_cpu_priority
+
+    lower_cpu_priority(Settings().prefect.flows_nice)
 
     serve(*lab_deployments(), print_starting_message=True)
 

@@ -184,6 +184,14 @@ class PrefectSettings(_Section):
         description="Prefect's database; unset: SQLite under data_dir/prefect (profile local). "
         "Profile scale sets a PostgreSQL URL (postgresql+asyncpg://user:pw@host/db).",
     )
+    flows_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="CPU niceness of the stack's flows process and the flow runs it starts "
+        "(landing, monitoring, training, rollout): on 2 cores, batch work that competes with "
+        "serving at equal priority pushes the answers' p99 past a canary's latency guardrail.",
+    )
 
 
 class WorldSettings(_Section):

@@ -277,8 +277,9 @@ def canary_verdict(
     - precision and recall (labelled rows): the challenger's trails the champion's by more than
       `quality_margin` (Agresti-Caffo z-test on false-discovery and miss rates). Judged once
       both arms have `min_labelled` in the metric's denominator.
-    Any breach: rollback. Else too little traffic (`min_requests`), or no labels while
-    `require_labels`: hold. Else promote.
+    Any breach: rollback. Else too little traffic (`min_requests`), too few model scores to judge
+    their distribution (`min_scores`: a step must not pass on requests its fallbacks answered),
+    or no labels while `require_labels`: hold. Else promote.
     """
     g = guardrails
     checks = [
@@ -300,6 +301,11 @@ def canary_verdict(
         f"{arm} has {w.requests} requests in the window, needs {g.min_requests}"
         for arm, w in (("champion", champion), ("challenger", challenger))
         if w.requests < g.min_requests
+    ]
+    waiting += [
+        f"{c.name}: {c.detail}"
+        for c in checks
+        if c.name == "score_distribution" and c.status == "skipped"
     ]
     if g.require_labels:
         waiting += [

@@ -54,6 +54,9 @@ FRAUD_OUTPUTS = (
     OutputSpec("reasons", "BYTES"),
     OutputSpec("model_version", "BYTES"),
     OutputSpec("card_unknown", "INT64"),
+    # The model's inputs as it scored them (a JSON object per row): the router logs them, and
+    # monitoring judges input drift on exactly what the model saw.
+    OutputSpec("features", "BYTES"),
 )
 RECSYS_INPUTS = (
     InputSpec("user_id", "BYTES"),

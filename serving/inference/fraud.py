@@ -3,6 +3,8 @@ features from the online store, score, and encode the answer."""
 
 from __future__ import annotations
 
+import json
+
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -193,5 +195,6 @@ def fraud_v2_outputs(predictions: Sequence[FraudPrediction]) -> list[tuple[Outpu
         "reasons": [",".join(p.reasons) for p in predictions],
         "model_version": [p.model_version for p in predictions],
         "card_unknown": [p.card_unknown for p in predictions],
+        "features": [json.dumps(p.features, separators=(",", ":")) for p in predictions],
     }
     return [(spec, columns[spec.name]) for spec in FRAUD_OUTPUTS]

@@ -3,6 +3,7 @@ at fault, fraud decisions and reasons, and which user vector retrieval may use."
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from models.recsys import Embeddings
 from models.recsys_bundle import RETRIEVAL_SCORE, RecsysBundle, candidates_for, recommend
 from serving import inference
+from serving.fallback.answers import fraud_answer_from_outputs
 from serving.inference import (
     FRAUD_INPUTS,
     RECSYS_INPUTS,
@@ -200,10 +202,13 @@ def test_fraud_answers_have_the_same_encoding_in_v1_and_v2():
     predictions = score_fraud(fraud_version(), [features(60, 1)])
     v1 = fraud_v1_predictions(predictions)["predictions"][0]
     v2 = {spec.name: data for spec, data in fraud_v2_outputs(predictions)}
-    assert list(v2) == ["score", "decision", "reasons", "model_version", "card_unknown"]
+    assert list(v2) == ["score", "decision", "reasons", "model_version", "card_unknown", "features"]
     for name, data in v2.items():
-        assert v1[name] == data[0]
+        assert v1[name] == (json.loads(data[0]) if name == "features" else data[0])
     assert v1["reasons"] == "is_new_device"
+    # The router decodes what the model scored, as it logs it for monitoring.
+    answer = fraud_answer_from_outputs(v2, "fraud/1")
+    assert answer.features == v1["features"] and "amount_seen" in answer.features
 
 
 # --- recsys ---------------------------------------------------------------------------------

@@ -299,6 +299,18 @@ def test_too_little_traffic_holds_and_says_which_arm():
     assert any("challenger has 120 requests" in r for r in verdict.reasons)
 
 
+def test_a_step_answered_mostly_by_fallbacks_holds_until_its_scores_can_be_judged():
+    # Enough requests, but the challenger's own model answered too few of them to judge its
+    # scores: seen in the demo, where a model that scored every transaction 0 passed a step.
+    few = GUARDRAILS.min_scores - 1
+    challenger = arm(n=GUARDRAILS.min_requests, scores=np.zeros(few), seed=2)
+    verdict = canary_verdict(arm(seed=1), challenger, GUARDRAILS)
+    assert verdict.decision == "hold"
+    assert any(r.startswith("score_distribution:") for r in verdict.reasons)
+    enough = arm(n=GUARDRAILS.min_requests + 200, scores=np.zeros(GUARDRAILS.min_scores + 200))
+    assert canary_verdict(arm(seed=1), enough, GUARDRAILS).decision == "rollback"
+
+
 def test_a_dead_challenger_rolls_back_after_a_handful_of_requests():
     verdict = canary_verdict(arm(seed=1), arm(n=5, errors=5, scores=np.array([])), GUARDRAILS)
     assert verdict.decision == "rollback"
