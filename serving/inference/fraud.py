@@ -4,7 +4,6 @@ features from the online store, score, and encode the answer."""
 from __future__ import annotations
 
 import json
-
 import logging
 import time
 from collections.abc import Mapping, Sequence
