@@ -40,18 +40,22 @@ def demo(
     if data_only:
         return
     build_features(settings)
+    # A demo canary lasts seconds, not hours: let a step pass on fewer requests per arm.
+    os.environ.setdefault("MLSD_ROUTER__CANARY__MIN_REQUESTS", "60")
+    # A p99 of fewer samples is their maximum: one cold first request of a freshly loaded
+    # version would breach it.
+    os.environ.setdefault("MLSD_ROUTER__CANARY__MIN_LATENCY_SAMPLES", "200")
+    # Enough live traffic that a 5 % canary step gathers its evidence in about 30 s.
+    os.environ.setdefault("MLSD_WORLD__FRAUD_RPS", "40")
+    # The loop's clock for a demo: a window is the log's last minute, judged every 30 s.
+    os.environ.setdefault("MLSD_MONITORING__INTERVAL_SECONDS", "30")
+    os.environ.setdefault("MLSD_MONITORING__WINDOW_SECONDS", "60")
     try:
-        run(
-            ["up", "--only", "mlflow", "--only", "prefect", "--only", "flows"],
-            "bring up the core of the stack",
-        )
+        # The flows process comes with the rest: started now, its rollout deployment would
+        # pick up the challenger the next step registers while no router is up to canary it.
+        run(["up", "--only", "mlflow", "--only", "prefect"], "bring up the core of the stack")
         train_models(settings, n_days)
-        # A demo canary lasts seconds, not hours: let a step pass on fewer requests per arm.
-        os.environ.setdefault("MLSD_ROUTER__CANARY__MIN_REQUESTS", "60")
-        os.environ.setdefault("MLSD_ROUTER__CANARY__MIN_LATENCY_SAMPLES", "50")
-        # Enough live traffic that a 5 % canary step gathers its evidence in about 30 s.
-        os.environ.setdefault("MLSD_WORLD__FRAUD_RPS", "40")
-        run(["up"], "start the world, the model servers (the champions) and the router")
+        run(["up"], "start the flows, the world, the model servers (the champions), the router")
         serve_traffic(settings)
         results = play_acts(Settings()) if acts else []
         run(["status"], "the stack, the registry, the world and the routing now")
@@ -245,12 +249,18 @@ def play_acts(settings: Any) -> list[Any]:
             "8. act one, drift: amount-inflation -> detected -> retrain -> canary -> promoted"
         )
         results.append(
-            show_act(act_drift(settings, request_retrain_after_landing=not monitor_runs()))
+            show_act(
+                act_drift(
+                    settings,
+                    request_retrain_after_landing=not monitor_runs(),
+                    timeout_seconds=600,
+                )
+            )
         )
         console.rule(
             "9. act two, a bad model: passes the offline gate, breaches a canary guardrail"
         )
-        results.append(show_act(act_bad_model(settings)))
+        results.append(show_act(act_bad_model(settings, timeout_seconds=600)))
         console.rule("10. act three, broken upstream: schema-break -> quarantined, no retrain")
         results.append(show_act(act_broken_upstream(settings)))
     finally:

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 from fastapi import HTTPException
 
@@ -63,6 +64,16 @@ from serving.upstream import V2Client
 
 log = logging.getLogger("serving.router")
 DISCOVERY_EVERY_S = 10.0
+
+
+class ServedRequest(NamedTuple):
+    """What the log and the shadow keep of a request: its entity, body and V2 columns."""
+
+    product: Product
+    entity: str
+    inputs: dict[str, Any]
+    columns: dict[str, list[Any]]
+    k: int | None  # slate size asked for (recommendations)
 
 
 class Router:
@@ -234,30 +245,18 @@ class Router:
             degraded_reason=reason,
             cold_start=answer.card_unknown,
         )
-        inputs = tx.model_dump(mode="json")
-        own = routing.arm_version(arm)
-        self._log(
-            PredictionRecord(
-                request_id=request_id,
-                role="served",
-                at=at,
-                product="fraud",
-                entity=tx.card_id,
-                arm=arm,
-                experiment=experiment,
-                model_version=version_label("fraud", own) if own else "",
-                answered_by=answer.model_version,
-                inputs=inputs,
-                **logged_outcome(answer),
-                latency_ms=(time.perf_counter() - started) * 1000,
-                degraded=degraded,
-                degraded_reason=reason,
-                error=arm_error(hops, result),
-            )
-        )
-        self.counts[f"fraud.{arm}.{'degraded' if degraded else 'ok'}"] += 1
-        self.shadow_copies.maybe_offer(
-            "fraud", routing, arm, request_id, at, tx.card_id, columns, inputs, degraded
+        self._served(
+            ServedRequest("fraud", tx.card_id, tx.model_dump(mode="json"), columns, None),
+            answer,
+            routing,
+            arm,
+            experiment,
+            request_id,
+            at,
+            started,
+            degraded,
+            reason,
+            arm_error(hops, result),
         )
         return response
 
@@ -319,32 +318,61 @@ class Router:
             degraded=degraded,
             degraded_reason=reason,
         )
-        inputs = req.model_dump(mode="json")
+        self._served(
+            ServedRequest("recsys", req.user_id, req.model_dump(mode="json"), columns, req.k),
+            answer,
+            routing,
+            arm,
+            experiment,
+            request_id,
+            at,
+            started,
+            degraded,
+            reason,
+            arm_error(hops, result),
+        )
+        return response
+
+    def _served(
+        self,
+        request: ServedRequest,
+        answer: FraudAnswer | RecsAnswer,
+        routing: ProductRouting,
+        arm: Arm,
+        experiment: str | None,
+        request_id: str,
+        at: float,
+        started: float,
+        degraded: bool,
+        reason: str | None,
+        error: str | None,
+    ) -> None:
+        """Log a served answer, count it, and offer its copy to the shadow (both products)."""
+        product, entity, inputs, columns, k = request
         own = routing.arm_version(arm)
         self._log(
             PredictionRecord(
                 request_id=request_id,
                 role="served",
                 at=at,
-                product="recsys",
-                entity=req.user_id,
+                product=product,
+                entity=entity,
                 arm=arm,
                 experiment=experiment,
-                model_version=version_label("recsys", own) if own else "",
+                model_version=version_label(product, own) if own else "",
                 answered_by=answer.model_version,
                 inputs=inputs,
-                **logged_outcome(answer, req.k),
+                **logged_outcome(answer, k),
                 latency_ms=(time.perf_counter() - started) * 1000,
                 degraded=degraded,
                 degraded_reason=reason,
-                error=arm_error(hops, result),
+                error=error,
             )
         )
-        self.counts[f"recsys.{arm}.{'degraded' if degraded else 'ok'}"] += 1
+        self.counts[f"{product}.{arm}.{'degraded' if degraded else 'ok'}"] += 1
         self.shadow_copies.maybe_offer(
-            "recsys", routing, arm, request_id, at, req.user_id, columns, inputs, degraded
+            product, routing, arm, request_id, at, entity, columns, inputs, degraded
         )
-        return response
 
     def _log(self, record: PredictionRecord) -> None:
         self.log_writer.submit(record)
