@@ -3,26 +3,15 @@ router answers with a champion for every product, asking over HTTP only (the wor
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 
 import httpx
 import pytest
 
 from mlsd.settings import Settings
+from tests.support.k8s_bootstrap import bootstrap_module
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def bootstrap_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "k8s_bootstrap", ROOT / "infra/k8s/bootstrap/bootstrap.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_router_is_ready_for_the_world_once_both_products_have_a_champion() -> None:

@@ -3,27 +3,17 @@ every lab deployment in it, against a real Prefect API; a second run changes not
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from tests.support.k8s_bootstrap import bootstrap_module
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "infra/k8s/base/prefect-base-job-template.json"
-
-
-def bootstrap_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "k8s_bootstrap", ROOT / "infra/k8s/bootstrap/bootstrap.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_work_pool_and_every_lab_deployment_are_registered_once(
