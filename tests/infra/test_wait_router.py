@@ -11,8 +11,6 @@ import pytest
 from mlsd.settings import Settings
 from tests.support.k8s_bootstrap import bootstrap_module
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def test_the_router_is_ready_for_the_world_once_both_products_have_a_champion() -> None:
     ready = bootstrap_module().router_not_ready
