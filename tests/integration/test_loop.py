@@ -22,6 +22,10 @@ pytestmark = pytest.mark.integration
 # The loop's clock, shortened so a test sees several windows in a minute: a window is the last
 # 30 s of the log, judged every 20 s, and a signal in 2 of the last 3 asks for a retrain.
 LOOP_ENV = {
+    # Chargebacks within days, not ten: a retrain the loop asks for is judged on its most recent
+    # days (retrain_label_maturity_days), and a small world's frauds there must carry labels or
+    # the gate has no PR-AUC to judge (seen: "candidate has no pr_auc", refused).
+    "MLSD_SIMULATOR__FRAUD__CHARGEBACK_DELAY_DAYS_MEAN": "2",
     "MLSD_WORLD__LAND_DAYS": "true",
     "MLSD_WORLD__FRAUD_RPS": "40",
     "MLSD_WORLD__RECS_RPS": "3",
@@ -77,7 +81,8 @@ def test_drift_is_detected_retrained_canaried_and_promoted_by_itself(loop_lab):
     finally:
         world_call(settings, "DELETE", "/traffic")
     names = [e.name for e in result.events]
-    assert result.ok, (result.outcome, names)
+    verdicts = [e.payload for e in result.events if e.name == ev.GATE_VERDICT]
+    assert result.ok, (result.outcome, names, verdicts)
     requested = [e for e in result.events if e.name == ev.RETRAIN_REQUESTED]
     assert requested and "input_drift" in requested[0].payload["reason"]
     assert ev.DRIFT_DETECTED in names

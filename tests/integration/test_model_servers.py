@@ -3,6 +3,7 @@ store, V1 and V2 answers, and a second version loaded beside the first while it 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -238,8 +239,10 @@ def test_fraud_v2_answers_a_kserve_client(
 
     response = asyncio.run(call())
     got = {o.name: o.data for o in response.outputs}
-    assert set(got) == {"score", "decision", "reasons", "model_version", "card_unknown"}
+    assert set(got) == {"score", "decision", "reasons", "model_version", "card_unknown", "features"}
     assert got["model_version"] == [f"fraud/{version}"]
+    # The features it scored, as the router logs them for monitoring.
+    assert json.loads(got["features"][0])["card_unknown"] == 0
     # (KServe's client drops the response's top-level model_version; the output carries it.)
     assert 0.0 <= got["score"][0] <= 1.0
     assert got["decision"][0] in ("block", "allow")
