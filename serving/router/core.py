@@ -245,7 +245,7 @@ class Router:
             degraded_reason=reason,
             cold_start=answer.card_unknown,
         )
-        self._served(
+        self._record_answer(
             ServedRequest("fraud", tx.card_id, tx.model_dump(mode="json"), columns, None),
             answer,
             routing,
@@ -318,7 +318,7 @@ class Router:
             degraded=degraded,
             degraded_reason=reason,
         )
-        self._served(
+        self._record_answer(
             ServedRequest("recsys", req.user_id, req.model_dump(mode="json"), columns, req.k),
             answer,
             routing,
@@ -333,7 +333,7 @@ class Router:
         )
         return response
 
-    def _served(
+    def _record_answer(
         self,
         request: ServedRequest,
         answer: FraudAnswer | RecsAnswer,
