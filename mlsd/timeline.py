@@ -47,6 +47,8 @@ STYLES: dict[str, str] = {
     ev.ROLLED_BACK: "bold red",
 }
 FLOW_RUN_PREFIX = "prefect.flow-run."
+# A flow run's bookkeeping, not its story: the timeline shows when it was scheduled, ran and ended.
+FLOW_RUN_BOOKKEEPING = {"heartbeat", "Pending", "Submitting"}
 # Payload keys worth a person's eye, in the order they are shown.
 DETAIL_KEYS = (
     "scenario",
@@ -206,7 +208,11 @@ def read_timeline(
     with scope, get_client(sync_client=True) as client:
         page = client.read_events(filter=query, limit=50)  # the API refuses more than 50 a page
         while True:
-            out.extend(TimelineEvent.from_prefect(e) for e in page.events)
+            out.extend(
+                TimelineEvent.from_prefect(e)
+                for e in page.events
+                if e.event.removeprefix(FLOW_RUN_PREFIX) not in FLOW_RUN_BOOKKEEPING
+            )
             if page.next_page is None or len(out) >= limit:
                 break
             page = client.read_events_page(str(page.next_page))
