@@ -70,4 +70,3 @@ def test_details_are_sentences_not_json():
 
 def test_an_empty_timeline_says_so():
     assert "no events yet" in render(timeline_table([]))
-
