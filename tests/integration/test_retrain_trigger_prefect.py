@@ -165,3 +165,28 @@ def test_the_monitor_deployments_schedule_runs_on_their_interval(prefect_api):
     assert len(runs) == 3
     assert {r.state_name for r in runs} <= {"Scheduled", "Late"}
     assert {r.parameters["product"] for r in runs} == {"fraud"}
+
+
+def test_the_timeline_leaves_out_a_flow_runs_bookkeeping(prefect_api):
+    from prefect.events import emit_event
+    from prefect.events.worker import EventsWorker
+
+    from mlsd.timeline import read_timeline
+
+    started = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    run = {"prefect.resource.id": "prefect.flow-run.00000000-0000-0000-0000-000000000001"}
+    for name in (
+        "prefect.flow-run.heartbeat",
+        "prefect.flow-run.Pending",
+        "prefect.flow-run.Running",
+    ):
+        emit_event(event=name, resource=run)
+    EventsWorker.drain_all()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        names = [e.name for e in read_timeline(started, flow_runs=True)]
+        if "prefect.flow-run.Running" in names:
+            break
+        time.sleep(0.5)
+    assert "prefect.flow-run.Running" in names
+    assert not {"prefect.flow-run.heartbeat", "prefect.flow-run.Pending"} & set(names)
