@@ -79,11 +79,14 @@ def _of(events: Sequence[TimelineEvent], name: str, product: str = "fraud") -> l
 
 
 def rollout_ending(events: list[TimelineEvent]) -> str | None:
-    """How a retrain's story ends: promoted, rolled back, or refused by the gate."""
+    """How a retrain's story ends: promoted, rolled back, refused by the gate, or left to
+    someone else (an experiment or a person took the traffic)."""
     if _of(events, ev.PROMOTED):
         return "promoted"
     if _of(events, ev.ROLLED_BACK):
         return "rolled back"
+    if _of(events, ev.ROLLOUT_STOOD_ASIDE):
+        return "the rollout stood aside"
     refused = [e for e in _of(events, ev.GATE_VERDICT) if e.payload.get("decision") == "rejected"]
     return "refused by the gate" if refused else None
 

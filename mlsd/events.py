@@ -39,6 +39,7 @@ CANARY_STEP_PASSED = "mlsd.canary.step.passed"
 CANARY_STEP_BREACHED = "mlsd.canary.step.breached"
 PROMOTED = "mlsd.rollout.promoted"
 ROLLED_BACK = "mlsd.rollout.rolled-back"
+ROLLOUT_STOOD_ASIDE = "mlsd.rollout.stood-aside"  # an experiment or a person took the traffic
 ALIAS_MOVED = "mlsd.alias.moved"
 
 # Every event name above, for `mlsd watch` (Prefect's own flow-run events are read beside them).
@@ -60,6 +61,7 @@ LAB_EVENTS: tuple[str, ...] = (
     CANARY_STEP_BREACHED,
     PROMOTED,
     ROLLED_BACK,
+    ROLLOUT_STOOD_ASIDE,
     ALIAS_MOVED,
 )
 

@@ -33,6 +33,7 @@ LABELS: dict[str, str] = {
     ev.CANARY_STEP_BREACHED: "canary step breached",
     ev.PROMOTED: "promoted",
     ev.ROLLED_BACK: "rolled back",
+    ev.ROLLOUT_STOOD_ASIDE: "rollout stood aside",
     ev.ALIAS_MOVED: "alias moved",
 }
 STYLES: dict[str, str] = {

@@ -72,6 +72,33 @@ def step_decision(verdicts: Sequence[str], elapsed: float, plan: RampPlan) -> st
     return None
 
 
+def traffic_taken_from(
+    routing: dict[str, Any], version: int | None, *, started: bool
+) -> str | None:
+    """Why the controller of `version`'s canary must stand aside, or None while it may go on.
+
+    Before its canary starts, only an A/B experiment stops it (the router refuses a canary over
+    one: an experiment is a person's decision, a canary a controller's). Once started, anything
+    that is not its own canary does: an experiment that replaced it, another canary, or a
+    rollback by hand. Pure, so the rule is tested alone."""
+    split = routing.get("split") or {}
+    challenger = routing.get("challenger")
+    product = routing.get("product", "the product")
+    if split.get("kind") == "experiment":
+        return f"experiment {split.get('name')} holds {product}'s traffic (v{challenger})"
+    if not started:
+        return None
+    if split.get("kind") == "canary" and challenger == version:
+        return None
+    if split.get("kind") == "canary":
+        return f"a canary of v{challenger} replaced the canary of v{version}"
+    return f"the canary of v{version} was ended outside the controller"
+
+
+class _StoodAside(Exception):
+    """The product's traffic is no longer the controller's to ramp (see traffic_taken_from)."""
+
+
 def run_ramp(
     admin: AdminClient,
     product: str,
@@ -92,10 +119,22 @@ def run_ramp(
     a refused promotion, an interrupt), it withdraws its canary before the error goes on: a
     challenger nobody judges any more must not keep its share of traffic. The withdrawal names
     the challenger, so it can never restore an older champion instead.
+
+    If someone else takes the traffic (an A/B experiment started by hand, a rollback by hand),
+    the controller stands aside: it touches nothing and says so (result "stood_aside").
     """
     ramp = _Ramp(admin, product, version, notify=notify or (lambda _name, _payload: None))
     try:
         return ramp.run(plan, clock, sleep, log)
+    except _StoodAside as err:
+        return ramp.stand_aside(str(err), log)
+    except AdminError as err:
+        # A 409 mid-ramp: is the traffic still ours? If not, the refusal is why.
+        why = ramp.taken_by_someone_else() if err.status_code == 409 else None
+        if why is not None:
+            return ramp.stand_aside(why, log)
+        ramp.abort(f"rollout controller failed: {type(err).__name__}: {err}", log)
+        raise
     except BaseException as err:
         ramp.abort(f"rollout controller failed: {type(err).__name__}: {err}", log)
         raise
@@ -109,6 +148,7 @@ class _Ramp:
     started: bool = False
     # Told of each step (an event name of mlsd.events and its payload): the loop's timeline.
     notify: Callable[[str, dict[str, Any]], None] = lambda _name, _payload: None
+    steps: list[StepOutcome] = field(default_factory=list)
 
     def run(
         self,
@@ -118,7 +158,7 @@ class _Ramp:
         log: Callable[[str], None],
     ) -> dict[str, Any]:
         admin, product = self.admin, self.product
-        steps: list[StepOutcome] = []
+        steps = self.steps
         for index, percent in enumerate(p for p in plan.steps if p < 100):
             if index == 0:
                 self.start(percent)
@@ -135,6 +175,9 @@ class _Ramp:
                 sleep(plan.poll_seconds)
                 elapsed = clock() - began
                 verdict = admin.verdict(product, elapsed)
+                why = traffic_taken_from(verdict["routing"], self.version, started=True)
+                if why is not None:  # the window is someone else's now: judge nothing
+                    raise _StoodAside(why)
                 verdicts.append(verdict["decision"])
                 action = step_decision(verdicts, elapsed, plan)
                 if action is None:
@@ -202,6 +245,26 @@ class _Ramp:
         self.started = True
         self.version = int(answer["routing"]["challenger"])
 
+    def taken_by_someone_else(self) -> str | None:
+        """After a refusal: the reason the traffic is not ours any more, or None when it still
+        is (or the router cannot say), so the refusal is a fault."""
+        try:
+            routing = self.admin.status(self.product)
+        except Exception:
+            return None
+        return traffic_taken_from(routing, self.version, started=self.started)
+
+    def stand_aside(self, reason: str, log: Callable[[str], None]) -> dict[str, Any]:
+        self.started = False
+        log(f"{self.product}: the rollout of v{self.version} stands aside: {reason}")
+        self.notify(events.ROLLOUT_STOOD_ASIDE, {"version": self.version, "reason": reason[:300]})
+        return {
+            "product": self.product,
+            "result": "stood_aside",
+            "reason": reason,
+            "steps": [s.__dict__ for s in self.steps],
+        }
+
     def abort(self, reason: str, log: Callable[[str], None]) -> None:
         """Best effort: withdraw our canary if it is still in traffic; never raises (the
         original error is the one to report)."""
@@ -244,6 +307,9 @@ def rollout(
         admin = AdminClient.for_lab(Settings())
     notify = timeline_notifier(product, version)
     with admin:
+        ramp = _Ramp(admin, product, version, notify=notify)
+        if (why := ramp.taken_by_someone_else()) is not None:  # before the shadow, too
+            return ramp.stand_aside(why, logger.info)
         if shadow_seconds > 0:
             shadow_window(admin, product, version, shadow_seconds, logger.info, notify)
         return run_ramp(admin, product, plan, version, log=logger.info, notify=notify)

@@ -117,8 +117,17 @@ def stop_split(state: ProductRouting) -> ProductRouting:
 
 def start_canary(state: ProductRouting, version: int, percent: float) -> ProductRouting:
     """A canary of `version` at `percent`; its salt names the version, so the same entities are
-    in it at every ramp step (assignment is monotone in the percent)."""
+    in it at every ramp step (assignment is monotone in the percent).
+
+    Never over a running A/B experiment: a canary would end it mid-sample, and the experiment
+    is a person's decision while a canary is often a controller's (the reverse is allowed: an
+    experiment started by hand replaces a canary, and the controller stands aside)."""
     _check_challenger(state, version)
+    if state.split is not None and state.split.kind == "experiment":
+        raise RoutingConflict(
+            f"{state.product} runs experiment {state.split.name} on v{state.challenger}: a canary "
+            "would end it; stop the experiment first"
+        )
     split = Split(
         kind="canary",
         name=f"canary-{state.product}-v{version}",
@@ -193,12 +202,18 @@ def rollback_kind(state: ProductRouting, challenger: int | None = None) -> Rollb
 
     `challenger` set: only that challenger may be withdrawn, never a champion restored. A
     rollout controller aborting its own canary must not undo an older promotion when the
-    canary has already gone (withdrawn by an operator, or never started)."""
+    canary has already gone (withdrawn by an operator, or never started), nor end an
+    experiment that replaced its canary."""
     in_traffic = state.challenger is not None and (state.split is not None or state.shadow)
     if challenger is not None:
         if not in_traffic or state.challenger != challenger:
             raise RoutingConflict(
                 f"v{challenger} is not taking {state.product} traffic; nothing was rolled back"
+            )
+        if state.split is not None and state.split.kind == "experiment":
+            raise RoutingConflict(
+                f"v{challenger} is in {state.product} experiment {state.split.name}, not a "
+                "canary: the experiment ends when it is stopped; nothing was rolled back"
             )
         return "challenger_withdrawn"
     if in_traffic:

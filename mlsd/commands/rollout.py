@@ -117,6 +117,8 @@ def start(
     if not state.is_completed():
         fail(f"{product.value}: the rollout flow {state.name}: {state.message}", ExitCode.FAILED)
     result: dict[str, Any] = state.result()
+    if result["result"] == "stood_aside":
+        fail(f"{product.value}: v{challenger} not rolled out: {result['reason']}", ExitCode.FAILED)
     console.print(
         table(
             "canary steps",

@@ -220,6 +220,54 @@ def test_an_interrupted_rollout_withdraws_its_canary_and_moves_no_alias(
         router.stop()
 
 
+def test_an_experiment_started_by_hand_mid_ramp_makes_the_controller_stand_aside(
+    trained_lab: Lab, servers: Servers, aliases_restored: ModelRegistry
+):
+    """The controller ramps a canary; a person starts an A/B on the same challenger. The
+    experiment keeps the traffic: the controller neither withdraws nor promotes, and a second
+    controller is refused its canary while the experiment runs."""
+    from serving.admin import AdminClient
+    from serving.rollout import RampPlan, run_ramp
+
+    registry, name = aliases_restored, trained_lab.fraud_model_name
+    first, second = (int(v) for v in trained_lab.fraud_versions)
+    registry.move_alias(name, "challenger", str(second), "test_router_lab: challenger")
+    router = start_lab_router(trained_lab, servers.fraud, servers.recsys)
+    experiment = {"experiment": "by-hand", "challenger_percent": 50, "metric": "error_rate"}
+    polls = 0
+
+    def person_starts_an_experiment_on_the_second_poll(_seconds: float) -> None:
+        nonlocal polls
+        polls += 1
+        if polls == 2:
+            admin(router, "PUT", "/admin/fraud/split", experiment)
+
+    plan = RampPlan((25.0, 100.0), min_step_seconds=60.0, max_step_seconds=120.0, poll_seconds=0)
+    try:
+        with AdminClient(router.url, TOKEN) as client:
+            result = run_ramp(
+                client,
+                "fraud",
+                plan,
+                second,
+                sleep=person_starts_an_experiment_on_the_second_poll,
+                log=lambda _m: None,
+            )
+            assert result["result"] == "stood_aside"
+            assert "experiment by-hand" in result["reason"]
+            routing = admin(router, "GET", "/admin/fraud/status")
+            assert routing["split"]["kind"] == "experiment"
+            assert (routing["champion"], routing["challenger"]) == (first, second)
+            assert routing["history"][-1]["action"] == "experiment_started"
+            # A controller that comes later does not take the traffic either.
+            again = run_ramp(client, "fraud", plan, second, sleep=lambda _s: None, log=print)
+            assert again["result"] == "stood_aside" and again["steps"] == []
+        assert admin(router, "GET", "/admin/fraud/status")["split"]["name"] == "by-hand"
+        assert registry.version_of(name, "champion") == str(first)
+    finally:
+        router.stop()
+
+
 def test_dead_model_servers_degrade_to_rules_on_online_features_and_popularity(
     trained_lab: Lab, servers: Servers
 ):

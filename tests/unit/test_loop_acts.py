@@ -15,13 +15,15 @@ def event(name: str, second: int, resource: str = "mlsd.model.fraud", **kw) -> T
     return TimelineEvent(name, T0 + dt.timedelta(seconds=second), resource, **kw)
 
 
-def test_a_rollout_ends_promoted_rolled_back_or_refused():
+def test_a_rollout_ends_promoted_rolled_back_refused_or_standing_aside():
     assert rollout_ending([]) is None
     assert rollout_ending([event(ev.CANARY_STEP_STARTED, 1)]) is None
     assert rollout_ending([event(ev.PROMOTED, 5)]) == "promoted"
     assert rollout_ending([event(ev.ROLLED_BACK, 5)]) == "rolled back"
     refused = event(ev.GATE_VERDICT, 3, payload={"decision": "rejected"})
     assert rollout_ending([refused]) == "refused by the gate"
+    aside = event(ev.ROLLOUT_STOOD_ASIDE, 4, payload={"reason": "experiment ab holds the traffic"})
+    assert rollout_ending([event(ev.CANARY_STEP_STARTED, 1), aside]) == "the rollout stood aside"
     # Another product's promotion is not this act's ending.
     assert rollout_ending([event(ev.PROMOTED, 5, resource="mlsd.model.recsys")]) is None
 

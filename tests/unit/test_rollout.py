@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mlsd import events as ev
 from serving.admin import AdminError
-from serving.rollout import RampPlan, run_ramp, step_decision
+from serving.rollout import RampPlan, run_ramp, step_decision, traffic_taken_from
 
 PLAN = RampPlan(
     steps=(5.0, 50.0, 100.0), min_step_seconds=10.0, max_step_seconds=60.0, poll_seconds=5.0
@@ -24,6 +25,8 @@ class ScriptedAdmin:
         self.percent = 0.0
         self.calls: list[tuple] = []
         self.fail = fail or {}  # call name -> what it raises
+        # The router's routing as the controller reads it (verdicts carry it too).
+        self.routing: dict = {"product": "fraud", "split": None, "challenger": None}
 
     def _maybe_fail(self, name):
         if name in self.fail:
@@ -34,11 +37,20 @@ class ScriptedAdmin:
         self._maybe_fail("start")
         self.percent = percent
         self.calls.append(("start", percent, version))
-        return {"routing": {"challenger": version or 9}}
+        self.routing = {
+            "product": "fraud",
+            "split": {"kind": "canary", "name": f"canary-fraud-v{version or 9}"},
+            "challenger": version or 9,
+        }
+        return {"routing": self.routing}
 
     def set_percent(self, product, percent):
+        self._maybe_fail("percent")
         self.percent = percent
         self.calls.append(("percent", percent))
+
+    def status(self, product):
+        return self.routing
 
     def verdict(self, product, window_seconds):
         if self.percent >= 50:
@@ -50,6 +62,7 @@ class ScriptedAdmin:
             "reasons": [f"{decision} at {self.percent}"],
             "champion": {},
             "challenger": {},
+            "routing": self.routing,
         }
 
     def promote(self, product, reason):
@@ -192,7 +205,6 @@ def test_a_failed_withdrawal_does_not_hide_the_original_error():
 
 
 def test_each_step_is_told_to_the_timeline_in_order():
-    from mlsd import events as ev
 
     told: list[tuple[str, float | None]] = []
     for script, ending in (
@@ -219,3 +231,90 @@ def test_each_step_is_told_to_the_timeline_in_order():
         else:
             assert names[-2:] == [ev.CANARY_STEP_BREACHED, ev.ROLLED_BACK]
             assert ev.PROMOTED not in names
+
+
+# --- someone else takes the traffic: the controller stands aside -------------------------
+
+EXPERIMENT = {"kind": "experiment", "name": "by-hand"}
+
+
+@pytest.mark.parametrize(
+    "routing, started, taken",
+    [
+        ({"split": None, "challenger": None}, False, None),  # nothing yet: the canary may start
+        ({"split": {"kind": "canary"}, "challenger": 7}, True, None),  # our own canary
+        ({"split": EXPERIMENT, "challenger": 7}, False, "experiment by-hand"),
+        ({"split": EXPERIMENT, "challenger": 7}, True, "experiment by-hand"),
+        ({"split": {"kind": "canary"}, "challenger": 8}, True, "a canary of v8"),
+        ({"split": None, "challenger": None}, True, "ended outside the controller"),
+    ],
+)
+def test_whose_traffic_it_is(routing, started, taken):
+    why = traffic_taken_from({"product": "fraud", **routing}, 7, started=started)
+    assert (why is None) if taken is None else (taken in why)
+
+
+class ExperimentOnPoll(ScriptedAdmin):
+    """A person starts an A/B experiment on the challenger at the n-th verdict."""
+
+    def __init__(self, script, at_poll):
+        super().__init__(script)
+        self.polls, self.at_poll = 0, at_poll
+
+    def verdict(self, product, window_seconds):
+        self.polls += 1
+        if self.polls == self.at_poll:
+            self.routing = {"product": "fraud", "split": EXPERIMENT, "challenger": 7}
+        return super().verdict(product, window_seconds)
+
+
+@pytest.mark.parametrize("at_poll", [1, 3])  # in the first step, or in the second
+def test_an_experiment_taking_the_traffic_mid_ramp_is_left_alone(at_poll):
+    told: list[str] = []
+    admin, clock = ExperimentOnPoll(PASSING, at_poll), FakeClock()
+    result = run_ramp(
+        admin,
+        "fraud",
+        PLAN,
+        7,
+        clock=clock,
+        sleep=clock.sleep,
+        log=lambda _m: None,
+        notify=lambda name, _payload: told.append(name),
+    )
+    assert result["result"] == "stood_aside" and "experiment by-hand" in result["reason"]
+    # Neither withdrawn nor promoted: the experiment keeps the challenger and its traffic.
+    assert not any(c[0] in ("rollback", "promote") for c in admin.calls)
+    assert told[-1] == ev.ROLLOUT_STOOD_ASIDE
+    assert len(result["steps"]) == (0 if at_poll == 1 else 1)
+
+
+def test_a_refused_start_over_an_experiment_stands_aside_and_withdraws_nothing():
+    refused = AdminError("POST", "/admin/fraud/canary/start", 409, "runs experiment by-hand")
+    admin, clock = ScriptedAdmin(PASSING, {"start": refused}), FakeClock()
+    admin.routing = {"product": "fraud", "split": EXPERIMENT, "challenger": 7}
+    result = run_ramp(admin, "fraud", PLAN, 7, clock=clock, sleep=clock.sleep, log=lambda _m: None)
+    assert result["result"] == "stood_aside"
+    assert admin.calls == [("start failed",)]
+
+
+def test_a_canary_rolled_back_by_hand_mid_ramp_ends_the_controller_quietly():
+    # The next step's PUT is refused (409: no canary running) because a person rolled it back.
+    class RolledBackByHand(ScriptedAdmin):
+        def set_percent(self, product, percent):
+            self.routing = {"product": "fraud", "split": None, "challenger": None}
+            raise AdminError("PUT", "/admin/fraud/canary", 409, "fraud has no canary running")
+
+    admin, clock = RolledBackByHand(PASSING), FakeClock()
+    result = run_ramp(admin, "fraud", PLAN, 7, clock=clock, sleep=clock.sleep, log=lambda _m: None)
+    assert result["result"] == "stood_aside" and "ended outside" in result["reason"]
+    assert not any(c[0] in ("rollback", "promote") for c in admin.calls)
+
+
+def test_a_409_while_the_canary_is_still_ours_is_a_fault():
+    # The router refuses the next step but still shows our canary: that is no hand-over.
+    refused = AdminError("PUT", "/admin/fraud/canary", 409, "something odd")
+    admin, clock = ScriptedAdmin(PASSING, {"percent": refused}), FakeClock()
+    with pytest.raises(AdminError):
+        run_ramp(admin, "fraud", PLAN, 7, clock=clock, sleep=clock.sleep, log=lambda _m: None)
+    assert admin.calls[-1][0] == "rollback" and admin.calls[-1][2] == 7

@@ -445,3 +445,18 @@ def test_a_rollback_naming_its_challenger_only_ever_withdraws_it():
     for other in (state, rs.start_canary(fraud(champion=3, previous=2), 5, 5)):
         with pytest.raises(rs.RoutingConflict, match="v4 is not taking fraud traffic"):
             rs.rollback(other, challenger=4)
+
+
+def test_a_canary_never_replaces_an_experiment_but_an_experiment_replaces_a_canary():
+    experiment = rs.start_experiment(fraud(champion=3), "by-hand", "error_rate", 50, 4)
+    with pytest.raises(rs.RoutingConflict, match="runs experiment by-hand on v4"):
+        rs.start_canary(experiment, 4, 5)
+    # A controller withdrawing "its" challenger must not end the experiment on it.
+    with pytest.raises(rs.RoutingConflict, match="experiment by-hand, not a canary"):
+        rs.rollback(experiment, challenger=4)
+    # The person's rollback (no challenger named) and the experiment's own stop still work.
+    assert rs.rollback(experiment).split is None
+    assert rs.stop_split(experiment).split is None
+    canary = rs.start_canary(fraud(champion=3), 4, 5)
+    replaced = rs.start_experiment(canary, "by-hand", "error_rate", 50, 4)
+    assert replaced.split is not None and replaced.split.kind == "experiment"
