@@ -1,6 +1,7 @@
 """The `land_day` Prefect flow: a day the world landed goes through the quality gate (Great
-Expectations), then the world's feature tables and their materialisation, so the online store
-follows the world. Served as a deployment that runs on `mlsd.batch.landed` (one run at a time).
+Expectations), then the world's feature tables (extended by the new days from a look-back
+slice, not rebuilt: `features.tables.build(incremental=True)`) and their materialisation, so
+the online store follows the world. Served as a deployment that runs on `mlsd.batch.landed` (one run at a time).
 
 A quarantined batch raises a quality alert (`mlsd.quality.alert`): broken data is not drift and
 never starts a retrain; the batches that passed still reach the offline store and the features.
@@ -49,9 +50,11 @@ def land_day(world: str, day: str | None = None) -> dict[str, Any]:
         )
     grown = sorted({b.world for b in report.accepted})
     rows = 0
+    built: list[tables.WorldBuild] = []
     if grown:
         started = time.perf_counter()
-        built = tables.build(settings, grown)
+        # Extended, not rebuilt: a landed day costs its own rows, not the world's history.
+        built = tables.build(settings, grown, incremental=True)
         rows = sum(sum(b.rows.values()) for b in built)
         seconds["features"] = time.perf_counter() - started
         started = time.perf_counter()
@@ -64,6 +67,7 @@ def land_day(world: str, day: str | None = None) -> dict[str, Any]:
         "accepted": [b.batch_id for b in report.accepted],
         "quarantined": [b.batch_id for b in quarantined],
         "feature_rows": rows,
+        "extended": sorted(v for b in built for v in b.extended),
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
     }
     logger.info(
