@@ -11,6 +11,7 @@ import itertools
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +25,7 @@ from mlsd.timeline import read_timeline
 from monitoring.flow import monitor
 from monitoring.reference import ReferenceMissing, load_champion_reference
 from serving.prediction_log import PredictionRecord, SqlitePredictionLog
+from serving.prediction_log.records import Feedback
 
 pytestmark = pytest.mark.integration
 SLOTS = itertools.count()
@@ -53,9 +55,11 @@ def write_rows(
     version: str,
     inflate: float = 1.0,
     drop: str | None = None,
+    labels: Sequence[int] | None = None,
 ) -> float:
     """Log the reference's rows as served predictions of `version` in a one-minute slot of the
-    past that no other test writes to; returns the slot's end (the window the flow judges)."""
+    past that no other test writes to, and `labels` as their feedback (as the router joins
+    `/v1/feedback`); returns the slot's end (the window the flow judges)."""
     name = settings.training.fraud_model_name
     now = time.time() - 3600 - next(SLOTS) * 120
     records = []
@@ -92,6 +96,9 @@ def write_rows(
         log = SqlitePredictionLog(settings.router.prediction_log, settings)  # type: ignore[arg-type]
         try:
             await log.write_many(records)
+            for record, label in zip(records, labels or (), strict=False):
+                feedback = Feedback(record.request_id, "fraud", time.time(), label=int(label))
+                assert await log.join_label(feedback) == "joined"
         finally:
             await log.close()
 
@@ -138,6 +145,36 @@ def test_a_drifted_window_is_judged_reported_and_emitted(lab):
     assert lab_events(since, events.WINDOW_JUDGED)
     assert lab_events(since, events.DRIFT_DETECTED)
     assert registry.aliases(lab.fraud_model_name) == aliases  # monitoring never moves serving
+
+
+def test_a_new_fraud_pattern_is_caught_by_labels_alone(lab):
+    """`new-fraud-pattern` draws the inputs exactly as before; only their relation to the label
+    changes: night-time online purchases in three categories become fraud, half of them
+    (simulator/fraud.py), and the model sees neither category nor channel. The window's rows
+    are the champion's own training sample (real inputs, real scores), labelled the way that
+    world labels them: the input-drift check must stay quiet and labelled PR-AUC must fall."""
+    import numpy as np
+
+    from monitoring.trigger import TriggerPolicy
+
+    settings = Settings()
+    policy = TriggerPolicy.from_settings(settings.monitoring)
+    ref = load_champion_reference(lab.tracking_uri, "fraud", lab.fraud_model_name)
+    rows = ref.frame.head(800)
+    night = (rows["hour_of_day"] < 6).to_numpy()
+    relabelled = night & (np.random.default_rng(11).random(len(rows)) < 0.3)
+    labels = rows["label"].to_numpy(dtype=int) | relabelled
+    since = dt.datetime.now(dt.UTC)
+    until = write_rows(settings, rows, ref.version, labels=labels.tolist())
+    result = monitor(product="fraud", window_seconds=30, until=until)
+    v = result["verdict"]
+    assert v["status"] == "judged" and v["labelled_rows"] == len(rows)
+    assert v["drifted_share"] < policy.drifted_share, v["drifted_columns"]
+    assert v["pr_auc"] <= v["reference_pr_auc"] * (1 - policy.pr_auc_drop), v
+    # The event needs the labelled frauds the old labels lack (fewer than the policy's 5 in
+    # this small lab's sample): the relabelled night rows are what make the drop judgeable.
+    assert lab_events(since, events.PERFORMANCE_DROPPED)
+    assert lab_events(since, events.DRIFT_DETECTED, until_found=False) == []
 
 
 def test_too_few_rows_say_not_enough_data_and_decide_nothing(lab):
