@@ -241,8 +241,13 @@ def test_fraud_v2_answers_a_kserve_client(
     got = {o.name: o.data for o in response.outputs}
     assert set(got) == {"score", "decision", "reasons", "model_version", "card_unknown", "features"}
     assert got["model_version"] == [f"fraud/{version}"]
-    # The features it scored, as the router logs them for monitoring.
-    assert json.loads(got["features"][0])["card_unknown"] == 0
+    # The features it scored, as the router logs them for monitoring: every input the version
+    # was trained on (its `features` tag), each a number.
+    scored = json.loads(got["features"][0])
+    trained_on = trained_lab_tags(trained_lab, version)["features"].split(",")
+    assert set(trained_on) <= set(scored), set(trained_on) - set(scored)
+    assert all(isinstance(scored[name], int | float) for name in trained_on), scored
+    assert scored["card_unknown"] == 0
     # (KServe's client drops the response's top-level model_version; the output carries it.)
     assert 0.0 <= got["score"][0] <= 1.0
     assert got["decision"][0] in ("block", "allow")
