@@ -85,12 +85,17 @@ class FakeClock:
         self.now += seconds
 
 
-def ramp(script, version=7, fail=None):
-    admin, clock = ScriptedAdmin(script, fail), FakeClock()
-    result = run_ramp(
-        admin, "fraud", PLAN, version, clock=clock, sleep=clock.sleep, log=lambda _m: None
+def drive(admin, version=7, notify=None, log=lambda _m: None):
+    """Run the ramp against `admin` on a fake clock."""
+    clock = FakeClock()
+    return run_ramp(
+        admin, "fraud", PLAN, version, clock=clock, sleep=clock.sleep, log=log, notify=notify
     )
-    return result, admin.calls
+
+
+def ramp(script, version=7, fail=None):
+    admin = ScriptedAdmin(script, fail)
+    return drive(admin, version), admin.calls
 
 
 PASSING = {5.0: ["promote"], 50.0: ["promote"], 100.0: ["promote"]}
@@ -157,9 +162,9 @@ def test_bad_ramps_are_refused(steps):
 )
 def test_a_controller_failure_withdraws_the_canary_and_reraises(fail):
     ((what, error),) = fail.items()
-    admin, clock = ScriptedAdmin(PASSING, fail), FakeClock()
+    admin = ScriptedAdmin(PASSING, fail)
     with pytest.raises(type(error)):
-        run_ramp(admin, "fraud", PLAN, 7, clock=clock, sleep=clock.sleep, log=lambda _m: None)
+        drive(admin, 7)
     assert admin.calls[-2] == (f"{what} failed",)
     kind, reason, challenger = admin.calls[-1]
     assert (kind, challenger) == ("rollback", 7)
@@ -169,25 +174,25 @@ def test_a_controller_failure_withdraws_the_canary_and_reraises(fail):
 
 def test_the_challenger_to_withdraw_is_the_one_the_router_started():
     # version None: the router picks @challenger (9 here); the abort must name that one
-    admin, clock = ScriptedAdmin(PASSING, {"verdict": TimeoutError()}), FakeClock()
+    admin = ScriptedAdmin(PASSING, {"verdict": TimeoutError()})
     with pytest.raises(TimeoutError):
-        run_ramp(admin, "fraud", PLAN, None, clock=clock, sleep=clock.sleep, log=lambda _m: None)
+        drive(admin, None)
     assert admin.calls[-1][0] == "rollback" and admin.calls[-1][2] == 9
 
 
 def test_a_refused_start_withdraws_nothing():
     refused = AdminError("POST", "/admin/fraud/canary/start", 409, "a canary is running")
-    admin, clock = ScriptedAdmin(PASSING, {"start": refused}), FakeClock()
+    admin = ScriptedAdmin(PASSING, {"start": refused})
     with pytest.raises(AdminError):
-        run_ramp(admin, "fraud", PLAN, 7, clock=clock, sleep=clock.sleep, log=lambda _m: None)
+        drive(admin, 7)
     assert admin.calls == [("start failed",)]
 
 
 @pytest.mark.parametrize("version, withdrawn", [(7, True), (None, False)])
 def test_a_start_without_an_answer_withdraws_only_a_known_version(version, withdrawn):
-    admin, clock = ScriptedAdmin(PASSING, {"start": TimeoutError()}), FakeClock()
+    admin = ScriptedAdmin(PASSING, {"start": TimeoutError()})
     with pytest.raises(TimeoutError):
-        run_ramp(admin, "fraud", PLAN, version, clock=clock, sleep=clock.sleep, log=lambda _m: None)
+        drive(admin, version)
     rollbacks = [c for c in admin.calls if c[0] == "rollback"]
     assert rollbacks == ([("rollback", rollbacks[0][1], 7)] if withdrawn else [])
 
@@ -198,9 +203,9 @@ def test_a_failed_withdrawal_does_not_hide_the_original_error():
         "rollback": AdminError("POST", "/admin/fraud/rollback", 409, "not taking traffic"),
     }
     messages: list[str] = []
-    admin, clock = ScriptedAdmin(PASSING, fail), FakeClock()
+    admin = ScriptedAdmin(PASSING, fail)
     with pytest.raises(ConnectionError, match="router unreachable"):
-        run_ramp(admin, "fraud", PLAN, 7, clock=clock, sleep=clock.sleep, log=messages.append)
+        drive(admin, log=messages.append)
     assert "no canary of v7 left to withdraw" in messages[-1]
 
 
@@ -212,15 +217,8 @@ def test_each_step_is_told_to_the_timeline_in_order():
         ({5.0: ["hold", "rollback"]}, ev.ROLLED_BACK),
     ):
         told.clear()
-        admin, clock = ScriptedAdmin(script), FakeClock()
-        run_ramp(
-            admin,
-            "fraud",
-            PLAN,
-            7,
-            clock=clock,
-            sleep=clock.sleep,
-            log=lambda _m: None,
+        drive(
+            ScriptedAdmin(script),
             notify=lambda name, payload: told.append((name, payload.get("percent"))),
         )
         names = [name for name, _ in told]
@@ -271,17 +269,8 @@ class ExperimentOnPoll(ScriptedAdmin):
 @pytest.mark.parametrize("at_poll", [1, 3])  # in the first step, or in the second
 def test_an_experiment_taking_the_traffic_mid_ramp_is_left_alone(at_poll):
     told: list[str] = []
-    admin, clock = ExperimentOnPoll(PASSING, at_poll), FakeClock()
-    result = run_ramp(
-        admin,
-        "fraud",
-        PLAN,
-        7,
-        clock=clock,
-        sleep=clock.sleep,
-        log=lambda _m: None,
-        notify=lambda name, _payload: told.append(name),
-    )
+    admin = ExperimentOnPoll(PASSING, at_poll)
+    result = drive(admin, notify=lambda name, _payload: told.append(name))
     assert result["result"] == "stood_aside" and "experiment by-hand" in result["reason"]
     # Neither withdrawn nor promoted: the experiment keeps the challenger and its traffic.
     assert not any(c[0] in ("rollback", "promote") for c in admin.calls)
@@ -291,9 +280,9 @@ def test_an_experiment_taking_the_traffic_mid_ramp_is_left_alone(at_poll):
 
 def test_a_refused_start_over_an_experiment_stands_aside_and_withdraws_nothing():
     refused = AdminError("POST", "/admin/fraud/canary/start", 409, "runs experiment by-hand")
-    admin, clock = ScriptedAdmin(PASSING, {"start": refused}), FakeClock()
+    admin = ScriptedAdmin(PASSING, {"start": refused})
     admin.routing = {"product": "fraud", "split": EXPERIMENT, "challenger": 7}
-    result = run_ramp(admin, "fraud", PLAN, 7, clock=clock, sleep=clock.sleep, log=lambda _m: None)
+    result = drive(admin)
     assert result["result"] == "stood_aside"
     assert admin.calls == [("start failed",)]
 
@@ -305,8 +294,8 @@ def test_a_canary_rolled_back_by_hand_mid_ramp_ends_the_controller_quietly():
             self.routing = {"product": "fraud", "split": None, "challenger": None}
             raise AdminError("PUT", "/admin/fraud/canary", 409, "fraud has no canary running")
 
-    admin, clock = RolledBackByHand(PASSING), FakeClock()
-    result = run_ramp(admin, "fraud", PLAN, 7, clock=clock, sleep=clock.sleep, log=lambda _m: None)
+    admin = RolledBackByHand(PASSING)
+    result = drive(admin)
     assert result["result"] == "stood_aside" and "ended outside" in result["reason"]
     assert not any(c[0] in ("rollback", "promote") for c in admin.calls)
 
@@ -314,7 +303,7 @@ def test_a_canary_rolled_back_by_hand_mid_ramp_ends_the_controller_quietly():
 def test_a_409_while_the_canary_is_still_ours_is_a_fault():
     # The router refuses the next step but still shows our canary: that is no hand-over.
     refused = AdminError("PUT", "/admin/fraud/canary", 409, "something odd")
-    admin, clock = ScriptedAdmin(PASSING, {"percent": refused}), FakeClock()
+    admin = ScriptedAdmin(PASSING, {"percent": refused})
     with pytest.raises(AdminError):
-        run_ramp(admin, "fraud", PLAN, 7, clock=clock, sleep=clock.sleep, log=lambda _m: None)
+        drive(admin)
     assert admin.calls[-1][0] == "rollback" and admin.calls[-1][2] == 7
