@@ -8,11 +8,16 @@ from typing import Any
 
 import pandas as pd
 
-# A live amount beyond this many times the reference's largest is a unit error, not inflation
-# (amount-inflation multiplies by 1.8; schema-break's unit change by 100).
-AMOUNT_CEILING_FACTOR = 20.0
 # Share of rows an expectation tolerates before it fails (a stray row is not an incident).
 MOSTLY = 0.99
+# Amounts sent in the wrong unit (schema-break sends cents: x100) against inflation (x1.8):
+# more than 2 % of a window's amounts beyond 10x the reference's 95th percentile is a unit
+# error. Measured on the default world's amounts: 0.08 % of an inflated window lies beyond,
+# 64 % of a window in cents, 6.7 % of one whose tenth is in cents (a window straddling the
+# moment the upstream broke). The ceiling this replaced (1 % beyond 20x the reference's largest
+# amount) let through a window half in cents: 0.65 % beyond, and its drift started a retrain.
+AMOUNT_UNIT_FACTOR = 10.0
+AMOUNT_UNIT_MOSTLY = 0.98
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,11 @@ def _failure(r: Any) -> str:
     config = r.expectation_config
     column = config.kwargs.get("column", "") if config is not None else ""
     what = config.type.removeprefix("expect_column_values_to_") if config is not None else "?"
+    bounds = {k: config.kwargs.get(k) for k in ("min_value", "max_value")} if config else {}
+    if bounds.get("min_value") is not None:
+        what += f" from {bounds['min_value']:g}"
+    if bounds.get("max_value") is not None:
+        what += f" up to {bounds['max_value']:g}"
     return f"{column}: {what} ({r.result.get('unexpected_count', '?')} unexpected)"
 
 
@@ -33,7 +43,7 @@ def check_window(
     window: pd.DataFrame, inputs: list[str], reference: pd.DataFrame | None = None
 ) -> QualityResult:
     """Scores in [0, 1] and never null; every model input present and not null; amounts
-    positive and within a plausible ceiling of the reference's."""
+    positive and in the reference's unit."""
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
@@ -60,14 +70,16 @@ def check_window(
         if c not in missing:
             suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=c, mostly=MOSTLY))
     if "amount" in window.columns:
-        ceiling = None
-        if reference is not None and "amount" in reference.columns and len(reference):
-            ceiling = float(reference["amount"].max()) * AMOUNT_CEILING_FACTOR
         suite.add_expectation(
-            gxe.ExpectColumnValuesToBeBetween(
-                column="amount", min_value=0.0, max_value=ceiling, mostly=MOSTLY
-            )
+            gxe.ExpectColumnValuesToBeBetween(column="amount", min_value=0.0, mostly=MOSTLY)
         )
+        if reference is not None and "amount" in reference.columns and len(reference):
+            ceiling = float(reference["amount"].quantile(0.95)) * AMOUNT_UNIT_FACTOR
+            suite.add_expectation(
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="amount", max_value=ceiling, mostly=AMOUNT_UNIT_MOSTLY
+                )
+            )
     definition = context.validation_definitions.add(
         gx.ValidationDefinition(name="live_window", data=batch, suite=suite)
     )
