@@ -169,13 +169,14 @@ def _arms(settings: Settings) -> dict[str, int]:
 def act_bad_model(
     settings: Settings,
     *,
-    amount_scale: float = 0.01,
+    flip_flag: str = "is_new_device",
     timeout_seconds: float = 300.0,
     on_poll: Callable[[list[TimelineEvent]], None] | None = None,
 ) -> ActResult:
-    """A bad model: a retrain whose training set read amounts in other units (a training-serving
-    skew the offline gate cannot see) passes the gate, misbehaves in its canary -> a guardrail
-    is breached -> rolled back, the champion untouched."""
+    """A bad model: a retrain whose training set computed `flip_flag` with the opposite
+    convention (a training-serving skew the offline gate cannot see) passes the gate, blocks
+    far more payments in its canary -> the alert-rate guardrail is breached -> rolled back, the
+    champion untouched."""
     from prefect.deployments import run_deployment
 
     from pipeline.deployments import DEPLOYMENT_NAMES
@@ -186,7 +187,7 @@ def act_bad_model(
     arms_before = _arms(settings)
     run_deployment(
         DEPLOYMENT_NAMES["fraud"],
-        parameters={"amount_scale": amount_scale, "seed": 11},
+        parameters={"flip_flag": flip_flag, "seed": 11},
         timeout=0,  # do not wait: the rest happens by events
     )
     outcome, seen = wait_for_ending(

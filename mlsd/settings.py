@@ -560,6 +560,14 @@ class CanaryGuardrailSettings(_Section):
         "two-sample KS test also rejects at alpha.",
     )
     psi_bins: int = Field(10, ge=2, le=100, description="Quantile bins of the PSI.")
+    alert_rate_margin: float = Field(
+        0.03,
+        ge=0,
+        le=1,
+        description="Breach when the share of the challenger's answers that block exceeds the "
+        "champion's by more than this, significantly (Agresti-Caffo two-proportion z-test): "
+        "a retrain for drift may block a little more or less, not ten times as often.",
+    )
     min_scores: int = Field(
         50, ge=2, description="Scores per arm below which the distribution is not judged."
     )

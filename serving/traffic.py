@@ -82,10 +82,20 @@ class ArmWindow:
     false_positives: int = 0
     false_negatives: int = 0
     true_negatives: int = 0
+    # Of the answers the arm's own model gave, how many were a positive decision (a block).
+    flags: int = 0
 
     @property
     def error_rate(self) -> float | None:
         return self.errors / self.requests if self.requests else None
+
+    @property
+    def answered(self) -> int:
+        return self.requests - self.errors
+
+    @property
+    def alert_rate(self) -> float | None:
+        return self.flags / self.answered if self.answered else None
 
     @property
     def p99_latency_ms(self) -> float | None:
@@ -116,6 +126,7 @@ class ArmWindow:
             "p50_latency_ms": percentile(self.latencies_ms, 50.0),
             "p99_latency_ms": self.p99_latency_ms,
             "mean_score": float(np.mean(self.scores)) if self.scores else None,
+            "alert_rate": self.alert_rate,
             "labelled": self.labelled,
             "precision": self.precision,
             "recall": self.recall,
@@ -129,7 +140,7 @@ class ArmWindow:
 
 def window_stats(rows: Iterable[WindowRow]) -> ArmWindow:
     """An arm's window from its prediction-log rows (one arm, one window: the caller selects)."""
-    requests = errors = tp = fp = fn = tn = 0
+    requests = errors = tp = fp = fn = tn = flags = 0
     latencies: list[float] = []
     scores: list[float] = []
     for row in rows:
@@ -141,9 +152,10 @@ def window_stats(rows: Iterable[WindowRow]) -> ArmWindow:
             continue
         if row.score is not None and math.isfinite(row.score):
             scores.append(float(row.score))
+        flagged = row.decision in POSITIVE_DECISIONS
+        flags += flagged
         if row.label is None:
             continue
-        flagged = row.decision in POSITIVE_DECISIONS
         if flagged and row.label:
             tp += 1
         elif flagged:
@@ -152,7 +164,7 @@ def window_stats(rows: Iterable[WindowRow]) -> ArmWindow:
             fn += 1
         else:
             tn += 1
-    return ArmWindow(requests, errors, tuple(latencies), tuple(scores), tp, fp, fn, tn)
+    return ArmWindow(requests, errors, tuple(latencies), tuple(scores), tp, fp, fn, tn, flags)
 
 
 ExperimentMetric = Literal[
@@ -274,6 +286,12 @@ def canary_verdict(
     - score distribution: PSI over champion-quantile bins >= `psi_threshold` and the two-sample
       KS test rejects (both: PSI alone is noisy on small samples, KS alone flags any retrain).
       Judged once both arms have `min_scores` scores.
+    - alert rate: the share of the challenger's answers that flag (block) exceeds the
+      champion's by more than `alert_rate_margin` (Agresti-Caffo z-test), at any traffic. It
+      needs no labels, and it sees what the PSI cannot: fraud scores are mostly exactly 0, so
+      the champion's quantile bins collapse into one, and a challenger that blocks one payment
+      in ten (a flag read with the opposite convention in training: 10.4 % against 0.7 %,
+      measured on the demo's world) scored PSI 0.0.
     - precision and recall (labelled rows): the challenger's trails the champion's by more than
       `quality_margin` (Agresti-Caffo z-test on false-discovery and miss rates). Judged once
       both arms have `min_labelled` in the metric's denominator.
@@ -292,6 +310,7 @@ def canary_verdict(
             "the challenger's rows are shadow copies, sent in batches: judged in the canary",
         ),
         _score_distribution_check(champion, challenger, g),
+        _alert_rate_check(champion, challenger, g),
         *_quality_checks(champion, challenger, g),
     ]
     breaches = tuple(f"{c.name}: {c.detail}" for c in checks if c.status == "breach")
@@ -318,25 +337,45 @@ def canary_verdict(
     return Verdict("promote", ("every guardrail passed",), tuple(checks))
 
 
+def _rate_check(
+    name: str, challenger: tuple[int, int], champion: tuple[int, int], margin: float, alpha: float
+) -> GuardrailCheck:
+    """A bad outcome's rate per arm, (count, out of): breach when the challenger's exceeds the
+    champion's by more than `margin`, significantly (one-sided Agresti-Caffo test)."""
+    (bad_c, n_c), (bad_b, n_b) = challenger, champion
+    if not n_c or not n_b:
+        return GuardrailCheck(name, "skipped", "an arm has no requests in the window")
+    z, p = rate_exceeds_by_margin(bad_c, n_c, bad_b, n_b, margin)
+    detail = (
+        f"challenger {bad_c}/{n_c} vs champion {bad_b}/{n_b} (margin {margin:g}, z={z:.2f}, "
+        f"p={p:.3g})"
+    )
+    status: CheckStatus = "breach" if p < alpha else "pass"
+    return GuardrailCheck(name, status, detail, z, margin, p)
+
+
 def _error_rate_check(
     champion: ArmWindow, challenger: ArmWindow, g: CanaryGuardrailSettings
 ) -> GuardrailCheck:
-    if not champion.requests or not challenger.requests:
-        return GuardrailCheck("error_rate", "skipped", "an arm has no requests in the window")
-    z, p = rate_exceeds_by_margin(
-        challenger.errors,
-        challenger.requests,
-        champion.errors,
-        champion.requests,
+    return _rate_check(
+        "error_rate",
+        (challenger.errors, challenger.requests),
+        (champion.errors, champion.requests),
         g.error_rate_margin,
+        g.alpha,
     )
-    detail = (
-        f"challenger {challenger.errors}/{challenger.requests} vs champion "
-        f"{champion.errors}/{champion.requests} (margin {g.error_rate_margin:g}, z={z:.2f}, "
-        f"p={p:.3g})"
+
+
+def _alert_rate_check(
+    champion: ArmWindow, challenger: ArmWindow, g: CanaryGuardrailSettings
+) -> GuardrailCheck:
+    return _rate_check(
+        "alert_rate",
+        (challenger.flags, challenger.answered),
+        (champion.flags, champion.answered),
+        g.alert_rate_margin,
+        g.alpha,
     )
-    status: CheckStatus = "breach" if p < g.alpha else "pass"
-    return GuardrailCheck("error_rate", status, detail, z, g.error_rate_margin, p)
 
 
 def _latency_check(

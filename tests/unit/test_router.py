@@ -488,6 +488,7 @@ def test_canary_verdict_endpoint_judges_both_arms(lab: Lab):
         "error_rate",
         "p99_latency",
         "score_distribution",
+        "alert_rate",
         "precision",
         "recall",
     }

@@ -265,6 +265,7 @@ def arm(
     scores: np.ndarray | None = None,
     confusion: tuple[int, int, int, int] = (0, 0, 0, 0),
     seed: int = 0,
+    flags: int = 0,
 ) -> ArmWindow:
     rng = np.random.default_rng(seed)
     if scores is None:
@@ -279,6 +280,7 @@ def arm(
         false_positives=fp,
         false_negatives=fn,
         true_negatives=tn,
+        flags=flags,
     )
 
 
@@ -470,3 +472,39 @@ def test_more_challenger_errors_never_turn_a_rollback_around(champion, challenge
     after_error = checks_of(after)["error_rate"].status
     if before_error == "breach":
         assert after_error == "breach" and after.decision == "rollback"
+
+
+# --- the alert-rate guardrail ------------------------------------------------------------------
+
+
+def test_a_challenger_that_blocks_ten_times_as_often_is_rolled_back_where_the_psi_is_blind():
+    # Fraud scores are mostly exactly 0: the champion's quantile bins collapse, PSI sees nothing.
+    zeros = np.zeros(1_000)
+    champion = arm(scores=zeros, flags=7, seed=1)  # 0.7 % blocked
+    challenger = arm(n=150, scores=zeros[:150], flags=16, seed=2)  # 10.7 % blocked
+    verdict = canary_verdict(champion, challenger, GUARDRAILS)
+    checks = checks_of(verdict)
+    assert checks["score_distribution"].status == "pass"
+    assert checks["alert_rate"].status == "breach" and verdict.decision == "rollback"
+    assert verdict.reasons[0].startswith("alert_rate: challenger 16/150 vs champion 7/1000")
+
+
+@pytest.mark.parametrize("flags", [0, 3, 7])  # blocks less, the same, a point more
+def test_a_challenger_blocking_about_as_often_passes_the_alert_rate(flags):
+    champion, challenger = arm(flags=7, seed=1), arm(n=300, flags=flags, seed=2)
+    assert checks_of(canary_verdict(champion, challenger, GUARDRAILS))["alert_rate"].status == (
+        "pass"
+    )
+
+
+def test_the_window_counts_the_blocks_of_the_arms_own_answers_only():
+    rows = [
+        Row(score=0.9, decision="block"),
+        Row(score=0.1, decision="allow", label=1),
+        Row(score=0.9, decision="block", label=0),
+        # Answered by a fallback: its block says nothing of this arm's model.
+        Row(error="timeout", decision="block"),
+    ]
+    w = window_stats(rows)
+    assert (w.flags, w.answered, w.requests) == (2, 3, 4)
+    assert w.summary()["alert_rate"] == pytest.approx(2 / 3)
