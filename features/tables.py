@@ -257,6 +257,16 @@ def extend_table(
     )
 
 
+def _extendable(path: Path, view: ViewSpec) -> pa.Table | None:
+    """The table a build may extend: one with rows, written for the view as the catalog
+    defines it now (a view that gained a feature, or an empty table `ensure_tables` made, is
+    recomputed whole)."""
+    if not path.exists():
+        return None
+    old = pq.read_table(path)
+    return old if old.num_rows and old.schema.equals(table_schema(view)) else None
+
+
 def with_sentinels(frame: pd.DataFrame, view: ViewSpec) -> pd.DataFrame:
     """Add one all-null row per entity at the epoch, sorted by (entity, time).
 
@@ -374,9 +384,10 @@ def build(
             boundary = pd.Timestamp(previous["as_of"])
         for name, compute in TABLE_BUILDERS[world].items():
             view, path = VIEWS[name], table_path(settings, name)
-            if boundary is not None and name in LOOKBACK and path.exists():
+            old = _extendable(path, view) if boundary is not None and name in LOOKBACK else None
+            if old is not None and boundary is not None:
                 frame = compute(_look_back(events, name, boundary, settings), settings)
-                table = extend_table(pq.read_table(path), frame, view, boundary)
+                table = extend_table(old, frame, view, boundary)
                 result.extended.append(name)
             else:
                 table = to_arrow(with_sentinels(compute(events, settings), view), view)

@@ -141,3 +141,33 @@ def test_a_landed_day_extends_the_tables_and_agrees_with_a_full_build(
                 )
             else:
                 assert (pd.Series(a).fillna(-1) == pd.Series(b).fillna(-1)).all(), column
+
+
+def test_a_table_not_written_for_the_view_as_it_is_now_is_rebuilt_not_extended(
+    tmp_path: Path,
+) -> None:
+    """An empty table (as `ensure_tables` makes one) or one written before the view changed is
+    not extended: extending it would keep the gap, or fail to concatenate."""
+    import datetime as dt
+
+    import pyarrow.parquet as pq
+
+    from pipeline.ingest import ingest
+    from simulator import run_simulation
+
+    settings = Settings(data_dir=tmp_path, simulator={"fraud": SPARSE_WORLDS["fraud"]})
+    run_simulation(settings, "fraud", days=3, seed=3)
+    ingest(settings)
+    (first,) = tables.build(settings, ["fraud"])
+    velocity, profile = (tables.table_path(settings, v) for v in ("card_velocity", "card_profile"))
+    pq.write_table(pq.read_table(velocity).schema.empty_table(), velocity)
+    pq.write_table(pq.read_table(profile).drop(["card_home_country"]), profile)
+    run_simulation(settings, "fraud", days=1, seed=4, start=first.as_of.date() + dt.timedelta(1))
+    ingest(settings)
+    (second,) = tables.build(settings, ["fraud"], incremental=True)
+    assert second.extended == []
+    old_day = pd.Timestamp(first.as_of) - pd.Timedelta(days=1)
+    for path in (velocity, profile):
+        rebuilt = pq.read_table(path).to_pandas()
+        assert (rebuilt["event_timestamp"] < old_day).sum() > 0  # the old days are back
+        assert "card_home_country" in pq.read_table(profile).schema.names
