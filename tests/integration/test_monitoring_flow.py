@@ -44,9 +44,14 @@ AMOUNT_COLUMNS = (
 def lab(trained_lab, prefect_api):
     import os
 
-    os.environ["MLSD_MONITORING__MIN_ROWS"] = "300"
+    # The windows these tests write are judged, never retrained on: a retrain request would
+    # start a training run on the session's Prefect server after the module ended, and the
+    # next module counts training runs (two signalled windows here, three needed).
+    trigger = {"MLSD_MONITORING__TRIGGER__M": "3", "MLSD_MONITORING__TRIGGER__N": "3"}
+    os.environ.update({"MLSD_MONITORING__MIN_ROWS": "300", **trigger})
     yield trained_lab
-    os.environ.pop("MLSD_MONITORING__MIN_ROWS", None)
+    for name in ("MLSD_MONITORING__MIN_ROWS", *trigger):
+        os.environ.pop(name, None)
 
 
 def write_rows(
@@ -175,6 +180,8 @@ def test_a_new_fraud_pattern_is_caught_by_labels_alone(lab):
     # this small lab's sample): the relabelled night rows are what make the drop judgeable.
     assert lab_events(since, events.PERFORMANCE_DROPPED)
     assert lab_events(since, events.DRIFT_DETECTED, until_found=False) == []
+    # Signalled, but this module's policy (3 of 3) starts no training run to leak into the next.
+    assert result["decision"]["action"] == "none", result["decision"]
 
 
 def test_too_few_rows_say_not_enough_data_and_decide_nothing(lab):
