@@ -519,7 +519,7 @@ class PostgresPredictionLogSettings(_Section):
 
 
 class CanaryGuardrailSettings(_Section):
-    """The guardrails `serving.traffic.canary_verdict` judges a canary step by (same window for
+    """The guardrails `serving.canary.canary_verdict` judges a canary step by (same window for
     both arms; a breach rolls back at once, too little evidence holds)."""
 
     min_requests: int = Field(

@@ -1,5 +1,5 @@
 """The `rollout` Prefect flow: ramp a challenger through canary steps, judge each step with
-`serving.traffic.canary_verdict` on both arms over the same window, then promote or roll back.
+`serving.canary.canary_verdict` on both arms over the same window, then promote or roll back.
 
 The controller only drives the router's admin API: the router holds the routing state and the
 prediction log, the registry holds the aliases. A breached guardrail rolls back at once; a step

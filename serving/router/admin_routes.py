@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
 
 from mlsd.registry import ModelRegistry
 from serving import routing_state as rs
+from serving.canary import canary_verdict
 from serving.names import PRODUCTS, Product
 from serving.router.dependencies import RouterDep, require_admin
 from serving.routing_state import ProductRouting, RoutingConflict
@@ -23,7 +24,7 @@ from serving.schemas import (
     ShadowRequest,
     SplitRequest,
 )
-from serving.traffic import ARMS, canary_verdict, experiment_metric
+from serving.traffic import ARMS, experiment_metric
 
 _ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "The body is not valid UTF-8 or not valid JSON."},
