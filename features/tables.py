@@ -184,15 +184,11 @@ class LookBack:
 
     events: str
     window: dt.timedelta
-    refresh_hours: Callable[[Settings], float] = lambda _s: 0.0
+    refresh: Callable[[Settings], dt.timedelta] = lambda _s: dt.timedelta(0)
     carry_last: tuple[str, str, str] | None = None  # (entity column, kind column, kind)
 
     def start(self, boundary: pd.Timestamp, settings: Settings) -> pd.Timestamp:
-        return boundary - self.window - dt.timedelta(hours=self.refresh_hours(settings))
-
-
-def _recsys_hours(settings: Settings) -> float:
-    return settings.features.recsys_refresh_hours
+        return boundary - self.window - self.refresh(settings)
 
 
 # The views a build extends instead of recomputing. The others depend on all of history (a
@@ -203,10 +199,10 @@ LOOKBACK: dict[str, LookBack] = {
     "user_activity": LookBack(
         "interactions",
         max(*USER_ACTIVITY_WINDOWS.values(), GENRE_AFFINITY_WINDOW[1]),
-        _recsys_hours,
+        _recsys_refresh,
         carry_last=("user_id", "event", "play"),
     ),
-    "item_stats": LookBack("interactions", ITEM_POPULARITY_WINDOW[1], _recsys_hours),
+    "item_stats": LookBack("interactions", ITEM_POPULARITY_WINDOW[1], _recsys_refresh),
 }
 
 
