@@ -184,6 +184,14 @@ class PrefectSettings(_Section):
         description="Prefect's database; unset: SQLite under data_dir/prefect (profile local). "
         "Profile scale sets a PostgreSQL URL (postgresql+asyncpg://user:pw@host/db).",
     )
+    heartbeat_seconds: int = Field(
+        30,
+        ge=30,
+        le=600,
+        description="Flow runs of the lab send Prefect a heartbeat this often (Prefect's minimum "
+        "is 30); a run silent for 3 heartbeats has lost its process and is marked Crashed, "
+        "which frees its deployment's concurrency slot (mlsd.flows.ZOMBIE_AUTOMATION).",
+    )
     flows_nice: int = Field(
         10,
         ge=0,
@@ -450,7 +458,17 @@ class FraudTrainingSettings(_Section):
         5.0, ge=0, description="Cost model: USD lost per legitimate transaction flagged (friction)."
     )
     gate_margin: float = Field(
-        0.01, ge=0, description="A challenger may trail the champion's PR-AUC by at most this."
+        0.01,
+        ge=0,
+        description="A challenger may trail the champion's PR-AUC by at most this, unless the "
+        "paired bootstrap interval of the delta reaches it (then the trailing is noise).",
+    )
+    gate_confidence: float = Field(
+        0.9,
+        gt=0.5,
+        lt=1,
+        description="Confidence of the gate's paired bootstrap interval of the PR-AUC delta: a "
+        "candidate is refused for trailing only when the whole interval lies beyond the margin.",
     )
     min_lift_over_base_rate: float = Field(
         3.0, ge=1, description="Floor: PR-AUC must be at least this many times the positive rate."

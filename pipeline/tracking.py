@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlsd.registry import CHALLENGER, CHAMPION, ModelRegistry
-from pipeline.registration_gate import GatePolicy, GateVerdict, gate_verdict
+from pipeline.registration_gate import DeltaInterval, GatePolicy, GateVerdict, gate_verdict
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,9 +37,19 @@ class RegistrationOutcome:
     metrics: dict[str, float]
     champion_metrics: dict[str, float] | None = None
     aliases_after: dict[str, str] = field(default_factory=dict)
+    delta_interval: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class ChampionOnWindow:
+    """The champion scored on the candidate's own evaluation window: its metrics, and (where the
+    flow can pair the two models' scores row by row) the interval of the candidate's delta."""
+
+    metrics: dict[str, float]
+    delta_interval: DeltaInterval | None = None
 
 
 _VERDICT_WORDS = {
@@ -147,7 +157,7 @@ def register_and_gate(
     policy: GatePolicy,
     data_checks_passed: bool,
     metrics: dict[str, float],
-    champion_metrics_on_same_window: Callable[[str], dict[str, float] | None],
+    champion_metrics_on_same_window: Callable[[str], ChampionOnWindow | None],
     version_tags: dict[str, str],
 ) -> RegistrationOutcome:
     """Register the run's model as a new version, judge it, and move aliases only if it passed.
@@ -159,15 +169,20 @@ def register_and_gate(
 
     champion = registry.version_of(model_name, CHAMPION)
     champion_metrics: dict[str, float] | None = None
+    interval: DeltaInterval | None = None
     if champion:
         # A champion that cannot be scored on this window (e.g. trained on features that no
         # longer exist) gives no comparison ({}): the candidate is at most @challenger.
         try:
-            champion_metrics = champion_metrics_on_same_window(champion) or {}
+            on_window = champion_metrics_on_same_window(champion)
         except (KeyError, ValueError) as err:
-            champion_metrics = {}
+            on_window = None
             mlflow.set_tag("gate.champion_error", f"{type(err).__name__}: {err}"[:500])
-    verdict: GateVerdict = gate_verdict(policy, data_checks_passed, metrics, champion_metrics)
+        champion_metrics = on_window.metrics if on_window else {}
+        interval = on_window.delta_interval if on_window else None
+    verdict: GateVerdict = gate_verdict(
+        policy, data_checks_passed, metrics, champion_metrics, interval
+    )
     mv = mlflow.register_model(model_uri, model_name, tags=version_tags)
     version = str(mv.version)
     client = registry.client
@@ -182,6 +197,14 @@ def register_and_gate(
             f"gate.champion_v{champion}.{policy.metric}",
             f"{champion_metrics.get(policy.metric)}",
         )
+    if interval is not None:
+        client.set_model_version_tag(
+            model_name,
+            version,
+            "gate.delta_interval",
+            f"[{interval.low:+.4f}, {interval.high:+.4f}]",
+        )
+        mlflow.log_metrics({"gate_delta_low": interval.low, "gate_delta_high": interval.high})
     if verdict.decision == "champion":
         registry.move_alias(model_name, CHAMPION, version, verdict.reasons[0])
     elif verdict.decision == "challenger":
@@ -203,6 +226,7 @@ def register_and_gate(
         metrics=metrics,
         champion_metrics=champion_metrics,
         aliases_after=registry.aliases(model_name),
+        delta_interval=asdict(interval) if interval else None,
     )
 
 

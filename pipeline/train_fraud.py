@@ -16,8 +16,8 @@ from prefect.cache_policies import NO_CACHE
 
 from mlsd.registry import ModelRegistry
 from mlsd.settings import Settings
-from pipeline.evaluation import CostModel, choose_threshold, fraud_metrics
-from pipeline.registration_gate import GatePolicy
+from pipeline.evaluation import CostModel, choose_threshold, fraud_metrics, paired_delta_interval
+from pipeline.registration_gate import DeltaInterval, GatePolicy
 from pipeline.split import TimeSplit, assign_windows, plan_time_split
 
 FEATURE_SERVICE = "fraud_scoring"
@@ -251,6 +251,7 @@ def register(
 
     from models.fraud import SKOPS_TRUSTED_TYPES
     from pipeline.tracking import (
+        ChampionOnWindow,
         active_run_id,
         log_json,
         log_reference,
@@ -323,12 +324,23 @@ def register(
 
     registry = ModelRegistry(tracking_uri)
 
-    def champion_metrics(version: str) -> dict[str, float] | None:
+    def champion_metrics(version: str) -> ChampionOnWindow | None:
         champion = registry.load_sklearn(name, version)
         features = list(getattr(champion, "feature_names_in_", ts.features))
         if not set(features) <= set(val.columns):
             return None
-        return judge(champion, ts, features, CostModel(false_alarm_cost=cfg.false_alarm_cost))
+        metrics = judge(champion, ts, features, CostModel(false_alarm_cost=cfg.false_alarm_cost))
+        y = val["is_fraud"].to_numpy()
+        if not 0 < y.sum() < y.size:
+            return ChampionOnWindow(metrics)
+        low, high = paired_delta_interval(
+            y,
+            score(model, val, ts.features),
+            score(champion, val, features),
+            confidence=cfg.gate_confidence,
+        )
+        interval = DeltaInterval(low, high, cfg.gate_confidence, len(y), int(y.sum()))
+        return ChampionOnWindow(metrics, interval)
 
     policy = GatePolicy(
         metric="pr_auc",

@@ -292,7 +292,13 @@ def register(
     from mlflow.models import infer_signature
 
     from features.embeddings import write_embeddings
-    from pipeline.tracking import active_run_id, log_json, pinned_requirements, register_and_gate
+    from pipeline.tracking import (
+        ChampionOnWindow,
+        active_run_id,
+        log_json,
+        pinned_requirements,
+        register_and_gate,
+    )
 
     cfg = settings.training.recsys
     name = settings.training.recsys_model_name
@@ -334,9 +340,10 @@ def register(
 
     registry = ModelRegistry(tracking_uri)
 
-    def champion_metrics(version: str) -> dict[str, float] | None:
+    def champion_metrics(version: str) -> ChampionOnWindow | None:
+        # No interval: NDCG@10 over 1,000 sampled listeners; the margin alone decides.
         champion = load_bundle(registry, name, version)
-        return evaluate_bundle(settings, champion, ev)
+        return ChampionOnWindow(evaluate_bundle(settings, champion, ev))
 
     outcome = register_and_gate(
         registry=registry,

@@ -13,6 +13,7 @@ from pipeline.evaluation import (
     choose_threshold,
     fraud_metrics,
     ndcg_at_k,
+    paired_delta_interval,
     precision_at_k,
     recall_at_k,
     recall_at_precision,
@@ -86,3 +87,31 @@ def test_ranking_metrics_by_hand():
     assert ndcg_at_k([["b", "a"]], [{"b"}], 10) == 1.0
     assert catalogue_coverage(recommended, 10, 2) == 0.4
     assert recall_at_k([["a"]], [set()], 1) == 0.0  # users with nothing relevant are skipped
+
+
+def test_paired_interval_of_a_model_against_itself_is_zero():
+    rng = np.random.default_rng(0)
+    y = (rng.random(2_000) < 0.02).astype(int)
+    s = rng.random(2_000) + y
+    assert paired_delta_interval(y, s, s, n_resamples=100) == (0.0, 0.0)
+
+
+def test_paired_interval_separates_a_real_gain_and_spans_noise():
+    rng = np.random.default_rng(1)
+    n = 10_000
+    y = (rng.random(n) < 0.003).astype(int)  # about 30 frauds, as on a retrain's young window
+    champion = rng.random(n) + 0.8 * y
+    # A clearly better model: the whole interval lies above zero.
+    better = rng.random(n) + 3.0 * y
+    low, high = paired_delta_interval(y, better, champion, n_resamples=200)
+    assert 0 < low < high
+    # An equally good model (the same signal, noise of its own): on 30 frauds the interval
+    # straddles zero, whichever way this sample's point estimate happens to fall.
+    twin = rng.random(n) + 0.8 * y
+    low, high = paired_delta_interval(y, twin, champion, n_resamples=200)
+    assert low < 0 < high and high - low > 0.05
+
+
+def test_paired_interval_needs_both_classes():
+    with pytest.raises(ValueError, match="both classes"):
+        paired_delta_interval(np.zeros(10), np.ones(10), np.ones(10))

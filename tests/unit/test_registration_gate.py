@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.registration_gate import GatePolicy, gate_verdict
+from pipeline.registration_gate import DeltaInterval, GatePolicy, gate_verdict
 
 POLICY = GatePolicy(metric="pr_auc", margin=0.01, floors={"pr_auc": 0.05})
 
@@ -42,6 +42,45 @@ def test_lower_is_better_metrics():
         gate_verdict(cost, True, {"expected_cost": 120.0}, {"expected_cost": 95.0}).decision
         == "rejected"
     )
+
+
+def interval(low: float, high: float) -> DeltaInterval:
+    return DeltaInterval(low, high, confidence=0.9, rows=20_000, positives=28)
+
+
+def test_trailing_within_the_noise_goes_to_the_canary_beyond_it_is_refused():
+    # 0.29 vs 0.32: beyond the margin of 0.01, as a retrain on young labels often is.
+    noisy = gate_verdict(POLICY, True, {"pr_auc": 0.29}, {"pr_auc": 0.32}, interval(-0.09, 0.02))
+    assert noisy.decision == "challenger"
+    assert "canary decides" in noisy.reasons[0] and "[-0.0900, +0.0200]" in noisy.reasons[0]
+    # The interval's best case still trails by more than the margin: a real loss, refused.
+    real = gate_verdict(POLICY, True, {"pr_auc": 0.20}, {"pr_auc": 0.32}, interval(-0.2, -0.02))
+    assert real.decision == "rejected" and "beyond the noise" in real.reasons[0]
+    # An interval exactly at the margin is not beyond it.
+    edge = gate_verdict(POLICY, True, {"pr_auc": 0.30}, {"pr_auc": 0.32}, interval(-0.05, -0.01))
+    assert edge.decision == "challenger"
+
+
+def test_the_interval_rescues_neither_a_floor_nor_failed_checks():
+    wide = interval(-0.5, 0.5)
+    assert gate_verdict(POLICY, True, {"pr_auc": 0.01}, {"pr_auc": 0.3}, wide).decision == (
+        "rejected"
+    )
+    assert gate_verdict(POLICY, False, {"pr_auc": 0.3}, {"pr_auc": 0.3}, wide).decision == (
+        "rejected"
+    )
+
+
+def test_the_interval_reads_in_the_metric_direction():
+    cost = GatePolicy(metric="expected_cost", higher_is_better=False, margin=10.0)
+    # candidate - champion in dollars: +25 (worse); the interval reaches -5 (could be better).
+    within = gate_verdict(
+        cost, True, {"expected_cost": 120.0}, {"expected_cost": 95.0}, interval(-5.0, 60.0)
+    )
+    beyond = gate_verdict(
+        cost, True, {"expected_cost": 120.0}, {"expected_cost": 95.0}, interval(12.0, 60.0)
+    )
+    assert within.decision == "challenger" and beyond.decision == "rejected"
 
 
 def test_missing_metric_is_rejected_not_crashed():
@@ -113,3 +152,11 @@ def test_failed_data_checks_reject_whatever_the_scores(policy, candidate, recall
     champ = None if champion is None else {"score": champion}
     v = gate_verdict(policy, False, {"score": candidate, "recall": recall}, champ)
     assert v.decision == "rejected"
+
+
+@given(policies(), scores, scores, scores, scores, scores)
+def test_an_interval_never_turns_a_pass_into_a_rejection(policy, candidate, champion, recall, a, b):
+    metrics, champ = {"score": candidate, "recall": recall}, {"score": champion}
+    low, high = sorted((a, b))
+    with_interval = gate_verdict(policy, True, metrics, champ, interval(low, high))
+    assert with_interval.passed or not gate_verdict(policy, True, metrics, champ).passed
