@@ -26,6 +26,71 @@ def lab_deployments() -> list[Any]:
     ]
 
 
+# A run whose process died (`mlsd down` mid-run, an OOM kill) stays "Running" in Prefect for
+# ever, and with it the slot of its deployment's concurrency limit of 1: measured, a monitor run
+# killed by `mlsd down` left every later fraud window "AwaitingConcurrencySlot" after `mlsd up`,
+# so drift went unseen. Prefect's documented answer (docs: "detect zombie flows"): runs send
+# heartbeats, and an automation marks a run Crashed when they stop.
+ZOMBIE_AUTOMATION = "mlsd: crash flow runs whose heartbeats stopped"
+HEARTBEATS_MISSED = 3
+
+
+def zombie_automation(heartbeat_seconds: int) -> Any:
+    """The automation: after each heartbeat of a flow run, another heartbeat or a final state
+    of that run must follow within `HEARTBEATS_MISSED` heartbeats, or the run is Crashed."""
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    return Automation(
+        name=ZOMBIE_AUTOMATION,
+        description="Flow runs of the lab send a heartbeat every "
+        f"{heartbeat_seconds} s; one silent for {HEARTBEATS_MISSED} of them has lost its process.",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=HEARTBEATS_MISSED * heartbeat_seconds),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"no heartbeat for {HEARTBEATS_MISSED * heartbeat_seconds} s: the "
+                "process running this flow run is gone",
+            )
+        ],
+    )
+
+
+def ensure_zombie_automation(heartbeat_seconds: int) -> None:
+    """Create the automation, or bring an existing one of that name to this heartbeat."""
+    from prefect.automations import Automation
+
+    wanted = zombie_automation(heartbeat_seconds)
+    try:
+        existing: Any = Automation.read(name=ZOMBIE_AUTOMATION)
+    except ValueError:
+        wanted.create()
+        return
+    if getattr(existing.trigger, "within", None) != wanted.trigger.within:
+        existing.trigger = wanted.trigger
+        existing.actions = wanted.actions
+        existing.update()
+
+
 def serve_lab_flows() -> None:
     """Serve the deployments until stopped, below serving's CPU priority (the flow runs it
     starts inherit it)."""
@@ -34,8 +99,9 @@ def serve_lab_flows() -> None:
     from mlsd.settings import Settings
     from serving.runtime import lower_cpu_priority
 
-    lower_cpu_priority(Settings().prefect.flows_nice)
-
+    settings = Settings()
+    lower_cpu_priority(settings.prefect.flows_nice)
+    ensure_zombie_automation(settings.prefect.heartbeat_seconds)
     serve(*lab_deployments(), print_starting_message=True)
 
 

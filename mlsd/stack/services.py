@@ -105,6 +105,7 @@ def flows_component(settings: Settings) -> Component:
             "PREFECT_API_URL": settings.prefect_api_url,
             "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
             "MLSD_DATA_DIR": str(settings.data_dir.resolve()),
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(settings.prefect.heartbeat_seconds),
         },
         log_file=settings.logs_dir.resolve() / "flows.log",
         host=settings.bind_host,

@@ -1,0 +1,64 @@
+"""A flow run whose process died is marked Crashed by the lab's automation (mlsd.flows), on a
+real Prefect server, so it no longer holds its deployment's concurrency slot: found live, a
+monitor run killed by `mlsd down` kept every later fraud window waiting for that slot."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def _heartbeat(run_id) -> None:
+    from prefect.events import emit_event
+
+    emit_event(
+        event="prefect.flow-run.heartbeat",
+        resource={"prefect.resource.id": f"prefect.flow-run.{run_id}"},
+    )
+
+
+def _state_after(client, run_id, seconds: float) -> str:
+    deadline = time.monotonic() + seconds
+    while True:
+        state = client.read_flow_run(run_id).state
+        if (state is not None and state.type.value == "CRASHED") or time.monotonic() > deadline:
+            return state.type.value if state else "NONE"
+        time.sleep(1.0)
+
+
+def test_a_run_that_stops_sending_heartbeats_is_crashed_a_live_one_is_not(prefect_api):
+    from prefect import flow
+    from prefect.automations import Automation
+    from prefect.client.orchestration import get_client
+    from prefect.states import Completed, Running
+
+    from mlsd.flows import ZOMBIE_AUTOMATION, ensure_zombie_automation
+
+    @flow(name="zombie-probe")
+    def probe() -> None:  # only its name is used: the runs are created by hand
+        return None
+
+    ensure_zombie_automation(heartbeat_seconds=30)
+    ensure_zombie_automation(heartbeat_seconds=4)  # brought to the new beat, not duplicated
+    try:
+        with get_client(sync_client=True) as client:
+            named = [a for a in client.read_automations() if a.name == ZOMBIE_AUTOMATION]
+            assert len(named) == 1
+            assert named[0].trigger.within.total_seconds() == 12  # 3 heartbeats of 4 s
+            time.sleep(3)  # the server's trigger cache picks the automation up after its commit
+            zombie = client.create_flow_run(probe, name="zombie", state=Running())
+            finished = client.create_flow_run(probe, name="finished", state=Running())
+            _heartbeat(zombie.id)
+            _heartbeat(finished.id)
+            client.set_flow_run_state(finished.id, Completed(), force=True)
+            # The zombie never beats again: after 12 s of silence the automation crashes it.
+            assert _state_after(client, zombie.id, 60) == "CRASHED"
+            crashed = client.read_flow_run(zombie.id).state
+            assert "no heartbeat for 12 s" in (crashed.message or "")
+            # The run that reached a final state within its window is left as it ended.
+            assert client.read_flow_run(finished.id).state.type.value == "COMPLETED"
+    finally:
+        Automation.read(name=ZOMBIE_AUTOMATION).delete()
