@@ -20,6 +20,10 @@ def _heartbeat(run_id) -> None:
     )
 
 
+def _slots_taken(client, deployment_id) -> int:
+    return client.read_global_concurrency_limit_by_name(f"deployment:{deployment_id}").active_slots
+
+
 def _state_after(client, run_id, seconds: float) -> str:
     deadline = time.monotonic() + seconds
     while True:
@@ -33,7 +37,7 @@ def test_a_run_that_stops_sending_heartbeats_is_crashed_a_live_one_is_not(prefec
     from prefect import flow
     from prefect.automations import Automation
     from prefect.client.orchestration import get_client
-    from prefect.states import Completed, Running
+    from prefect.states import Completed, Pending, Running
 
     from mlsd.flows import ZOMBIE_AUTOMATION, ensure_zombie_automation
 
@@ -49,7 +53,13 @@ def test_a_run_that_stops_sending_heartbeats_is_crashed_a_live_one_is_not(prefec
             assert len(named) == 1
             assert named[0].trigger.within.total_seconds() == 12  # 3 heartbeats of 4 s
             time.sleep(3)  # the server's trigger cache picks the automation up after its commit
-            zombie = client.create_flow_run(probe, name="zombie", state=Running())
+            # The zombie holds the slot of a deployment limited to one run at a time, as the
+            # monitor's did: Pending then Running through Prefect's orchestration takes it.
+            deployment_id = probe.to_deployment(name="probe", concurrency_limit=1).apply()
+            zombie = client.create_flow_run_from_deployment(deployment_id, name="zombie")
+            client.set_flow_run_state(zombie.id, Pending())
+            client.set_flow_run_state(zombie.id, Running())
+            assert _slots_taken(client, deployment_id) == 1
             finished = client.create_flow_run(probe, name="finished", state=Running())
             _heartbeat(zombie.id)
             _heartbeat(finished.id)
@@ -58,6 +68,8 @@ def test_a_run_that_stops_sending_heartbeats_is_crashed_a_live_one_is_not(prefec
             assert _state_after(client, zombie.id, 60) == "CRASHED"
             crashed = client.read_flow_run(zombie.id).state
             assert "no heartbeat for 12 s" in (crashed.message or "")
+            # Crashed by orchestration, not forced past it: the slot is free for the next run.
+            assert _slots_taken(client, deployment_id) == 0
             # The run that reached a final state within its window is left as it ended.
             assert client.read_flow_run(finished.id).state.type.value == "COMPLETED"
     finally:
