@@ -184,6 +184,13 @@ class PrefectSettings(_Section):
         description="Prefect's database; unset: SQLite under data_dir/prefect (profile local). "
         "Profile scale sets a PostgreSQL URL (postgresql+asyncpg://user:pw@host/db).",
     )
+    runner_poll_seconds: int = Field(
+        2,
+        ge=1,
+        le=60,
+        description="How often the flows process asks Prefect for runs to start (Prefect's "
+        "default, 10 s, delayed each retrain and each rollout by up to 10 s).",
+    )
     heartbeat_seconds: int = Field(
         30,
         ge=30,
@@ -224,11 +231,13 @@ class WorldSettings(_Section):
         "simulated days late reaches the platform 200 s after its transaction.",
     )
     fraud_rps: float = Field(
-        20.0,
+        40.0,
         ge=0,
         le=500,
         description="Mean fraud requests per second `mlsd traffic start` sends when no --rps is "
-        "given (a sample of the day's transactions, sent at their simulated time).",
+        "given (a sample of the day's transactions, sent at their simulated time). A canary's "
+        "first step needs it: at 5 % of 40 req/s, router.canary.min_requests (100) arrive in "
+        "about 50 s, within rollout.max_step_seconds.",
     )
     recs_rps: float = Field(
         5.0,
@@ -276,7 +285,12 @@ class RolloutSettings(_Section):
         4.0, gt=0, description="Least time a step lasts before a promote verdict moves it on."
     )
     max_step_seconds: float = Field(
-        40.0, gt=0, description="Deadline of a step: no promote verdict by then rolls back."
+        75.0,
+        gt=0,
+        description="Deadline of a step: no promote verdict by then rolls back. Size it from the "
+        "traffic: a step at s % of R req/s gathers router.canary.min_requests in "
+        "min_requests / (R * s / 100) s (measured: at 5 % of 20 req/s, 39 requests in 40 s, so "
+        "a deadline of 40 s with 200 needed rolled back every good retrain).",
     )
     poll_seconds: float = Field(
         1.0,
@@ -541,7 +555,11 @@ class CanaryGuardrailSettings(_Section):
     both arms; a breach rolls back at once, too little evidence holds)."""
 
     min_requests: int = Field(
-        200, ge=1, description="Requests each arm needs in the window before a step may pass."
+        100,
+        ge=1,
+        description="Requests each arm needs in the window before a step may pass: as many as "
+        "min_latency_samples, so a passing step has judged p99 too. A challenger that blocks "
+        "ten times as often breaches the alert-rate guardrail long before (seen: at 3 requests).",
     )
     alpha: float = Field(
         0.01, gt=0, lt=0.5, description="Significance level of every one-sided test below."

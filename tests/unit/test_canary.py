@@ -59,9 +59,10 @@ def test_healthy_canary_with_enough_traffic_is_promoted():
 
 
 def test_too_little_traffic_holds_and_says_which_arm():
-    verdict = canary_verdict(arm(seed=1), arm(n=120, seed=2), GUARDRAILS)
+    few = GUARDRAILS.min_requests - 1
+    verdict = canary_verdict(arm(seed=1), arm(n=few, seed=2), GUARDRAILS)
     assert verdict.decision == "hold"
-    assert any("challenger has 120 requests" in r for r in verdict.reasons)
+    assert any(f"challenger has {few} requests" in r for r in verdict.reasons)
 
 
 def test_a_step_answered_mostly_by_fallbacks_holds_until_its_scores_can_be_judged():
