@@ -17,9 +17,22 @@ from mlsd.telemetry import TELEMETRY_OFF
 CREATE_TIME_TOLERANCE = 0.005
 
 
+# What importing a library writes into its own process's environment, for that process alone.
+# Feast's metrics module makes a temporary directory for prometheus_client's multiprocess
+# files, exports it here, and deletes it when the importing process exits. `mlsd demo` imports
+# Feast before it starts the stack: every component inherited the demo's directory, and once
+# the demo exited (--keep-up) each flow run that touched Feast failed (FileNotFoundError:
+# /tmp/feast_metrics_*/gauge_liveall_<pid>.db), so monitoring and landing stopped. Each
+# component that imports Feast now makes, owns and deletes its own.
+PROCESS_LOCAL_ENV = ("PROMETHEUS_MULTIPROCESS_DIR", "PROMETHEUS_MULTIPROC_DIR")
+
+
 def component_env(component: Component, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment a component runs with: inherited, then telemetry off, then its own."""
+    """The environment a component runs with: inherited (less what a library set for the parent
+    alone), then telemetry off, then its own."""
     env = dict(os.environ if base is None else base)
+    for key in PROCESS_LOCAL_ENV:
+        env.pop(key, None)
     env.update(TELEMETRY_OFF)
     # Logs reach the file as they happen, not when a buffer fills.
     env["PYTHONUNBUFFERED"] = "1"

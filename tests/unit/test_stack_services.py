@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -155,3 +157,28 @@ def test_a_shadow_server_runs_beside_the_model_server_when_configured(tmp_path):
     # Both shadow ports or none.
     with pytest.raises(ValueError, match="together"):
         ProductServerSettings(http_port=8082, grpc_port=9082, timeout_ms=250, shadow_http_port=8084)
+
+
+def test_a_component_does_not_inherit_the_metrics_directory_feast_made_for_its_parent(tmp_path):
+    # `mlsd demo` imports Feast, then starts the stack; Feast's directory dies with the demo.
+    script = f"""
+import json, os
+import feast.metrics  # makes /tmp/feast_metrics_*, exports it, deletes it at exit
+from mlsd.settings import Settings
+from mlsd.stack.processes import component_env
+from mlsd.stack.services import stack_components
+settings = Settings(data_dir={str(tmp_path)!r})
+envs = [component_env(c) for c in stack_components(settings)]
+print(json.dumps({{
+    "parent": os.environ["PROMETHEUS_MULTIPROCESS_DIR"],
+    "leaked": sorted({{e.get(k) for e in envs for k in ("PROMETHEUS_MULTIPROCESS_DIR",
+                                                        "PROMETHEUS_MULTIPROC_DIR")}} - {{None}}),
+}}))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "feast_metrics_" in seen["parent"]
+    assert not Path(seen["parent"]).exists()  # gone with the process that made it
+    assert seen["leaked"] == []  # so no component was started pointing at it
