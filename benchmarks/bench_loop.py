@@ -67,9 +67,14 @@ def measure(lab: Path) -> dict[str, Any]:
 
 
 def main() -> None:
+    from mlsd.settings import Settings
+
+    world = Settings().world
     before = load()
     with tempfile.TemporaryDirectory() as tmp:
         m = measure(Path(tmp))
+    if m["demo_rc"] != 0:
+        print(m["demo_tail"], file=sys.stderr)  # what the demo said before it failed
     acts = {a["name"].split(" ")[0]: a for a in m["acts"]}
     figures = [
         Figure("whole make demo (after install)", m["demo_s"], "s", "<= 300 s", m["demo_s"] <= 300),
@@ -104,8 +109,15 @@ def main() -> None:
     record(
         "loop",
         figures,
-        {"components": m["components"], "acts": [(a["name"], a["outcome"]) for a in m["acts"]]},
-        concurrency="the world's live traffic (fraud 40 req/s, recs 5 req/s) during the acts",
+        {
+            "components": m["components"],
+            "acts": [
+                (a["name"], a["outcome"], *([a["figures"]["why"]] if "why" in a["figures"] else []))
+                for a in m["acts"]
+            ],
+        },
+        concurrency=f"the world's live traffic (fraud {world.fraud_rps:g} req/s, recs "
+        f"{world.recs_rps:g} req/s) during the acts",
         notes="`mlsd demo --acts --keep-up` on default data and settings (world: 1 day = 20 s; rollout: "
         "shadow 5 s, canary 5 -> 50 -> 100 %, polled every 1 s). Breach -> rollback is timed "
         "from the controller's breach event to its rollback event; the guardrail may have been "

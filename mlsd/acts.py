@@ -91,6 +91,16 @@ def rollout_ending(events: list[TimelineEvent]) -> str | None:
     return "refused by the gate" if refused else None
 
 
+def ending_reason(events: list[TimelineEvent]) -> str | None:
+    """Why a retrain's story ended as it did: the reason of its rollback, stand-aside or gate
+    verdict (a person reads it in the acts' table; `make bench` records it)."""
+    for name in (ev.ROLLED_BACK, ev.ROLLOUT_STOOD_ASIDE, ev.GATE_VERDICT):
+        found = _of(events, name)
+        if found and found[-1].payload.get("reason"):
+            return str(found[-1].payload["reason"])[:300]
+    return None
+
+
 def drifted_day_landed(settings: Settings, events: list[TimelineEvent], scenario: str) -> bool:
     """A day under `scenario` landed and passed the gate into the offline store."""
     from pipeline.offline_store import partition_path
@@ -144,6 +154,8 @@ def act_drift(
         world_call(settings, "DELETE", "/drift/fraud")
     seconds = time.monotonic() - started
     figures: dict[str, Any] = {}
+    if outcome != "promoted" and (why := ending_reason(seen)):
+        figures["why"] = why
     injected = _of(seen, ev.DRIFT_INJECTED)
     promoted = _of(seen, ev.PROMOTED)
     if injected and promoted:

@@ -32,6 +32,7 @@ def lab_deployments() -> list[Any]:
 # so drift went unseen. Prefect's documented answer (docs: "detect zombie flows"): runs send
 # heartbeats, and an automation marks a run Crashed when they stop.
 ZOMBIE_AUTOMATION = "mlsd: crash flow runs whose heartbeats stopped"
+LAB_TAG = "mlsd"  # every lab deployment carries it (and so do its runs)
 HEARTBEATS_MISSED = 3
 
 
@@ -60,6 +61,14 @@ def zombie_automation(heartbeat_seconds: int) -> Any:
                 "prefect.flow-run.Crashed",
             },
             match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            # Only runs of the lab's deployments (tagged mlsd), which the flows process starts
+            # with this heartbeat. Every other flow run beats at Prefect's default, 180 s (the
+            # engine sends heartbeats for in-process runs too, e.g. `mlsd train`): judged by
+            # this window, a live one would be crashed.
+            match_related=[
+                ResourceSpecification({"prefect.resource.role": "deployment"}),
+                ResourceSpecification({"prefect.resource.id": f"prefect.tag.{LAB_TAG}"}),
+            ],
             for_each={"prefect.resource.id"},
             posture=Posture.Proactive,
             threshold=1,
@@ -85,7 +94,7 @@ def ensure_zombie_automation(heartbeat_seconds: int) -> None:
     except ValueError:
         wanted.create()
         return
-    if getattr(existing.trigger, "within", None) != wanted.trigger.within:
+    if existing.trigger.model_dump(exclude={"id"}) != wanted.trigger.model_dump(exclude={"id"}):
         existing.trigger = wanted.trigger
         existing.actions = wanted.actions
         existing.update()

@@ -231,13 +231,13 @@ class WorldSettings(_Section):
         "simulated days late reaches the platform 200 s after its transaction.",
     )
     fraud_rps: float = Field(
-        40.0,
+        60.0,
         ge=0,
         le=500,
         description="Mean fraud requests per second `mlsd traffic start` sends when no --rps is "
         "given (a sample of the day's transactions, sent at their simulated time). A canary's "
-        "first step needs it: at 5 % of 40 req/s, router.canary.min_requests (100) arrive in "
-        "about 50 s, within rollout.max_step_seconds.",
+        "first step needs it: at 5 % of 60 req/s, router.canary.min_requests (200) arrive in "
+        "about 67 s, within rollout.max_step_seconds.",
     )
     recs_rps: float = Field(
         5.0,
@@ -285,7 +285,7 @@ class RolloutSettings(_Section):
         4.0, gt=0, description="Least time a step lasts before a promote verdict moves it on."
     )
     max_step_seconds: float = Field(
-        75.0,
+        100.0,
         gt=0,
         description="Deadline of a step: no promote verdict by then rolls back. Size it from the "
         "traffic: a step at s % of R req/s gathers router.canary.min_requests in "
@@ -555,11 +555,12 @@ class CanaryGuardrailSettings(_Section):
     both arms; a breach rolls back at once, too little evidence holds)."""
 
     min_requests: int = Field(
-        100,
+        200,
         ge=1,
-        description="Requests each arm needs in the window before a step may pass: as many as "
-        "min_latency_samples, so a passing step has judged p99 too. A challenger that blocks "
-        "ten times as often breaches the alert-rate guardrail long before (seen: at 3 requests).",
+        description="Requests each arm needs in the window before a step may pass. Sized for the "
+        "alert-rate guardrail: a challenger blocking 10 % against 0.7 % breaches it (margin "
+        "0.03, alpha 0.01) from about 150 requests on (at 100, z is about 2.3, p 0.011); in a "
+        "demo with 100 needed, the bad-model drill passed its 5 % step and was promoted.",
     )
     alpha: float = Field(
         0.01, gt=0, lt=0.5, description="Significance level of every one-sided test below."

@@ -63,13 +63,16 @@ def expected_fraud_decision(
     """The fraud gate's verdict, restated from its settings (pipeline/registration_gate.py with
     the policy of pipeline/train_fraud.py), for a candidate whose data checks passed: PR-AUC at
     least `min_lift_over_base_rate` times the validation window's positive rate, and then (when
-    there is a champion) no more than `gate_margin` below the champion's PR-AUC on that window."""
+    there is a champion) no more than `gate_margin` below the champion's PR-AUC on that window,
+    unless the paired bootstrap interval the run logged reaches the margin (noise)."""
     cfg = settings.training.fraud
     if metrics["pr_auc"] < cfg.min_lift_over_base_rate * metrics["positive_rate"]:
         return "rejected"
     if champion_pr_auc is None:
         return "champion"
-    return "rejected" if metrics["pr_auc"] - champion_pr_auc < -cfg.gate_margin else "challenger"
+    if metrics["pr_auc"] - champion_pr_auc >= -cfg.gate_margin:
+        return "challenger"
+    return "rejected" if metrics["gate_delta_high"] < -cfg.gate_margin else "challenger"
 
 
 def data_checks_passed(client: MlflowClient, run_id: str, tmp_path) -> bool:
@@ -96,6 +99,9 @@ def test_first_fraud_version_became_champion_and_the_retrain_was_judged_against_
     # What the gate must have decided, from the metrics MLflow recorded for the retrain.
     assert data_checks_passed(client, retrain.run_id, tmp_path)
     metrics = client.get_run(retrain.run_id).data.metrics
+    # The paired interval of the PR-AUC delta the gate read was logged with the run.
+    assert metrics["gate_delta_low"] < metrics["gate_delta_high"], metrics
+    assert retrain.tags["gate.delta_interval"].startswith("[")
     decision = expected_fraud_decision(trained_lab.settings, metrics, champion_pr_auc)
     assert outcomes[1]["decision"] == decision and outcomes[1]["reasons"], outcomes[1]
     aliases = registry.aliases(name)

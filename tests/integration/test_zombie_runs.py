@@ -11,12 +11,25 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def _heartbeat(run_id) -> None:
+def _heartbeat(run_id, run) -> None:
+    """A heartbeat as Prefect's engine sends it: the run, related to its deployment and tags."""
     from prefect.events import emit_event
 
+    related = [
+        {"prefect.resource.id": f"prefect.tag.{tag}", "prefect.resource.role": "tag"}
+        for tag in run.tags
+    ]
+    if run.deployment_id:
+        related.append(
+            {
+                "prefect.resource.id": f"prefect.deployment.{run.deployment_id}",
+                "prefect.resource.role": "deployment",
+            }
+        )
     emit_event(
         event="prefect.flow-run.heartbeat",
         resource={"prefect.resource.id": f"prefect.flow-run.{run_id}"},
+        related=related,
     )
 
 
@@ -39,7 +52,7 @@ def test_a_run_that_stops_sending_heartbeats_is_crashed_a_live_one_is_not(prefec
     from prefect.client.orchestration import get_client
     from prefect.states import Completed, Pending, Running
 
-    from mlsd.flows import ZOMBIE_AUTOMATION, ensure_zombie_automation
+    from mlsd.flows import LAB_TAG, ZOMBIE_AUTOMATION, ensure_zombie_automation
 
     @flow(name="zombie-probe")
     def probe() -> None:  # only its name is used: the runs are created by hand
@@ -55,14 +68,20 @@ def test_a_run_that_stops_sending_heartbeats_is_crashed_a_live_one_is_not(prefec
             time.sleep(3)  # the server's trigger cache picks the automation up after its commit
             # The zombie holds the slot of a deployment limited to one run at a time, as the
             # monitor's did: Pending then Running through Prefect's orchestration takes it.
-            deployment_id = probe.to_deployment(name="probe", concurrency_limit=1).apply()
+            deployment_id = probe.to_deployment(
+                name="probe", concurrency_limit=1, tags=[LAB_TAG]
+            ).apply()
             zombie = client.create_flow_run_from_deployment(deployment_id, name="zombie")
             client.set_flow_run_state(zombie.id, Pending())
             client.set_flow_run_state(zombie.id, Running())
             assert _slots_taken(client, deployment_id) == 1
-            finished = client.create_flow_run(probe, name="finished", state=Running())
-            _heartbeat(zombie.id)
-            _heartbeat(finished.id)
+            finished = client.create_flow_run_from_deployment(deployment_id, name="finished")
+            client.set_flow_run_state(finished.id, Running(), force=True)
+            # A run of no lab deployment (an in-process `mlsd train`) beats every 180 s, not
+            # this automation's concern: it must never be crashed by it.
+            elsewhere = client.create_flow_run(probe, name="in-process", state=Running())
+            for run in (zombie, finished, elsewhere):
+                _heartbeat(run.id, client.read_flow_run(run.id))
             client.set_flow_run_state(finished.id, Completed(), force=True)
             # The zombie never beats again: after 12 s of silence the automation crashes it.
             assert _state_after(client, zombie.id, 60) == "CRASHED"
@@ -72,5 +91,6 @@ def test_a_run_that_stops_sending_heartbeats_is_crashed_a_live_one_is_not(prefec
             assert _slots_taken(client, deployment_id) == 0
             # The run that reached a final state within its window is left as it ended.
             assert client.read_flow_run(finished.id).state.type.value == "COMPLETED"
+            assert client.read_flow_run(elsewhere.id).state.type.value == "RUNNING"
     finally:
         Automation.read(name=ZOMBIE_AUTOMATION).delete()

@@ -182,3 +182,10 @@ print(json.dumps({{
     assert "feast_metrics_" in seen["parent"]
     assert not Path(seen["parent"]).exists()  # gone with the process that made it
     assert seen["leaked"] == []  # so no component was started pointing at it
+
+
+def test_every_lab_deployment_carries_the_tag_the_zombie_automation_is_scoped_to():
+    from mlsd.flows import LAB_TAG, lab_deployments
+
+    deployments = lab_deployments()
+    assert deployments and all(LAB_TAG in (d.tags or []) for d in deployments)
