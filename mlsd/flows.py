@@ -8,6 +8,7 @@ the ML libraries costs 300-400 MB, and the stack's memory budget is 3 GB.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -110,7 +111,13 @@ def serve_lab_flows() -> None:
 
     settings = Settings()
     lower_cpu_priority(settings.prefect.flows_nice)
-    ensure_zombie_automation(settings.prefect.heartbeat_seconds)
+    # The runs this process starts inherit the heartbeat the automation's window is built on,
+    # however the process itself was started.
+    os.environ["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(settings.prefect.heartbeat_seconds)
+    try:
+        ensure_zombie_automation(settings.prefect.heartbeat_seconds)
+    except Exception as err:  # serving the flows matters more than the automation
+        print(f"the zombie-run automation could not be made ({err}); serving without it")
     serve(*lab_deployments(), print_starting_message=True)
 
 

@@ -72,9 +72,9 @@ def gate_verdict(
 ) -> GateVerdict:
     """Decide a candidate's fate. `champion` holds the current champion's metrics on the *same*
     evaluation window as the candidate's (None when there is no champion yet); `delta_interval`,
-    when given, is the interval of candidate minus champion on those rows (in the policy's
-    direction: higher is better), and a candidate is refused for trailing only when the whole
-    interval lies beyond the margin."""
+    when given, is the interval of candidate minus champion on those rows, in the metric's own
+    units (read here in the policy's direction), and a candidate is refused for trailing only
+    when the whole interval lies beyond the margin. An interval with a NaN bound is no interval."""
     reasons: list[str] = []
     if not data_checks_passed:
         reasons.append("the training set failed its data checks")
@@ -100,7 +100,7 @@ def gate_verdict(
         return GateVerdict(
             "challenger", (f"not worse than the champion beyond the margin: {comparison}",)
         )
-    if delta_interval is None:
+    if delta_interval is None or math.isnan(delta_interval.low + delta_interval.high):
         return GateVerdict(
             "rejected", (f"worse than the champion beyond the margin: {comparison}",)
         )

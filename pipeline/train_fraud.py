@@ -21,6 +21,9 @@ from pipeline.registration_gate import DeltaInterval, GatePolicy
 from pipeline.split import TimeSplit, assign_windows, plan_time_split
 
 FEATURE_SERVICE = "fraud_scoring"
+# Frauds a validation window needs before the gate reads a bootstrap interval of the PR-AUC
+# delta: with fewer, many resamples hold no fraud at all and the interval says little.
+MIN_INTERVAL_POSITIVES = 10
 ENTITY_COLUMNS = [
     "transaction_id",
     "card_id",
@@ -331,14 +334,19 @@ def register(
             return None
         metrics = judge(champion, ts, features, CostModel(false_alarm_cost=cfg.false_alarm_cost))
         y = val["is_fraud"].to_numpy()
-        if not 0 < y.sum() < y.size:
+        # Too few frauds for a bootstrap to mean anything: the margin alone decides.
+        if not MIN_INTERVAL_POSITIVES <= y.sum() < y.size:
             return ChampionOnWindow(metrics)
-        low, high = paired_delta_interval(
-            y,
-            score(model, val, ts.features),
-            score(champion, val, features),
-            confidence=cfg.gate_confidence,
-        )
+        try:
+            low, high = paired_delta_interval(
+                y,
+                score(model, val, ts.features),
+                score(champion, val, features),
+                confidence=cfg.gate_confidence,
+            )
+        except ValueError as err:  # no interval: the margin alone decides, as before
+            mlflow.set_tag("gate.interval_error", f"{err}"[:500])
+            return ChampionOnWindow(metrics)
         interval = DeltaInterval(low, high, cfg.gate_confidence, len(y), int(y.sum()))
         return ChampionOnWindow(metrics, interval)
 

@@ -40,13 +40,11 @@ def demo(
     if data_only:
         return
     build_features(settings)
-    # A demo canary lasts seconds, not hours: let a step pass on fewer requests per arm.
-    os.environ.setdefault("MLSD_ROUTER__CANARY__MIN_REQUESTS", "60")
     # A p99 of fewer samples is their maximum: one cold first request of a freshly loaded
-    # version would breach it.
+    # version would breach it. (The canary's evidence per arm and the world's traffic are the
+    # defaults: with 60 requests per arm, as the demo once set, the alert-rate guardrail let
+    # the bad-model drill through its 5 % step, and once to promotion.)
     os.environ.setdefault("MLSD_ROUTER__CANARY__MIN_LATENCY_SAMPLES", "200")
-    # Enough live traffic that a 5 % canary step gathers its evidence in about 30 s.
-    os.environ.setdefault("MLSD_WORLD__FRAUD_RPS", "40")
     # The loop's clock for a demo: a window is the log's last minute, judged every 30 s.
     os.environ.setdefault("MLSD_MONITORING__INTERVAL_SECONDS", "30")
     os.environ.setdefault("MLSD_MONITORING__WINDOW_SECONDS", "60")
@@ -198,7 +196,7 @@ def serve_traffic(settings: Any) -> None:
         f"7. canary: v{challenger} at 25 %, then 50 %, judged against the champion; then promoted"
     )
     plan = RampPlan(
-        steps=(25.0, 50.0, 100.0), min_step_seconds=4.0, max_step_seconds=20.0, poll_seconds=2.0
+        steps=(25.0, 50.0, 100.0), min_step_seconds=4.0, max_step_seconds=40.0, poll_seconds=2.0
     )
 
     async def traffic_and_ramp() -> dict[str, Any]:

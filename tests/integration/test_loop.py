@@ -33,7 +33,8 @@ LOOP_ENV = {
     "MLSD_MONITORING__WINDOW_SECONDS": "30",
     "MLSD_MONITORING__INTERVAL_SECONDS": "20",
     "MLSD_MONITORING__MIN_ROWS": "200",
-    # A canary step passes on a few dozen requests per arm, as in the demo.
+    # A canary step passes on a few dozen requests per arm (the demo needs the default 200:
+    # this small world's loop is judged on its story, not on the guardrails' power).
     "MLSD_ROUTER__CANARY__MIN_REQUESTS": "60",
     "MLSD_ROUTER__CANARY__MIN_LATENCY_SAMPLES": "200",
 }

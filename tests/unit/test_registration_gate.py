@@ -61,6 +61,13 @@ def test_trailing_within_the_noise_goes_to_the_canary_beyond_it_is_refused():
     assert edge.decision == "challenger"
 
 
+def test_an_interval_with_a_nan_bound_is_no_interval():
+    nan = interval(float("nan"), 0.5)
+    assert gate_verdict(POLICY, True, {"pr_auc": 0.20}, {"pr_auc": 0.32}, nan).decision == (
+        "rejected"
+    )
+
+
 def test_the_interval_rescues_neither_a_floor_nor_failed_checks():
     wide = interval(-0.5, 0.5)
     assert gate_verdict(POLICY, True, {"pr_auc": 0.01}, {"pr_auc": 0.3}, wide).decision == (
