@@ -559,8 +559,9 @@ class CanaryGuardrailSettings(_Section):
         ge=1,
         description="Requests each arm needs in the window before a step may pass. Sized for the "
         "alert-rate guardrail: a challenger blocking 10 % against 0.7 % breaches it (margin "
-        "0.03, alpha 0.01) from about 150 requests on (at 100, z is about 2.3, p 0.011); in a "
-        "demo with 100 needed, the bad-model drill passed its 5 % step and was promoted.",
+        "0.03, alpha 0.01) from about 150 requests on (at 100, z is about 2.3, p 0.011). Measured: "
+        "with 60 needed (an old override of the demo's), the bad-model drill passed its 5 % "
+        "step in both of two demos, and was promoted in one.",
     )
     alpha: float = Field(
         0.01, gt=0, lt=0.5, description="Significance level of every one-sided test below."
