@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 from mlsd.commands import stack as stack_cmd
 from mlsd.commands import status as status_cmd
 from mlsd.settings import MlflowSettings, PrefectSettings, Settings
-from mlsd.stack.processes import component_env
+from mlsd.stack.processes import PROCESS_LOCAL_ENV, component_env
 from mlsd.stack.services import mlflow_component, prefect_component, stack_components
 from mlsd.telemetry import TELEMETRY_OFF
 
@@ -165,7 +166,7 @@ def test_a_component_does_not_inherit_the_metrics_directory_feast_made_for_its_p
 import json, os
 import feast.metrics  # makes /tmp/feast_metrics_*, exports it, deletes it at exit
 from mlsd.settings import Settings
-from mlsd.stack.processes import component_env
+from mlsd.stack.processes import PROCESS_LOCAL_ENV, component_env
 from mlsd.stack.services import stack_components
 settings = Settings(data_dir={str(tmp_path)!r})
 envs = [component_env(c) for c in stack_components(settings)]
@@ -175,8 +176,16 @@ print(json.dumps({{
                                                         "PROMETHEUS_MULTIPROC_DIR")}} - {{None}}),
 }}))
 """
+    # A fresh process of its own, like `mlsd demo`: not one that inherits a directory Feast
+    # made for this test process (another test may have imported Feast here first).
+    env = {k: v for k, v in os.environ.items() if k not in PROCESS_LOCAL_ENV}
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env=env,
     )
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert "feast_metrics_" in seen["parent"]
