@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlsd.flows import LAB_TAG
 from mlsd.settings import Settings
 
 DEPLOYMENT_NAMES = {"fraud": "monitor/monitor-fraud", "recsys": "monitor/monitor-recsys"}
@@ -22,7 +23,7 @@ def deployments(settings: Settings | None = None) -> list[Any]:
             parameters={"product": product},
             interval=settings.monitoring.interval_seconds,
             concurrency_limit=1,
-            tags=["mlsd", product, "monitoring"],
+            tags=[LAB_TAG, product, "monitoring"],
         )
         for product in ("fraud", "recsys")
     ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlsd.events import RETRAIN_REQUESTED
+from mlsd.flows import LAB_TAG
 
 # Monitoring's trigger emits this event (resource id `mlsd.model.<name>`); the deployment of that
 # model's training flow runs when it arrives. One run at a time per flow: a storm of drift events
@@ -39,13 +40,13 @@ def deployments() -> list[Any]:
             description="Train, evaluate, register and gate the fraud scorer.",
             triggers=[retrain_trigger("fraud")],
             concurrency_limit=1,
-            tags=["mlsd", "fraud"],
+            tags=[LAB_TAG, "fraud"],
         ),
         train_recsys.to_deployment(
             name="train_recsys",
             description="Train, evaluate, register and gate the two-stage recommender.",
             triggers=[retrain_trigger("recsys")],
             concurrency_limit=1,
-            tags=["mlsd", "recsys"],
+            tags=[LAB_TAG, "recsys"],
         ),
     ]

@@ -15,6 +15,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 import mlsd.events as events
+from mlsd.flows import LAB_TAG
 from mlsd.settings import Settings
 
 
@@ -108,6 +109,6 @@ def deployments() -> list[Any]:
             concurrency_limit=ConcurrencyLimitConfig(
                 limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
             ),
-            tags=["mlsd", "landing"],
+            tags=[LAB_TAG, "landing"],
         )
     ]

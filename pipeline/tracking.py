@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +37,6 @@ class RegistrationOutcome:
     metrics: dict[str, float]
     champion_metrics: dict[str, float] | None = None
     aliases_after: dict[str, str] = field(default_factory=dict)
-    delta_interval: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -226,7 +225,6 @@ def register_and_gate(
         metrics=metrics,
         champion_metrics=champion_metrics,
         aliases_after=registry.aliases(model_name),
-        delta_interval=asdict(interval) if interval else None,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlsd.events import CHALLENGER_REGISTERED
+from mlsd.flows import LAB_TAG
 
 
 def deployments() -> list[Any]:
@@ -40,6 +41,6 @@ def deployments() -> list[Any]:
                 )
             ],
             concurrency_limit=1,
-            tags=["mlsd", "rollout"],
+            tags=[LAB_TAG, "rollout"],
         )
     ]

@@ -105,7 +105,6 @@ def flows_component(settings: Settings) -> Component:
             "PREFECT_API_URL": settings.prefect_api_url,
             "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
             "MLSD_DATA_DIR": str(settings.data_dir.resolve()),
-            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(settings.prefect.heartbeat_seconds),
             "PREFECT_RUNNER_POLL_FREQUENCY": str(settings.prefect.runner_poll_seconds),
         },
         log_file=settings.logs_dir.resolve() / "flows.log",
