@@ -172,8 +172,7 @@ settings = Settings(data_dir={str(tmp_path)!r})
 envs = [component_env(c) for c in stack_components(settings)]
 print(json.dumps({{
     "parent": os.environ["PROMETHEUS_MULTIPROCESS_DIR"],
-    "leaked": sorted({{e.get(k) for e in envs for k in ("PROMETHEUS_MULTIPROCESS_DIR",
-                                                        "PROMETHEUS_MULTIPROC_DIR")}} - {{None}}),
+    "leaked": sorted({{e.get(k) for e in envs for k in PROCESS_LOCAL_ENV}} - {{None}}),
 }}))
 """
     # A fresh process of its own, like `mlsd demo`: not one that inherits a directory Feast
