@@ -18,6 +18,10 @@ from typing import Any, Literal
 Product = Literal["fraud", "recsys"]
 
 # The world.
+# The Prefect tag every lab deployment (and so each of its runs) carries: the resource
+# `prefect.tag.mlsd` that the lab's automations scope themselves to (mlsd.flows).
+LAB_TAG = "mlsd"
+
 DRIFT_INJECTED = "mlsd.drift.injected"
 DRIFT_CLEARED = "mlsd.drift.cleared"
 BATCH_LANDED = "mlsd.batch.landed"

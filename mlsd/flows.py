@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from mlsd.events import LAB_TAG
+
 
 def lab_deployments() -> list[Any]:
     """Every deployment the lab serves (imported here, so `mlsd --help` stays fast)."""
@@ -33,7 +35,6 @@ def lab_deployments() -> list[Any]:
 # so drift went unseen. Prefect's documented answer (docs: "detect zombie flows"): runs send
 # heartbeats, and an automation marks a run Crashed when they stop.
 ZOMBIE_AUTOMATION = "mlsd: crash flow runs whose heartbeats stopped"
-LAB_TAG = "mlsd"  # every lab deployment carries it (and so do its runs)
 HEARTBEATS_MISSED = 3
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlsd.flows import LAB_TAG
+from mlsd.events import LAB_TAG
 from mlsd.settings import Settings
 
 DEPLOYMENT_NAMES = {"fraud": "monitor/monitor-fraud", "recsys": "monitor/monitor-recsys"}

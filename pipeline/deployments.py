@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlsd.events import RETRAIN_REQUESTED
-from mlsd.flows import LAB_TAG
+from mlsd.events import LAB_TAG, RETRAIN_REQUESTED
 
 # Monitoring's trigger emits this event (resource id `mlsd.model.<name>`); the deployment of that
 # model's training flow runs when it arrives. One run at a time per flow: a storm of drift events

@@ -15,7 +15,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 import mlsd.events as events
-from mlsd.flows import LAB_TAG
+from mlsd.events import LAB_TAG
 from mlsd.settings import Settings
 
 

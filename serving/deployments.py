@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlsd.events import CHALLENGER_REGISTERED
-from mlsd.flows import LAB_TAG
+from mlsd.events import CHALLENGER_REGISTERED, LAB_TAG
 
 
 def deployments() -> list[Any]:

@@ -52,7 +52,8 @@ def test_a_run_that_stops_sending_heartbeats_is_crashed_a_live_one_is_not(prefec
     from prefect.client.orchestration import get_client
     from prefect.states import Completed, Pending, Running
 
-    from mlsd.flows import LAB_TAG, ZOMBIE_AUTOMATION, ensure_zombie_automation
+    from mlsd.events import LAB_TAG
+    from mlsd.flows import ZOMBIE_AUTOMATION, ensure_zombie_automation
 
     @flow(name="zombie-probe")
     def probe() -> None:  # only its name is used: the runs are created by hand

@@ -193,7 +193,8 @@ print(json.dumps({{
 
 
 def test_every_lab_deployment_carries_the_tag_the_zombie_automation_is_scoped_to():
-    from mlsd.flows import LAB_TAG, lab_deployments
+    from mlsd.events import LAB_TAG
+    from mlsd.flows import lab_deployments
 
     deployments = lab_deployments()
     assert deployments and all(LAB_TAG in (d.tags or []) for d in deployments)
