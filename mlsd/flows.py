@@ -102,6 +102,48 @@ def ensure_zombie_automation(heartbeat_seconds: int) -> None:
         existing.update()
 
 
+ORPHAN_MESSAGE = "the flows process that ran it had stopped (found when it started again)"
+
+
+def crash_orphaned_runs() -> list[str]:
+    """Mark Crashed every run of a lab deployment still Pending, Running or Cancelling; the names.
+
+    Called as the flows process starts: it is the only process that executes the lab's
+    deployments (locally; on a cluster a worker does, and this is not called), and the runs it
+    started died with its previous self. A run the runner had set Pending when it died never
+    beat, so the zombie automation never sees it, and it held its deployment's slot for ever:
+    measured, after a flows process died on a 503 of a busy Prefect server, every later monitor
+    and landing run was cancelled as colliding with it, and the world's days stopped landing.
+
+    Crashed frees the slot (tests/integration/test_zombie_runs.py shows it).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterDeploymentId,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Crashed
+
+    active = [StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
+    crashed = []
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=[LAB_TAG]),
+                deployment_id=FlowRunFilterDeploymentId(is_null_=False),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=active)),
+            )
+        )
+        for run in runs:
+            client.set_flow_run_state(run.id, Crashed(message=ORPHAN_MESSAGE))
+            crashed.append(run.name)
+    return crashed
+
+
 def serve_lab_flows() -> None:
     """Serve the deployments until stopped, below serving's CPU priority (the flow runs it
     starts inherit it)."""
@@ -119,6 +161,13 @@ def serve_lab_flows() -> None:
         ensure_zombie_automation(settings.prefect.heartbeat_seconds)
     except Exception as err:  # serving the flows matters more than the automation
         print(f"the zombie-run automation could not be made ({err}); serving without it")
+    try:
+        orphans = crash_orphaned_runs()
+    except Exception as err:  # as above: serve anyway, the zombie automation is still there
+        print(f"could not look for runs orphaned by a previous flows process ({err})")
+    else:
+        if orphans:
+            print(f"crashed {len(orphans)} run(s) orphaned by a previous flows process: {orphans}")
     serve(*lab_deployments(), print_starting_message=True)
 
 

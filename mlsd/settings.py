@@ -199,6 +199,13 @@ class PrefectSettings(_Section):
         "is 30); a run silent for 3 heartbeats has lost its process and is marked Crashed, "
         "which frees its deployment's concurrency slot (mlsd.flows.ZOMBIE_AUTOMATION).",
     )
+    schedule_ahead_seconds: int = Field(
+        300,
+        ge=60,
+        description="How far ahead Prefect's scheduler creates the runs of a deployment on an "
+        "interval (Prefect's default, an hour, is 60 monitor runs each): runs created ahead "
+        "outlive a stopped lab, and all of them are due at once when it starts again.",
+    )
     flows_nice: int = Field(
         10,
         ge=0,

@@ -77,6 +77,10 @@ def prefect_component(settings: Settings) -> Component:
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": settings.prefect_database_url,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_UI_ENABLED": "true" if ui else "false",
+        # An ISO 8601 duration: Prefect refuses a bare number of seconds here.
+        "PREFECT_SERVER_SERVICES_SCHEDULER_MIN_SCHEDULED_TIME": (
+            f"PT{settings.prefect.schedule_ahead_seconds}S"
+        ),
         # The UI calls the API at this address; the server's own clients use it too.
         "PREFECT_API_URL": settings.prefect_api_url,
     }

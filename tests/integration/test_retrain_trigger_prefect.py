@@ -190,3 +190,28 @@ def test_the_timeline_leaves_out_a_flow_runs_bookkeeping(prefect_api):
         time.sleep(0.5)
     assert "prefect.flow-run.Running" in names
     assert not {"prefect.flow-run.heartbeat", "prefect.flow-run.Pending"} & set(names)
+
+
+def test_a_monitor_run_that_comes_while_one_runs_is_cancelled_not_queued(prefect_api):
+    """The monitor deployments cancel a colliding run: queued, runs piled up behind a slow one,
+    and a lab started again after a stop found every run created ahead due at once."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled, Pending
+
+    from monitoring.deployments import DEPLOYMENT_NAMES
+
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name(DEPLOYMENT_NAMES["recsys"])
+        running = client.create_flow_run_from_deployment(deployment.id)
+        late = client.create_flow_run_from_deployment(deployment.id)
+        try:
+            assert client.set_flow_run_state(running.id, Pending()).state.type.value == "PENDING"
+            client.set_flow_run_state(late.id, Pending())
+            assert client.read_flow_run(late.id).state.type.value == "CANCELLED"
+        finally:
+            client.set_flow_run_state(running.id, Cancelled(), force=True)
+        after = client.create_flow_run_from_deployment(deployment.id)
+        try:  # the slot is free again once the running one ends
+            assert client.set_flow_run_state(after.id, Pending()).state.type.value == "PENDING"
+        finally:
+            client.set_flow_run_state(after.id, Cancelled(), force=True)

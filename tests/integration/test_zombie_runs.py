@@ -96,3 +96,48 @@ def test_a_run_that_stops_sending_heartbeats_is_crashed_a_live_one_is_not(prefec
             assert _state_after(client, elsewhere.id, 8) == "RUNNING"
     finally:
         Automation.read(name=ZOMBIE_AUTOMATION).delete()
+
+
+def test_runs_a_dead_flows_process_left_behind_are_crashed_when_it_starts_again(prefect_api):
+    """A run the runner set Pending just before it died never beat, so no automation sees it;
+    the next flows process crashes it (and frees its slot) before serving."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Pending, Running
+
+    from mlsd.events import LAB_TAG
+    from mlsd.flows import ORPHAN_MESSAGE, crash_orphaned_runs
+
+    @flow(name="orphan-probe")
+    def probe() -> None:  # only its name is used: the runs are created by hand
+        return None
+
+    with get_client(sync_client=True) as client:
+        lab_id = probe.to_deployment(name="lab", concurrency_limit=1, tags=[LAB_TAG]).apply()
+        other_id = probe.to_deployment(name="not-lab", concurrency_limit=1).apply()
+        pending = client.create_flow_run_from_deployment(lab_id, name="orphan-pending")
+        client.set_flow_run_state(pending.id, Pending())
+        assert _slots_taken(client, lab_id) == 1
+        # Killed within its first heartbeat: Running, and silent.
+        running_id = probe.to_deployment(
+            name="lab-running", concurrency_limit=1, tags=[LAB_TAG]
+        ).apply()
+        running = client.create_flow_run_from_deployment(running_id, name="orphan-running")
+        client.set_flow_run_state(running.id, Pending())
+        client.set_flow_run_state(running.id, Running())
+        foreign = client.create_flow_run_from_deployment(other_id, name="not-ours")
+        client.set_flow_run_state(foreign.id, Pending())
+        # An in-process run (`mlsd train`): tagged, but of no deployment, and alive elsewhere.
+        in_process = client.create_flow_run(probe, name="in-process", tags=[LAB_TAG])
+        client.set_flow_run_state(in_process.id, Running(), force=True)
+
+        assert {"orphan-pending", "orphan-running"} <= set(crash_orphaned_runs())
+
+        for run, deployment_id in ((pending, lab_id), (running, running_id)):
+            state = client.read_flow_run(run.id).state
+            assert state.type.value == "CRASHED" and state.message == ORPHAN_MESSAGE
+            # The next run of the deployment may start.
+            assert _slots_taken(client, deployment_id) == 0
+        assert client.read_flow_run(foreign.id).state.type.value == "PENDING"
+        assert client.read_flow_run(in_process.id).state.type.value == "RUNNING"
+        assert not {"orphan-pending", "orphan-running"} & set(crash_orphaned_runs())

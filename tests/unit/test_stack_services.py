@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import typer
+from prefect.settings.models.server.services import ServerServicesSchedulerSettings
 from typer.testing import CliRunner
 
 from mlsd.commands import stack as stack_cmd
@@ -61,6 +63,11 @@ def test_prefect_has_its_own_home_sqlite_and_ui(tmp_path):
     )
     assert c.env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
     assert c.env["PREFECT_SERVER_UI_ENABLED"] == "true"
+    # Runs on an interval are created minutes ahead, not Prefect's hour: what was created
+    # ahead is all due at once when a stopped lab starts again.
+    ahead = c.env["PREFECT_SERVER_SERVICES_SCHEDULER_MIN_SCHEDULED_TIME"]
+    scheduler = ServerServicesSchedulerSettings.model_validate({"min_scheduled_time": ahead})
+    assert scheduler.min_scheduled_time == dt.timedelta(seconds=300)
     assert c.health_url == "http://127.0.0.1:4321/api/health"
     assert c.url == "http://127.0.0.1:4321"
     assert s.prefect_api_url == "http://127.0.0.1:4321/api"
