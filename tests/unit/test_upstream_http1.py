@@ -1,7 +1,8 @@
-"""The router's HTTP/1.1 client of the model servers, against a real socket server whose answers
-each test scripts: keep-alive reuse, chunked bodies, a connection the server closed while idle,
-an exchange cut by a timeout (its late answer must never reach the next request), a server
-that dies mid-answer, `Connection: close`, and an answer larger than the cap."""
+"""The HTTP/1.1 client (the router's of the model servers, the world's of the router), against
+a real socket server whose answers each test scripts: keep-alive reuse, chunked bodies, a
+connection the server closed while idle, an exchange cut by a timeout (its late answer must
+never reach the next request), a server that dies mid-answer, `Connection: close`, and an
+answer larger than the cap."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from mlsd.http1 import Http1Transport
 from serving.runtime import event_loop_factory
-from serving.upstream import Http1Transport, UpstreamError, V2Client
+from serving.upstream import UpstreamError, V2Client
 
 
 class ScriptedServer:

@@ -1,8 +1,8 @@
 """The world on a clock: simulated time, live requests drawn from the day that lands, late
 labels when due, scenarios switched mid-day, and the control API's clear 4xx.
 
-The router is stood in for by httpx's MockTransport here (these tests are about the world, not
-the router); the loop's end-to-end test drives the real one."""
+The router is stood in for by a transport that answers in process here (these tests are about
+the world, not the router); the loop's end-to-end test drives the real one."""
 
 from __future__ import annotations
 
@@ -35,22 +35,30 @@ def lab(tmp_path, **world: Any) -> Settings:
 
 
 class FakeRouter:
-    """Answers like the router's public API and remembers every body it was sent."""
+    """Answers like the router's public API (as the world's transport) and remembers every
+    body it was sent."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content)
-        self.calls.append((request.url.path, body))
+    async def request(self, method: str, path: str, content: bytes | None) -> tuple[int, bytes]:
+        assert method == "POST" and content is not None
+        status, answer = self.answer(path, json.loads(content))
+        return status, json.dumps(answer).encode()
+
+    async def close(self) -> None:
+        pass
+
+    def answer(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        self.calls.append((path, body))
         rid = f"{len(self.calls):032x}"
-        if request.url.path == "/v1/fraud/score":
+        if path == "/v1/fraud/score":
             if "amount" not in body:
-                return httpx.Response(422, json={"detail": "amount: field required"})
-            return httpx.Response(200, json={"request_id": rid, "score": 0.1})
-        if request.url.path == "/v1/recs":
-            return httpx.Response(200, json={"request_id": rid, "items": [{"item_id": "i_000001"}]})
-        return httpx.Response(200, json={"request_id": body["request_id"], "joined": True})
+                return 422, {"detail": "amount: field required"}
+            return 200, {"request_id": rid, "score": 0.1}
+        if path == "/v1/recs":
+            return 200, {"request_id": rid, "items": [{"item_id": "i_000001"}]}
+        return 200, {"request_id": body["request_id"], "joined": True}
 
     def bodies(self, path: str) -> list[dict[str, Any]]:
         return [b for p, b in self.calls if p == path]
@@ -63,7 +71,7 @@ def run_world(settings: Settings, seconds: float, actions: dict[int, Any] | None
         world = World(
             settings,
             wall=lambda: wall[0],
-            client=httpx.AsyncClient(transport=httpx.MockTransport(router)),
+            transport=router,
             emit=lambda *a: emitted.append(a),
         )
         await world.start_day()
@@ -152,28 +160,62 @@ def test_late_labels_are_posted_when_due(tmp_path):
 
 
 def test_the_world_sends_to_the_configured_router(tmp_path):
-    # On a cluster the router is a Service, not client_host (infra/k8s/base/world.yaml).
-    seen: list[str] = []
+    """Over real HTTP, to a socket server standing in for the router; on a cluster the router is
+    a Service, not client_host (infra/k8s/base/world.yaml)."""
+    seen: list[tuple[str, str]] = []
 
-    def router(request: httpx.Request) -> httpx.Response:
-        seen.append(str(request.url))
-        return httpx.Response(200, json={"request_id": "r1", "joined": True})
+    async def router(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return  # the world closed its connection
+            lines = head.decode().split("\r\n")
+            headers = dict(line.split(": ", 1) for line in lines[1:] if line)
+            body = json.loads(await reader.readexactly(int(headers["Content-Length"])))
+            seen.append((lines[0], body.get("request_id", "")))
+            answer = json.dumps({"request_id": "r1", "joined": True}).encode()
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(answer), answer))
+            await writer.drain()
 
-    async def go(settings: Settings) -> None:
-        client = httpx.AsyncClient(transport=httpx.MockTransport(router))
-        world = World(settings, client=client, emit=lambda *a: None)
+    async def go() -> None:
+        server = await asyncio.start_server(router, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        world = World(lab(tmp_path, router_url=f"http://127.0.0.1:{port}/"), emit=lambda *a: None)
         world.in_flight += 1
-        await world._post("fraud", "/v1/fraud/score", {"amount": 1.0})
+        assert await world._post("fraud", "/v1/fraud/score", {"amount": 1.0}) == {
+            "request_id": "r1",
+            "joined": True,
+        }
         await world._feedback({"request_id": "r1", "label": 0})
+        await world.transport.close()
+        server.close()
 
-    asyncio.run(go(lab(tmp_path)))
-    asyncio.run(go(lab(tmp_path, router_url="http://router.mlsd.svc.cluster.local:8080/")))
-    assert seen == [
-        "http://127.0.0.1:8080/v1/fraud/score",
-        "http://127.0.0.1:8080/v1/feedback",
-        "http://router.mlsd.svc.cluster.local:8080/v1/fraud/score",
-        "http://router.mlsd.svc.cluster.local:8080/v1/feedback",
-    ]
+    asyncio.run(go())
+    assert seen == [("POST /v1/fraud/score HTTP/1.1", ""), ("POST /v1/feedback HTTP/1.1", "r1")]
+    cluster = World(
+        lab(tmp_path, router_url="http://router.mlsd.svc.cluster.local:8080/"), emit=lambda *a: None
+    )
+    assert (cluster.transport.host, cluster.transport.port) == (
+        "router.mlsd.svc.cluster.local",
+        8080,
+    )
+
+
+def test_a_router_that_is_down_is_counted_not_raised(tmp_path):
+    async def go() -> World:
+        world = World(
+            lab(tmp_path, router_url=f"http://127.0.0.1:{free_port()}"), emit=lambda *a: None
+        )
+        world.in_flight += 1
+        assert await world._post("fraud", "/v1/fraud/score", {"amount": 1.0}) is None
+        await world._feedback({"request_id": "r1", "label": 0})
+        return world
+
+    world = asyncio.run(go())
+    assert world.in_flight == 0
+    assert world.counters.errors == {"fraud: ConnectionRefusedError": 1}
+    assert world.counters.feedback_errors == 1
 
 
 def test_a_scenario_switched_mid_day_changes_the_rest_of_the_day(tmp_path):
