@@ -64,3 +64,25 @@ def assign_windows(times: pd.Series, split: TimeSplit) -> pd.Series:
     for name, (start, end) in split.windows.items():
         out[(times >= start) & (times < end)] = name
     return out
+
+
+def require_both_classes(windows: pd.Series, labels: pd.Series, split: TimeSplit) -> None:
+    """Raise a ValueError naming every window that holds no rows or only one class: a model
+    cannot be fitted, calibrated or judged there (scikit-learn would fail deep inside with an
+    error about arrays). Quarantined or unlanded days leave such a hole."""
+    problems = []
+    for name, (start, end) in split.windows.items():
+        part = labels[windows == name]
+        rows, positives = len(part), int(part.sum())
+        if positives == 0 or positives == rows:
+            problems.append(
+                f"{name} [{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}) holds {rows:,} rows, "
+                f"{positives:,} of them positive"
+            )
+    if problems:
+        raise ValueError(
+            "cannot train: "
+            + "; ".join(problems)
+            + ". Each window needs rows of both classes; days that were quarantined or never "
+            "landed leave a window empty (`mlsd status` shows what the world landed)."
+        )

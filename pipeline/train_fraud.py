@@ -18,7 +18,7 @@ from mlsd.registry import ModelRegistry
 from mlsd.settings import Settings
 from pipeline.evaluation import CostModel, choose_threshold, fraud_metrics, paired_delta_interval
 from pipeline.registration_gate import DeltaInterval, GatePolicy
-from pipeline.split import TimeSplit, assign_windows, plan_time_split
+from pipeline.split import TimeSplit, assign_windows, plan_time_split, require_both_classes
 
 FEATURE_SERVICE = "fraud_scoring"
 # Frauds a validation window needs before the gate reads a bootstrap interval of the PR-AUC
@@ -88,6 +88,7 @@ def build_training_set(
         tx["event_timestamp"].min().to_pydatetime(), cutoff, cfg.calibrate_days, cfg.validate_days
     )
     tx["window"] = assign_windows(tx["event_timestamp"], split)
+    require_both_classes(tx["window"], tx["is_fraud"], split)
     # Down-sample negatives of the training window before the join: the join is the slow part.
     rng = np.random.default_rng(seed)
     keep = (
