@@ -232,11 +232,23 @@ class World:
 
     async def inject(self, product: str, scenario: str | None) -> dict[str, Any]:
         """Switch `product`'s world to `scenario` (None: back to normal) from now on: the rest of
-        today's traffic and batch, and every later day."""
+        today's traffic and batch, and every later day.
+
+        A broken feed (a data-defect scenario), once cleared, re-sends what it broke, as an
+        upstream team does after its fix: today's batch lands whole and sound, and each closed
+        day since the break lands again (`backfill` in its event). Quarantined days would
+        otherwise stay holes in the windowed features, and the holes read as drift."""
         chosen = get_scenario(scenario, product)  # ValueError names the known ones
+        backfill: list[dt.date] = []
         async with self.lock:
             previous = self.scenarios[product]
+            broken_since = self.scenario_since.get(product)
             self.scenarios[product] = None if chosen.name == "none" else chosen.name
+            fixed = (
+                previous is not None
+                and self.scenarios[product] is None
+                and get_scenario(previous, product).kind == "data-defect"
+            )
             at = self.now()
             if self.scenarios[product]:
                 self.scenario_since[product] = at.isoformat()
@@ -247,13 +259,20 @@ class World:
                 day = live.plan.day
                 plan = await asyncio.to_thread(self._plan, product, day)
                 at = max(self.now(), day_start(day))
-                live.plan.switch(at, self.scenarios[product], plan.batches, plan.truth)
+                # Fixed, the whole day is re-sent: the switch reaches back to its start.
+                switch_at = day_start(day) if fixed else at
+                live.plan.switch(switch_at, self.scenarios[product], plan.batches, plan.truth)
                 fresh = await asyncio.to_thread(self._live, product, live.plan)
                 cut = pd.Timestamp(at)
                 fresh.cursor = int((fresh.units["event_timestamp"] < cut).sum())
                 fresh.served = live.served
                 self.live[product] = fresh
+                if fixed and broken_since and self.cfg.land_days:
+                    first = dt.date.fromisoformat(broken_since[:10])
+                    backfill = [first + dt.timedelta(days=i) for i in range((day - first).days)]
             self.save_state()
+        for broken_day in backfill:
+            await asyncio.to_thread(self._land_again, product, broken_day)
         payload = {
             "scenario": chosen.name,
             "previous": previous or "none",
@@ -426,21 +445,38 @@ class World:
             keep = ~played["session_id"].isin([s["session_id"] for s in live.served])
             batches["interactions"] = pd.concat([played[keep], served], ignore_index=True)
         day = live.plan.day.isoformat()
-        for event_type, frame in batches.items():
-            if frame.empty:
-                continue  # nothing to report that day (a small world's chargebacks): no file
-            land_batch(frame, self.settings.raw_dir / product / event_type / f"{day}.parquet")
         if live.plan.truth is not None:
             land_batch(
                 live.plan.truth,
                 self.settings.data_dir / "simulator" / "truth" / product / f"{day}.parquet",
             )
         self.counters.last_landed[product] = day
+        self._land_batches(
+            product,
+            live.plan.day,
+            batches,
+            scenario=live.plan.scenario or "none",
+            switches=[[at.isoformat(), s or "none"] for at, s in live.plan.switches],
+        )
+
+    def _land_again(self, product: str, day: dt.date) -> None:
+        """A closed day re-sent by a fixed upstream: the day as it happened, without the defect
+        (the simulation is deterministic), over what landed broken."""
+        plan = plan_day(self.settings, product, day, None)
+        self._land_batches(product, day, plan.batches, scenario="none", backfill=True)
+
+    def _land_batches(
+        self, product: str, day: dt.date, batches: dict[str, pd.DataFrame], **about: Any
+    ) -> None:
+        for event_type, frame in batches.items():
+            if frame.empty:
+                continue  # nothing to report that day (a small world's chargebacks): no file
+            path = self.settings.raw_dir / product / event_type / f"{day.isoformat()}.parquet"
+            land_batch(frame, path)
         payload = {
-            "day": day,
+            "day": day.isoformat(),
             "rows": {name: len(frame) for name, frame in batches.items()},
-            "scenario": live.plan.scenario or "none",
-            "switches": [[at.isoformat(), s or "none"] for at, s in live.plan.switches],
+            **about,
         }
         self._emit(events.BATCH_LANDED, events.world_resource(product), payload)
 

@@ -260,6 +260,51 @@ def test_schema_break_sends_what_the_broken_feed_holds(tmp_path):
     assert world.status()["errors"]["fraud: HTTP 422"] == len(sent)
 
 
+def test_a_fixed_upstream_re_sends_the_days_it_broke(tmp_path):
+    """Cleared, a data defect's days land again, sound: the closed ones re-sent (`backfill`),
+    today's whole; what landed broken is replaced (the gate then accepts and un-quarantines)."""
+    s = lab(tmp_path)
+
+    async def inject(world: World) -> None:
+        await world.inject("fraud", "schema-break")
+
+    async def clear(world: World) -> None:
+        await world.inject("fraud", None)
+
+    # Broken from the first day's start to the third day's noon (a day lasts 2 s, 100 steps).
+    world, _, emitted = run_world(s, seconds=6.1, actions={0: inject, 250: clear})
+    landed = [
+        e[2]
+        for e in emitted
+        if e[0] == events.BATCH_LANDED and e[1]["prefect.resource.name"] == "fraud"
+    ]
+    first = dt.date.fromisoformat(landed[0]["day"])
+    broken_days = [first, first + dt.timedelta(days=1)]
+    assert [p["day"] for p in landed if p.get("backfill")] == [d.isoformat() for d in broken_days]
+    for day in [*broken_days, first + dt.timedelta(days=2)]:
+        tx = pd.read_parquet(s.raw_dir / "fraud" / "transactions" / f"{day.isoformat()}.parquet")
+        normal = plan_day(s, "fraud", day, None).batches["transactions"]
+        assert "amount_usd" not in tx and tx["card_id"].notna().all()
+        assert tx["amount"].median() == pytest.approx(normal["amount"].median())
+    # The day cleared at noon landed once, at its close, whole: no backfill of it.
+    third = [p for p in landed if p["day"] == (first + dt.timedelta(days=2)).isoformat()]
+    assert len(third) == 1 and not third[0].get("backfill")
+    assert world.status()["scenarios"]["fraud"] == "none"
+
+
+def test_a_cleared_drift_is_not_re_sent(tmp_path):
+    """Only a broken feed is re-sent: a covariate drift's days happened as they landed."""
+
+    async def inject(world: World) -> None:
+        await world.inject("fraud", "amount-inflation")
+
+    async def clear(world: World) -> None:
+        await world.inject("fraud", None)
+
+    _, _, emitted = run_world(lab(tmp_path), seconds=3.1, actions={0: inject, 150: clear})
+    assert not [e for e in emitted if e[0] == events.BATCH_LANDED and e[2].get("backfill")]
+
+
 def test_the_control_api_names_the_field_and_what_is_possible(tmp_path):
     world = World(lab(tmp_path), emit=lambda *a: None)
     app = create_app(world)
