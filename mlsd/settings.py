@@ -232,10 +232,14 @@ class WorldSettings(_Section):
         "router.port on client_host (the local stack). On a cluster: the router's Service.",
     )
     seconds_per_day: float = Field(
-        20.0,
+        40.0,
         gt=0,
-        description="Wall-clock seconds one simulated day lasts: at 20 s, a chargeback ten "
-        "simulated days late reaches the platform 200 s after its transaction.",
+        description="Wall-clock seconds one simulated day lasts: at 40 s, a chargeback ten "
+        "simulated days late reaches the platform 400 s after its transaction. A day must last "
+        "longer than landing it does (gate, features, materialisation): measured on 2 cores "
+        "under the lab's load, 33 s per demo day; at 20 s the online store fell days behind "
+        "the world, and the features served (time since the card's last payment, its 1 h to "
+        "7 d counts) drifted from those trained on in every window.",
     )
     fraud_rps: float = Field(
         40.0,
@@ -244,9 +248,9 @@ class WorldSettings(_Section):
         description="Mean fraud requests per second `mlsd traffic start` sends when no --rps is "
         "given (a sample of the day's transactions, sent at their simulated time). At 5 % of "
         "40 req/s a canary step gathers router.canary.min_requests (200) in about 100 s "
-        "(rollout.max_step_seconds is sized to it). Measured on 2 cores: at 60 req/s the world "
-        "process took 87-100 % of a core, its control API stopped answering and the prediction "
-        "log's windows went empty.",
+        "(rollout.max_step_seconds is sized to it). Measured on 2 cores: at 60 req/s and their "
+        "labels the world process takes 17-21 % of a core (through httpx it took up to a whole "
+        "one, and its control API stopped answering).",
     )
     recs_rps: float = Field(
         5.0,

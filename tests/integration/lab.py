@@ -33,6 +33,9 @@ SMALL_WORLD_ENV: dict[str, str] = {
     "MLSD_TRAINING__RECSYS__VALIDATE_DAYS": "4",
     "MLSD_TRAINING__RECSYS__EVAL_USERS": "100",
     "MLSD_TRAINING__RECSYS__ALS_ITERATIONS": "5",
+    # A small world's day lands in a few seconds, so its clock may run at twice the default's
+    # pace (sized for the demo's world): the loop's labels and landed days come sooner.
+    "MLSD_WORLD__SECONDS_PER_DAY": "20",
 }
 
 
