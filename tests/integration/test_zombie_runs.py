@@ -37,6 +37,21 @@ def _slots_taken(client, deployment_id) -> int:
     return client.read_global_concurrency_limit_by_name(f"deployment:{deployment_id}").active_slots
 
 
+def _lab_run_holding_its_slot(client, flow, deployment: str, run: str):
+    """A run of a new lab deployment limited to one run at a time, set Pending then Running
+    through Prefect's orchestration, which gives it the slot (as the runner does); its ids."""
+    from prefect.states import Pending, Running
+
+    from mlsd.events import LAB_TAG
+
+    deployment_id = flow.to_deployment(name=deployment, concurrency_limit=1, tags=[LAB_TAG]).apply()
+    flow_run = client.create_flow_run_from_deployment(deployment_id, name=run)
+    client.set_flow_run_state(flow_run.id, Pending())
+    client.set_flow_run_state(flow_run.id, Running())
+    assert _slots_taken(client, deployment_id) == 1
+    return deployment_id, flow_run
+
+
 def _state_after(client, run_id, seconds: float) -> str:
     deadline = time.monotonic() + seconds
     while True:
@@ -50,9 +65,8 @@ def test_a_run_that_stops_sending_heartbeats_is_crashed_a_live_one_is_not(prefec
     from prefect import flow
     from prefect.automations import Automation
     from prefect.client.orchestration import get_client
-    from prefect.states import Completed, Pending, Running
+    from prefect.states import Completed, Running
 
-    from mlsd.events import LAB_TAG
     from mlsd.flows import ZOMBIE_AUTOMATION, ensure_zombie_automation
 
     @flow(name="zombie-probe")
@@ -68,14 +82,8 @@ def test_a_run_that_stops_sending_heartbeats_is_crashed_a_live_one_is_not(prefec
             assert named[0].trigger.within.total_seconds() == 12  # 3 heartbeats of 4 s
             time.sleep(3)  # the server's trigger cache picks the automation up after its commit
             # The zombie holds the slot of a deployment limited to one run at a time, as the
-            # monitor's did: Pending then Running through Prefect's orchestration takes it.
-            deployment_id = probe.to_deployment(
-                name="probe", concurrency_limit=1, tags=[LAB_TAG]
-            ).apply()
-            zombie = client.create_flow_run_from_deployment(deployment_id, name="zombie")
-            client.set_flow_run_state(zombie.id, Pending())
-            client.set_flow_run_state(zombie.id, Running())
-            assert _slots_taken(client, deployment_id) == 1
+            # monitor's did.
+            deployment_id, zombie = _lab_run_holding_its_slot(client, probe, "probe", "zombie")
             finished = client.create_flow_run_from_deployment(deployment_id, name="finished")
             client.set_flow_run_state(finished.id, Running(), force=True)
             # A run of no lab deployment (an in-process `mlsd train`) beats every 180 s, not
@@ -119,12 +127,9 @@ def test_runs_a_dead_flows_process_left_behind_are_crashed_when_it_starts_again(
         client.set_flow_run_state(pending.id, Pending())
         assert _slots_taken(client, lab_id) == 1
         # Killed within its first heartbeat: Running, and silent.
-        running_id = probe.to_deployment(
-            name="lab-running", concurrency_limit=1, tags=[LAB_TAG]
-        ).apply()
-        running = client.create_flow_run_from_deployment(running_id, name="orphan-running")
-        client.set_flow_run_state(running.id, Pending())
-        client.set_flow_run_state(running.id, Running())
+        running_id, running = _lab_run_holding_its_slot(
+            client, probe, "lab-running", "orphan-running"
+        )
         foreign = client.create_flow_run_from_deployment(other_id, name="not-ours")
         client.set_flow_run_state(foreign.id, Pending())
         # An in-process run (`mlsd train`): tagged, but of no deployment, and alive elsewhere.
