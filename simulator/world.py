@@ -19,69 +19,30 @@ import datetime as dt
 import functools
 import heapq
 import json
-import logging
 import os
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 import pandas as pd
 
 import mlsd.events as events
-from mlsd.http1 import Http1Transport, ResponseTooLarge
 from mlsd.settings import WORLDS, Settings
 from simulator.clock import DayPlan, SimClock, day_start, sample_mask
-from simulator.days import Listeners, fraud_body, plan_day, served_interactions, sessions_of
-from simulator.landing import land_batch
+from simulator.days import Listeners, fraud_body, plan_day, sessions_of
+from simulator.landing_zone import emit_quietly, first_open_day, land_again, land_closed_day
+from simulator.router_client import CALL_FAILURES, RouterClient, RouterTransport
 from simulator.scenarios import SCENARIOS, get_scenario
 
-log = logging.getLogger("mlsd.world")
+__all__ = ["World", "first_open_day"]
 _SERVED_ID_BASE = 5_000_000  # served sessions' interaction ids, above any simulated ones
-
-
-def first_open_day(settings: Settings) -> dt.date:
-    """The day after the latest day any world has landed (raw, archived or quarantined), or
-    the day after the configured simulation when nothing has landed."""
-    latest: dt.date | None = None
-    for root in (settings.raw_dir, settings.archive_dir, settings.quarantine_dir):
-        if not root.exists():
-            continue
-        for path in root.glob("*/*/*.parquet"):
-            try:
-                day = dt.date.fromisoformat(path.stem)
-            except ValueError:
-                continue
-            latest = day if latest is None or day > latest else latest
-    if latest is None:
-        return settings.simulator.start_date + dt.timedelta(days=settings.simulator.days)
-    return latest + dt.timedelta(days=1)
-
-
-class RouterTransport(Protocol):
-    """How the world's requests reach the router: HTTP/1.1 (mlsd.http1), or a double in the
-    world's own tests."""
-
-    async def request(self, method: str, path: str, body: bytes | None) -> tuple[int, bytes]: ...
-
-    async def close(self) -> None: ...
 
 
 # The same mask for every tick of a day at one rate (drawing it cost 0.3 ms a tick).
 _sample_mask = functools.lru_cache(maxsize=8)(sample_mask)
-# What a call to the router can end in short of an answer: refused, reset or closed (OSError),
-# no answer in time, an answer past the cap.
-_CALL_FAILURES = (OSError, TimeoutError, ResponseTooLarge)
-# A JSON answer of the router's public API is a few hundred bytes; a slate of 100 items, 10 kB.
-_MAX_ANSWER_BYTES = 1024 * 1024
-
-
-def _prefect_api_configured() -> bool:
-    from prefect.settings import PREFECT_API_URL
-
-    return bool(PREFECT_API_URL.value())
 
 
 @dataclass
@@ -132,13 +93,7 @@ class World:
         self.cfg = settings.world
         self.wall = wall
         self.emit = emit
-        self.router = settings.world_router_url
-        # Requests and labels share the pool: max_in_flight requests, and labels beside them.
-        self.transport: RouterTransport = transport or Http1Transport(
-            self.router,
-            max_connections=2 * self.cfg.max_in_flight,
-            max_response_bytes=_MAX_ANSWER_BYTES,
-        )
+        self.router = RouterClient(settings.world_router_url, self.cfg, transport)
         saved = self._load_state()
         day = dt.date.fromisoformat(saved["day"]) if saved.get("day") else None
         self.day = day or first_open_day(settings)
@@ -272,7 +227,7 @@ class World:
                     backfill = [first + dt.timedelta(days=i) for i in range((day - first).days)]
             self.save_state()
         for broken_day in backfill:
-            await asyncio.to_thread(self._land_again, product, broken_day)
+            await asyncio.to_thread(land_again, self.settings, product, broken_day, self.emit)
         payload = {
             "scenario": chosen.name,
             "previous": previous or "none",
@@ -281,7 +236,7 @@ class World:
             "simulated_at": at.isoformat(),
         }
         name = events.DRIFT_INJECTED if self.scenarios[product] else events.DRIFT_CLEARED
-        self._emit(name, events.world_resource(product), payload)
+        emit_quietly(self.emit, name, events.world_resource(product), payload)
         return payload
 
     # --- the loop ----------------------------------------------------------------------------
@@ -295,7 +250,7 @@ class World:
             for task in list(self.tasks):
                 task.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)
-            await self.transport.close()
+            await self.router.close()
 
     async def tick(self) -> None:
         async with self.lock:
@@ -343,17 +298,11 @@ class World:
                     self._spawn(self._recommend(live, row))
         live.cursor = end
 
-    async def _call(self, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
-        """POST `body` as JSON to the router, within the world's time budget of one answer."""
-        async with asyncio.timeout(self.cfg.request_timeout_seconds):
-            payload = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
-            return await self.transport.request("POST", path, payload)
-
     async def _post(self, product: str, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
         self.counters.sent[product] += 1
         try:
-            status, content = await self._call(path, body)
-        except _CALL_FAILURES as err:
+            status, content = await self.router.post(path, body)
+        except CALL_FAILURES as err:
             self.counters.errors[f"{product}: {type(err).__name__}"] += 1
             return None
         finally:
@@ -411,9 +360,9 @@ class World:
 
     async def _feedback(self, body: dict[str, Any]) -> None:
         try:
-            status, _ = await self._call("/v1/feedback", body)
+            status, _ = await self.router.post("/v1/feedback", body)
             ok = status == 200
-        except _CALL_FAILURES:
+        except CALL_FAILURES:
             ok = False
         if ok:
             self.counters.labels_posted += 1
@@ -433,60 +382,11 @@ class World:
         await self.start_day()
         if self.cfg.land_days:
             for product, live in closed.items():
-                await asyncio.to_thread(self._land, product, live)
+                await asyncio.to_thread(
+                    land_closed_day, self.settings, product, live.plan, live.served, self.emit
+                )
+                self.counters.last_landed[product] = live.plan.day.isoformat()
         self.counters.days_landed += 1
-
-    def _land(self, product: str, live: Live) -> None:
-        """Write the closed day's batches to the landing zone, then say so with an event."""
-        batches = dict(live.plan.batches)
-        if product == "recsys" and live.served:
-            played = batches["interactions"]
-            served = served_interactions(live.served, played)
-            keep = ~played["session_id"].isin([s["session_id"] for s in live.served])
-            batches["interactions"] = pd.concat([played[keep], served], ignore_index=True)
-        day = live.plan.day.isoformat()
-        if live.plan.truth is not None:
-            land_batch(
-                live.plan.truth,
-                self.settings.data_dir / "simulator" / "truth" / product / f"{day}.parquet",
-            )
-        self.counters.last_landed[product] = day
-        self._land_batches(
-            product,
-            live.plan.day,
-            batches,
-            scenario=live.plan.scenario or "none",
-            switches=[[at.isoformat(), s or "none"] for at, s in live.plan.switches],
-        )
-
-    def _land_again(self, product: str, day: dt.date) -> None:
-        """A closed day re-sent by a fixed upstream: the day as it happened, without the defect
-        (the simulation is deterministic), over what landed broken."""
-        plan = plan_day(self.settings, product, day, None)
-        self._land_batches(product, day, plan.batches, scenario="none", backfill=True)
-
-    def _land_batches(
-        self, product: str, day: dt.date, batches: dict[str, pd.DataFrame], **about: Any
-    ) -> None:
-        for event_type, frame in batches.items():
-            if frame.empty:
-                continue  # nothing to report that day (a small world's chargebacks): no file
-            path = self.settings.raw_dir / product / event_type / f"{day.isoformat()}.parquet"
-            land_batch(frame, path)
-        payload = {
-            "day": day.isoformat(),
-            "rows": {name: len(frame) for name, frame in batches.items()},
-            **about,
-        }
-        self._emit(events.BATCH_LANDED, events.world_resource(product), payload)
-
-    def _emit(self, name: str, resource: dict[str, str], payload: dict[str, Any]) -> None:
-        if self.emit is events.emit and not _prefect_api_configured():
-            return  # no lab server to tell: Prefect would start a temporary one (15 s, blocking)
-        try:
-            self.emit(name, resource, payload)
-        except Exception as err:  # the timeline loses a line; the world goes on
-            log.warning("could not emit %s: %s", name, err)
 
     # --- what `mlsd status` shows ------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -188,7 +188,7 @@ def test_the_world_sends_to_the_configured_router(tmp_path):
             "joined": True,
         }
         await world._feedback({"request_id": "r1", "label": 0})
-        await world.transport.close()
+        await world.router.close()
         server.close()
 
     asyncio.run(go())
@@ -196,7 +196,7 @@ def test_the_world_sends_to_the_configured_router(tmp_path):
     cluster = World(
         lab(tmp_path, router_url="http://router.mlsd.svc.cluster.local:8080/"), emit=lambda *a: None
     )
-    assert (cluster.transport.host, cluster.transport.port) == (
+    assert (cluster.router.transport.host, cluster.router.transport.port) == (
         "router.mlsd.svc.cluster.local",
         8080,
     )
