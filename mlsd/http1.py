@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
-# A cap on one answer (status line, headers and body) when the caller sets none.
+# A cap on one answer (status line, headers and body) when the caller sets none: the router's
+# for its model servers (serving.upstream says why this size).
 DEFAULT_MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 
 
@@ -34,7 +35,7 @@ class ResponseTooLarge(Exception):
 class _Connection(asyncio.Protocol):
     """One keep-alive connection to the server, one exchange at a time."""
 
-    def __init__(self, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
+    def __init__(self, max_response_bytes: int) -> None:
         self.parser = httptools.HttpResponseParser(self)
         self.max_response_bytes = max_response_bytes
         self.received = 0  # bytes of the current answer so far

@@ -9,14 +9,14 @@ from typing import Any, Literal, Protocol
 
 import orjson
 
-from mlsd.http1 import Http1Transport, ResponseTooLarge
+from mlsd.http1 import DEFAULT_MAX_RESPONSE_BYTES, Http1Transport, ResponseTooLarge
 
 FailureKind = Literal["timeout", "unavailable", "bad_status", "bad_response"]
 # The default cap of one model server answer (status line, headers and body): above the largest
 # legitimate one (computed: a V2 answer of 1,024 slates of 100 items, the longest shadow batch
 # at the largest k, is 3.7 MB; of 1,024 fraud rows, 0.1 MB) and small enough that a broken or
 # hostile server cannot make the router hold gigabytes.
-MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+MAX_RESPONSE_BYTES = DEFAULT_MAX_RESPONSE_BYTES
 
 
 class UpstreamError(Exception):
