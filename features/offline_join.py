@@ -41,6 +41,11 @@ def training_frame(
     order; the frame has the input columns, ``event_epoch_s`` when the service uses it, then
     the features.
 
+    A row may carry its own ``event_epoch_s``, the request's clock, later than its
+    ``event_timestamp``: the stored features are then as of that earlier instant and the
+    on-demand ones are computed at the request's time, which is how serving reads features a
+    batch pipeline delivers late (``training.fraud.stored_features_as_of``).
+
     `engine` (default: the ``features.training_engine`` setting) picks who does the join:
     ``asof`` (pandas ``merge_asof`` over the views' tables, then the registry's on-demand
     transforms, as Feast applies them) or ``feast`` (``get_historical_features``). Both give the
@@ -150,7 +155,7 @@ def _training_rows(plan: ServicePlan, entity_rows: pd.DataFrame) -> pd.DataFrame
             rows[field.name] = rows[field.name].astype("float64")
         elif field.dtype == "string":
             rows[field.name] = rows[field.name].astype(str)
-    if plan.needs_clock:
+    if plan.needs_clock and not (EVENT_EPOCH_S in rows and rows[EVENT_EPOCH_S].notna().all()):
         rows[EVENT_EPOCH_S] = epoch_seconds_column(rows[EVENT_TIMESTAMP])
     rows.index.name = ROW_ID
     return rows

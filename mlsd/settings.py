@@ -456,6 +456,17 @@ class ModelServerSettings(_Section):
 class FraudTrainingSettings(_Section):
     """How the fraud model is trained, judged and gated."""
 
+    stored_features_as_of: Literal["payment", "day_start"] = Field(
+        "day_start",
+        description="The instant a training row's stored features are read as of. The lab's "
+        "features reach the online store by daily batch, so a payment is scored with them as "
+        "of its day's start at best: `day_start` trains on that (the request's own fields and "
+        "clock still at the payment). `payment` reads them at the payment itself, as a "
+        "streaming pipeline would serve them: measured on the demo's world, that skew drifted "
+        "the time since the card's last payment (PSI 0.27) and its 1 h count (0.16) in every "
+        "window.",
+    )
+
     label_maturity_days: float = Field(
         12.0,
         ge=0,

@@ -97,13 +97,28 @@ def build_training_set(
         | (rng.random(len(tx)) < cfg.negative_sample_rate)
     )
     rows = tx[keep & (tx["window"] != "outside")].reset_index(drop=True)
-    frame = training_frame(rows, FEATURE_SERVICE, settings=settings)
+    frame = training_frame(
+        features_as_served(rows, cfg.stored_features_as_of), FEATURE_SERVICE, settings=settings
+    )
+    frame["event_timestamp"] = rows["event_timestamp"].to_numpy()
     features = [f.name for f in service_features(SERVICES[FEATURE_SERVICE])]
     frame["window"] = rows["window"].to_numpy()
     frame["is_fraud"] = rows["is_fraud"].to_numpy()
     if flip_flag is not None:
         frame = flip_training_flag(frame, flip_flag, features)
     return FraudTrainingSet(frame, features, split, as_of)
+
+
+def features_as_served(rows: pd.DataFrame, as_of: str) -> pd.DataFrame:
+    """Entity rows whose stored features are read as serving reads them: as of the start of the
+    payment's day (`day_start`: the daily landing has delivered the days before it, no more), the
+    request's clock still at the payment; or at the payment itself (`payment`)."""
+    from features.request_time import epoch_seconds_column
+
+    if as_of == "payment":
+        return rows
+    at = pd.to_datetime(rows["event_timestamp"], utc=True)
+    return rows.assign(event_epoch_s=epoch_seconds_column(at), event_timestamp=at.dt.floor("D"))
 
 
 def flip_training_flag(frame: pd.DataFrame, flag: str, features: list[str]) -> pd.DataFrame:

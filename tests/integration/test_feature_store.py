@@ -25,6 +25,7 @@ from features.catalog import SERVICES
 from features.embeddings import read_embeddings, write_embeddings
 from features.store import MissingRequestDataError, online_features, training_frame
 from mlsd.settings import Settings
+from pipeline.train_fraud import features_as_served
 from tests.support import sample_world, skew
 from tests.support.system_services import service_missing
 
@@ -233,6 +234,21 @@ def test_training_serving_consistency(fresh_lab: tuple[Settings, dict]) -> None:
                 )
             )
         seen.append(training_frame(rows, "fraud_scoring", settings=settings))
+        if t == t.floor("D"):
+            # The daily landing has delivered the days before t, no more: a payment later that
+            # day is served these features, and training reads them so (features_as_served).
+            later = fraud_rows(events, t + pd.Timedelta(hours=15, minutes=4), rng)
+            as_served = features_as_served(later, "day_start")
+            assert (as_served["event_timestamp"] == t).all()
+            assert_consistent(
+                skew.compare_offline_online(as_served, "fraud_scoring", settings=settings)
+            )
+            # Read at the payment instead, they differ: the lag is real in this world.
+            at_payment = training_frame(later, "fraud_scoring", settings=settings)
+            lagged = training_frame(as_served, "fraud_scoring", settings=settings)
+            assert (at_payment["seconds_since_last_tx"] != lagged["seconds_since_last_tx"]).any()
+            # The request's own clock stays at the payment: it is 15:04 there, not midnight.
+            assert (lagged["hour_of_day"] == 15).all()
     for t in ranking_checkpoints(events):
         reports = store.materialize(settings, end=t.to_pydatetime(), views=RANKING_VIEWS)
         assert not [r for r in reports if r.skipped], reports

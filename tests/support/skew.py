@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from features.catalog import (
+    EVENT_EPOCH_S,
     EVENT_TIMESTAMP,
     SERVICES,
     service_entities,
@@ -73,7 +74,9 @@ def compare_offline_online(
 
     The online store answers "as of its last materialisation", so the comparison means something
     when the store was materialised up to exactly the rows' ``event_timestamp`` (one instant for
-    all rows). Every feature of the service counts, on-demand ones and unknown markers included.
+    all rows). Rows that carry their own ``event_epoch_s`` are requests made at that later time
+    (features delivered late, as serving reads them). Every feature of the service counts,
+    on-demand ones and unknown markers included.
     """
     spec = SERVICES[feature_service]
     names = [f.name for f in service_features(spec)] + [
@@ -86,6 +89,9 @@ def compare_offline_online(
     for i, row in offline.iterrows():
         request = {f: row[f] for f in request_fields}
         request[EVENT_TIMESTAMP] = row[EVENT_TIMESTAMP]
+        if EVENT_EPOCH_S in entity_rows:
+            micros = round(float(row[EVENT_EPOCH_S]) * 1_000_000)
+            request[EVENT_TIMESTAMP] = pd.Timestamp(micros, unit="us", tz="UTC")
         served = online_features(
             {k: row[k] for k in keys}, request, feature_service, settings=settings
         )

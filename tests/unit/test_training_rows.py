@@ -1,0 +1,37 @@
+"""The fraud training rows read stored features as serving reads them."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from pipeline.train_fraud import features_as_served
+
+
+def payments() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "card_id": ["c1", "c2"],
+            "event_timestamp": pd.to_datetime(
+                ["2026-03-04 15:04:05.000007", "2026-03-05 00:00:00.000000"], utc=True
+            ),
+        }
+    )
+
+
+def test_features_are_read_as_of_the_days_start_at_the_payments_clock():
+    rows = payments()
+    served = features_as_served(rows, "day_start")
+    assert served["event_timestamp"].tolist() == list(
+        pd.to_datetime(["2026-03-04", "2026-03-05"], utc=True)
+    )
+    # The request's clock, to the microsecond: the on-demand features are computed at it.
+    assert served["event_epoch_s"].tolist() == [
+        rows["event_timestamp"].iloc[0].value / 1e9,
+        rows["event_timestamp"].iloc[1].value / 1e9,
+    ]
+    assert rows["event_timestamp"].iloc[0].hour == 15  # the caller's rows are left as they were
+
+
+def test_at_the_payment_the_rows_are_unchanged():
+    rows = payments()
+    pd.testing.assert_frame_equal(features_as_served(rows, "payment"), rows)
