@@ -69,7 +69,8 @@ def measure(lab: Path) -> dict[str, Any]:
 def main() -> None:
     from mlsd.settings import Settings
 
-    world = Settings().world
+    settings = Settings()
+    world, rollout = settings.world, settings.rollout
     before = load()
     with tempfile.TemporaryDirectory() as tmp:
         m = measure(Path(tmp))
@@ -93,6 +94,20 @@ def main() -> None:
             m["rss"] / 1e9 <= BUDGET_GB,
         ),
     ]
+    # Act one breaks only the landed batches, never the live traffic: its windows show the
+    # drift the monitor reads with no scenario at all, which must stay under the trigger's bar.
+    quiet = acts.get("broken", {}).get("drifted_shares", [])
+    if quiet:
+        bar = settings.monitoring.trigger.drifted_share
+        figures.append(
+            Figure(
+                "inputs drifted with no scenario (worst window of act one)",
+                max(quiet),
+                "share",
+                f"< {bar:g} (the trigger's bar)",
+                max(quiet) < bar,
+            )
+        )
     drift = acts.get("drift", {}).get("figures", {})
     if "injection_to_promoted_s" in drift:
         v = float(drift["injection_to_promoted_s"])
@@ -115,13 +130,16 @@ def main() -> None:
                 (a["name"], a["outcome"], *([a["figures"]["why"]] if "why" in a["figures"] else []))
                 for a in m["acts"]
             ],
+            "drifted_shares_by_act": {a["name"]: a.get("drifted_shares") for a in m["acts"]},
         },
         concurrency=f"the world's live traffic (fraud {world.fraud_rps:g} req/s, recs "
         f"{world.recs_rps:g} req/s) during the acts",
-        notes="`mlsd demo --acts --keep-up` on default data and settings (world: 1 day = 20 s; rollout: "
-        "shadow 5 s, canary 5 -> 50 -> 100 %, polled every 1 s). Breach -> rollback is timed "
+        notes="`mlsd demo --acts --keep-up` on default data and settings (world: 1 day = "
+        f"{world.seconds_per_day:g} s; rollout: shadow {rollout.shadow_seconds:g} s, canary "
+        f"{' -> '.join(f'{p:g}' for p in rollout.steps)} %, polled every "
+        f"{rollout.poll_seconds:g} s). Breach -> rollback is timed "
         "from the controller's breach event to its rollback event; the guardrail may have been "
-        "breached up to one poll (1 s) before the controller read it."
+        "breached up to one poll before the controller read it."
         + ("" if m["demo_rc"] == 0 else f" The demo exited {m['demo_rc']}."),
         load_before=before,
     )

@@ -78,6 +78,15 @@ def _of(events: Sequence[TimelineEvent], name: str, product: str = "fraud") -> l
     ]
 
 
+def drifted_shares(events: Sequence[TimelineEvent]) -> list[float]:
+    """The share of the fraud model's inputs drifted in each window judged, in time order."""
+    return [
+        round(float(e.payload["drifted_share"]), 3)
+        for e in _of(events, ev.WINDOW_JUDGED)
+        if e.payload.get("drifted_share") is not None
+    ]
+
+
 def rollout_ending(events: list[TimelineEvent]) -> str | None:
     """How a retrain's story ends: promoted, rolled back, refused by the gate, or left to
     someone else (an experiment or a person took the traffic)."""

@@ -911,8 +911,16 @@ class MonitoringSettings(_Section):
     reference_rows: int = Field(
         5_000,
         ge=100,
-        description="Rows of the training frame logged with a model version as its reference "
-        "(MLflow artifact reference/reference.parquet).",
+        description="Rows logged with a model version as its reference (MLflow artifact "
+        "reference/reference.parquet), drawn from its data's latest `reference_days`.",
+    )
+    reference_days: float = Field(
+        3.0,
+        gt=0,
+        description="A version's reference is drawn from the last this many days of the data "
+        "it was trained on (labelled or not): the windows it will judge come after them. "
+        "Drawn from its calibration and validation windows instead (days 19-28 of the demo's "
+        "40), 0.19 of the inputs read as drifted with no scenario at all.",
     )
     evidently_port: int = Field(
         8086,

@@ -1,6 +1,7 @@
-"""The reference a window is judged against: a sample of the serving champion's own training
-frame (model inputs as the prediction log records them, plus that version's scores), logged
-with the version as the MLflow artifact `reference/reference.parquet`."""
+"""The reference a window is judged against: a sample of the latest days of the serving
+champion's own training data (model inputs as the prediction log records them, plus that
+version's scores; `monitoring.reference_days`), logged with the version as the MLflow artifact
+`reference/reference.parquet`."""
 
 from __future__ import annotations
 

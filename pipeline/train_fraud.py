@@ -47,6 +47,10 @@ class FraudTrainingSet:
     features: list[str]
     split: TimeSplit
     as_of: dt.datetime
+    # A sample of the latest days' payments (labelled or not) with their features: the
+    # monitoring reference is drawn from these, never trained or judged on.
+    recent: pd.DataFrame
+    recent_since: dt.datetime
 
 
 def load_labelled_transactions(
@@ -76,7 +80,8 @@ def build_training_set(
     label_maturity_days: float | None = None,
     flip_flag: str | None = None,
 ) -> FraudTrainingSet:
-    """Entity rows from the offline store, labels known at as_of, features by point-in-time join."""
+    """Entity rows from the offline store, labels known at as_of, features by point-in-time join;
+    beside them a sample of the latest `monitoring.reference_days` (the monitoring reference)."""
     from features.catalog import SERVICES, service_features
     from features.store import training_frame
 
@@ -97,16 +102,27 @@ def build_training_set(
         | (rng.random(len(tx)) < cfg.negative_sample_rate)
     )
     rows = tx[keep & (tx["window"] != "outside")].reset_index(drop=True)
-    frame = training_frame(
-        features_as_served(rows, cfg.stored_features_as_of), FEATURE_SERVICE, settings=settings
-    )
-    frame["event_timestamp"] = rows["event_timestamp"].to_numpy()
     features = [f.name for f in service_features(SERVICES[FEATURE_SERVICE])]
+
+    def join(entity_rows: pd.DataFrame) -> pd.DataFrame:
+        served = features_as_served(entity_rows, cfg.stored_features_as_of)
+        out = training_frame(served, FEATURE_SERVICE, settings=settings)
+        out["event_timestamp"] = entity_rows["event_timestamp"].to_numpy()
+        out["is_fraud"] = entity_rows["is_fraud"].to_numpy()
+        return out if flip_flag is None else flip_training_flag(out, flip_flag, features)
+
+    frame = join(rows)
     frame["window"] = rows["window"].to_numpy()
-    frame["is_fraud"] = rows["is_fraud"].to_numpy()
-    if flip_flag is not None:
-        frame = flip_training_flag(frame, flip_flag, features)
-    return FraudTrainingSet(frame, features, split, as_of)
+    since = as_of - dt.timedelta(days=settings.monitoring.reference_days)
+    recent = join(latest_rows(tx, since, settings.monitoring.reference_rows, seed))
+    return FraudTrainingSet(frame, features, split, as_of, recent, since)
+
+
+def latest_rows(tx: pd.DataFrame, since: dt.datetime, n: int, seed: int) -> pd.DataFrame:
+    """At most `n` payments after `since`, drawn at random (seeded) and in random order, so
+    that any head of them is a sample of the whole span too."""
+    latest = tx[tx["event_timestamp"] > since]
+    return latest.sample(min(n, len(latest)), random_state=seed).reset_index(drop=True)
 
 
 def features_as_served(rows: pd.DataFrame, as_of: str) -> pd.DataFrame:
@@ -242,16 +258,21 @@ def _plots(ts: FraudTrainingSet, model: Any) -> None:
     log_figure(fig, "score_histogram")
 
 
-def monitoring_reference(ts: FraudTrainingSet, model: Any, rows: int) -> pd.DataFrame:
-    """A sample of the calibration and validation windows (at the true class ratio, unlike the
-    down-sampled training window) as the prediction log records them: the model's features,
-    the request's amount and country, this version's score and the label."""
-    later = ts.frame[ts.frame["window"].isin(["calibrate", "validate"])]
-    if len(later) > rows:
-        later = later.sample(rows, random_state=0)
-    reference = later[[*ts.features, "amount", "country"]].reset_index(drop=True)
-    reference["score"] = score(model, later, ts.features)
-    reference["label"] = later["is_fraud"].to_numpy()
+def monitoring_reference(ts: FraudTrainingSet, model: Any) -> pd.DataFrame:
+    """The latest days' payments (`ts.recent`, at the true class ratio) as the prediction log
+    records them: the model's features, the request's amount and country, this version's score
+    and the label known when it was trained (most of the latest days' frauds are not reported
+    yet: drift is judged without labels, and the window's own labels judge performance).
+
+    The latest days, not the calibration and validation windows: those end
+    `label_maturity_days` before the data does, and a world younger than the widest window
+    (90 days) still grows its windowed counts then. Measured on the demo's world (40 days, no
+    scenario, three 3-day windows after it): against the calibration and validation windows
+    0.19 of the inputs drifted (the 30 d card count at 0.48-0.54, the 90 d merchant counts);
+    against the latest 3 days 0.05-0.10 (the 90 d merchant counts alone)."""
+    reference = ts.recent[[*ts.features, "amount", "country"]].reset_index(drop=True)
+    reference["score"] = score(model, ts.recent, ts.features)
+    reference["label"] = ts.recent["is_fraud"].to_numpy()
     return reference
 
 
@@ -290,6 +311,8 @@ def register(
             "n_features": len(ts.features),
             "as_of": ts.as_of.isoformat(),
             **ts.split.as_params(),
+            "reference_start": ts.recent_since.isoformat(),
+            "rows_reference": len(ts.recent),
             "label_maturity_days": cfg.label_maturity_days,
             "negative_sample_rate": cfg.negative_sample_rate,
             "positive_weight": cfg.positive_weight,
@@ -319,7 +342,7 @@ def register(
     }
     mlflow.log_metrics({**primary, **baselines})
     log_json({"features": ts.features, "checks": checks}, "training_set.json")
-    log_reference(monitoring_reference(ts, model, settings.monitoring.reference_rows))
+    log_reference(monitoring_reference(ts, model))
     _plots(ts, model)
     # Declared as doubles: a feature may be missing (NaN) at serving time, which an integer
     # column cannot hold (MLflow warned about exactly that when the signature said int).

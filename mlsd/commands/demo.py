@@ -273,8 +273,11 @@ def play_acts(settings: Any) -> list[Any]:
 
 
 def save_acts(settings: Any, results: list[Any]) -> None:
-    """<data_dir>/demo/acts.json: each act's outcome and figures (read by `make bench`)."""
+    """<data_dir>/demo/acts.json: each act's outcome and figures (read by `make bench`), with
+    the share of the fraud model's inputs drifted in each window judged during it."""
     import json
+
+    from mlsd.acts import drifted_shares
 
     path = settings.data_dir / "demo" / "acts.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -286,6 +289,7 @@ def save_acts(settings: Any, results: list[Any]) -> None:
             "ok": r.ok,
             "seconds": round(r.seconds, 1),
             "figures": r.figures,
+            "drifted_shares": drifted_shares(r.events),
         }
         for r in results
     ]

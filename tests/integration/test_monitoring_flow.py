@@ -129,7 +129,18 @@ def test_the_reference_travels_with_the_champion(lab):
         ref.frame.columns
     )
     assert ref.validation_pr_auc is not None and ref.threshold is not None
-    assert 100 <= len(ref.frame) <= Settings().monitoring.reference_rows
+    settings = Settings()
+    assert 100 <= len(ref.frame) <= settings.monitoring.reference_rows
+    # Drawn from the latest days of the data the champion was trained on, after its
+    # calibration and validation windows (which end label_maturity_days before the data).
+    registry = ModelRegistry(lab.tracking_uri)
+    run_id = registry.client.get_model_version(lab.fraud_model_name, ref.version).run_id
+    params = registry.client.get_run(run_id).data.params
+    as_of = dt.datetime.fromisoformat(params["as_of"])
+    since = dt.datetime.fromisoformat(params["reference_start"])
+    assert as_of - since == dt.timedelta(days=settings.monitoring.reference_days)
+    assert since > dt.datetime.fromisoformat(params["validate_end"])
+    assert int(params["rows_reference"]) == len(ref.frame)
 
 
 def test_a_drifted_window_is_judged_reported_and_emitted(lab):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from mlsd import events as ev
-from mlsd.acts import drifted_day_landed, rollout_ending
+from mlsd.acts import drifted_day_landed, drifted_shares, rollout_ending
 from mlsd.timeline import TimelineEvent
 
 T0 = dt.datetime(2026, 12, 3, 20, tzinfo=dt.UTC)
@@ -69,3 +69,14 @@ def test_the_act_timeline_leaves_out_routine_runs():
     assert not worth_showing(
         event(ev.BATCH_LANDED, 1, resource="mlsd.world.recsys", payload={"scenario": "none"})
     )
+
+
+def test_an_acts_drifted_shares_are_its_fraud_windows_in_order():
+    judged = [
+        event(ev.WINDOW_JUDGED, 1, payload={"drifted_share": 0.0952381}),
+        event(ev.WINDOW_JUDGED, 2, resource="mlsd.model.recsys", payload={"drifted_share": 0.5}),
+        event(ev.WINDOW_JUDGED, 3, payload={"status": "not_enough_data", "drifted_share": None}),
+        event(ev.DRIFT_DETECTED, 4, payload={"drifted_share": 0.33}),
+        event(ev.WINDOW_JUDGED, 5, payload={"drifted_share": 0.2857}),
+    ]
+    assert drifted_shares(judged) == [0.095, 0.286]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.train_fraud import features_as_served
+from pipeline.train_fraud import features_as_served, latest_rows
 
 
 def payments() -> pd.DataFrame:
@@ -35,3 +35,16 @@ def test_features_are_read_as_of_the_days_start_at_the_payments_clock():
 def test_at_the_payment_the_rows_are_unchanged():
     rows = payments()
     pd.testing.assert_frame_equal(features_as_served(rows, "payment"), rows)
+
+
+def test_the_reference_rows_are_a_sample_of_the_latest_days_only():
+    times = pd.date_range("2026-03-01", periods=10 * 24, freq="h", tz="UTC")
+    tx = pd.DataFrame({"transaction_id": range(len(times)), "event_timestamp": times})
+    since = times[-1] - pd.Timedelta(days=3)
+    rows = latest_rows(tx, since.to_pydatetime(), n=50, seed=3)
+    assert len(rows) == 50
+    assert (rows["event_timestamp"] > since).all()
+    assert not rows["event_timestamp"].is_monotonic_increasing  # a head is a sample too
+    pd.testing.assert_frame_equal(rows, latest_rows(tx, since.to_pydatetime(), n=50, seed=3))
+    everything = latest_rows(tx, since.to_pydatetime(), n=10_000, seed=3)
+    assert len(everything) == 72  # the last 3 days of hourly payments, all of them
