@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import pandas as pd
     from mlflow import MlflowClient
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -33,6 +34,12 @@ class AliasEvent:
     version: str | None  # None: the alias was removed
     previous: str | None
     reason: str
+
+
+# Where a version's monitoring reference is logged with its run: pipeline.tracking writes it,
+# monitoring judges windows against it, the router's canary reads the challenger's scores in it.
+REFERENCE_DIR = "reference"
+REFERENCE_PATH = f"{REFERENCE_DIR}/reference.parquet"
 
 
 class ModelRegistry:
@@ -101,6 +108,26 @@ class ModelRegistry:
                     artifact_uri=source, dst_path=tmp, tracking_uri=self.tracking_uri
                 )
             )
+
+    def reference(self, name: str, version: str) -> pd.DataFrame | None:
+        """The monitoring reference logged with version `version`'s run (REFERENCE_PATH); None
+        when the version has no run or its run none (trained before references were logged).
+        A registry that does not answer raises, so an outage never reads as a missing one."""
+        import mlflow
+        import pandas as pd
+
+        run_id = self.client.get_model_version(name, version).run_id
+        logged = run_id and self.client.list_artifacts(run_id, REFERENCE_DIR)
+        if not logged or REFERENCE_PATH not in {f.path for f in logged}:
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            local = mlflow.artifacts.download_artifacts(
+                run_id=run_id,
+                artifact_path=REFERENCE_PATH,
+                dst_path=tmp,
+                tracking_uri=self.tracking_uri,
+            )
+            return pd.read_parquet(local)
 
     def load_sklearn(self, name: str, version: str) -> Any:
         """The scikit-learn model registered as version `version` of `name`."""

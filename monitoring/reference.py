@@ -5,13 +5,11 @@ version's scores; `monitoring.reference_days`), logged with the version as the M
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 
 import pandas as pd
 
-ARTIFACT_DIR = "reference"
-ARTIFACT_PATH = f"{ARTIFACT_DIR}/reference.parquet"
+from mlsd.registry import REFERENCE_PATH
 
 
 class ReferenceMissing(RuntimeError):
@@ -29,9 +27,6 @@ class ChampionReference:
 
 def load_champion_reference(tracking_uri: str, product: str, model_name: str) -> ChampionReference:
     """The serving champion's reference; ReferenceMissing (with the reason) when there is none."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
     from mlsd.registry import ModelRegistry
 
     registry = ModelRegistry(tracking_uri)
@@ -44,21 +39,13 @@ def load_champion_reference(tracking_uri: str, product: str, model_name: str) ->
     mv = registry.client.get_model_version(model_name, version)
     if not mv.run_id:
         raise ReferenceMissing(f"{product}: champion v{version} has no MLflow run to read from")
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            local = mlflow.artifacts.download_artifacts(
-                run_id=mv.run_id,
-                artifact_path=ARTIFACT_PATH,
-                dst_path=tmp,
-                tracking_uri=tracking_uri,
-            )
-            frame = pd.read_parquet(local)
-    except (MlflowException, OSError) as err:
+    frame = registry.reference(model_name, version)
+    if frame is None:
         raise ReferenceMissing(
-            f"{product}: champion v{version} has no reference ({ARTIFACT_PATH} is not among the "
+            f"{product}: champion v{version} has no reference ({REFERENCE_PATH} is not among the "
             f"artifacts of run {mv.run_id}); it was trained before references were logged: "
             f"retrain it (`mlsd train {product}`) to monitor it"
-        ) from err
+        )
     metrics = registry.client.get_run(mv.run_id).data.metrics
     threshold = mv.tags.get("threshold")
     return ChampionReference(

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlsd.registry import CHALLENGER, CHAMPION, ModelRegistry
+from mlsd.registry import CHALLENGER, CHAMPION, REFERENCE_PATH, ModelRegistry
 from pipeline.registration_gate import DeltaInterval, GatePolicy, GateVerdict, gate_verdict
 
 if TYPE_CHECKING:
@@ -132,19 +132,17 @@ def log_json(data: Any, name: str) -> None:
         mlflow.log_artifact(str(path))
 
 
-# Where a version's monitoring reference is logged (monitoring/reference.py reads the same path).
-REFERENCE_ARTIFACT_DIR = "reference"
-
-
 def log_reference(frame: pd.DataFrame) -> None:
-    """Log `frame` as the active run's `reference/reference.parquet`: the sample of its
-    training frame that monitoring judges live windows against."""
+    """Log `frame` as the active run's reference (`mlsd.registry.REFERENCE_PATH`): the sample
+    of its data's latest days that monitoring judges live windows against and the canary
+    compares the version's live scores with."""
     import mlflow
 
+    folder, name = REFERENCE_PATH.rsplit("/", 1)
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "reference.parquet"
+        path = Path(tmp) / name
         frame.to_parquet(path, index=False)
-        mlflow.log_artifact(str(path), artifact_path=REFERENCE_ARTIFACT_DIR)
+        mlflow.log_artifact(str(path), artifact_path=folder)
 
 
 def register_and_gate(

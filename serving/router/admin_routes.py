@@ -164,11 +164,15 @@ def add_admin_routes(app: FastAPI) -> None:
         if routing.split is not None:
             since = max(since, routing.split.started_at)
         windows = await router.control.arm_windows(product, since, until)
+        challenger = routing.challenger
         verdict = canary_verdict(
             windows["champion"],
             windows["challenger"],
             router.config.canary,
             challenger_served=windows["challenger_role"] == "served",
+            challenger_reference=None
+            if challenger is None
+            else await router.control.reference_scores(product, challenger),
         )
         return {
             "product": product,

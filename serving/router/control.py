@@ -38,6 +38,7 @@ class RoutingControl:
         self.servers = servers
         self.writer = writer
         self._lock = asyncio.Lock()
+        self._reference_scores: dict[tuple[Product, int], tuple[float, ...] | None] = {}
 
     async def challenger_version(self, product: Product, requested: int | None) -> int:
         """The version named, which must be in the registry (404 naming it when not: a client's
@@ -121,6 +122,27 @@ class RoutingControl:
         }
         out["history"] = [e.model_dump(mode="json") for e in routing.history[-10:]]
         return out
+
+    async def reference_scores(self, product: Product, version: int) -> tuple[float, ...] | None:
+        """The scores in version `version`'s monitoring reference (what it gave its data's latest
+        days when trained), read from the registry once per version; None without a registry,
+        a reference, or an answer from the registry (then the canary holds a challenger to the
+        champion's scores alone, the stricter rule, and asks again at the next verdict)."""
+        key = (product, version)
+        if key in self._reference_scores:
+            return self._reference_scores[key]
+        if not self.registry.uri:
+            return None
+        try:
+            frame = await asyncio.to_thread(
+                self.registry.client().reference, self.registry.names[product], str(version)
+            )
+        except Exception as err:  # the registry did not answer: judge without it, this time
+            log.warning("no reference scores for %s v%s: %s", product, version, err)
+            return None
+        scores = None if frame is None or "score" not in frame else tuple(frame["score"].tolist())
+        self._reference_scores[key] = scores
+        return scores
 
     async def arm_windows(self, product: Product, since: float, until: float) -> dict[str, Any]:
         """Both arms' window stats (served rows; shadow rows when a shadow runs)."""

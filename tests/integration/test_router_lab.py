@@ -312,6 +312,34 @@ def test_dead_model_servers_degrade_to_rules_on_online_features_and_popularity(
         router.stop()
 
 
+def test_the_canary_reads_a_challengers_own_training_scores_from_the_registry(
+    trained_lab: Lab, tmp_path
+):
+    """What the score-distribution guardrail holds a challenger to besides the champion: the
+    scores in the monitoring reference its training run logged, read from the real MLflow.
+    (Only the registry side of the router's control is exercised: no server, no log.)"""
+    from serving.router.control import RoutingControl
+    from serving.router.discovery import RegistryLink
+    from serving.routing_state import RoutingStore
+
+    store = RoutingStore(tmp_path / "routing.json")
+    control = RoutingControl(
+        store,
+        RegistryLink(trained_lab.settings, store),
+        servers=None,  # type: ignore[arg-type]
+        writer=lambda: None,  # type: ignore[arg-type,return-value]
+    )
+    registry = ModelRegistry(trained_lab.tracking_uri)
+    fraud = trained_lab.fraud_versions[-1]
+    logged = registry.reference(trained_lab.fraud_model_name, fraud)
+    assert logged is not None and len(logged) >= 100
+    scores = asyncio.run(control.reference_scores("fraud", int(fraud)))
+    assert scores == tuple(logged["score"].tolist())
+    # The recommender logs no reference: its canary keeps the champion's rule alone.
+    recsys = int(trained_lab.recsys_versions[-1])
+    assert asyncio.run(control.reference_scores("recsys", recsys)) is None
+
+
 def test_admin_api_of_the_lab_router_needs_the_token(trained_lab: Lab, servers: Servers):
     router = start_lab_router(trained_lab, servers.fraud, servers.recsys)
     try:

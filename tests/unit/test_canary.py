@@ -135,6 +135,52 @@ def test_a_shifted_score_distribution_rolls_back():
     assert verdict.decision == "rollback"
 
 
+def test_a_retrain_that_scores_as_it_was_trained_may_differ_from_the_champion():
+    # A retrain for a world that moved: its live scores differ from the stale champion's, and
+    # match the scores it gave its own data's latest days (its monitoring reference).
+    rng = np.random.default_rng(5)
+    retrain = arm(scores=rng.beta(5, 5, 1_000))
+    own_training_scores = rng.beta(5, 5, 5_000)
+    verdict = canary_verdict(
+        arm(seed=1), retrain, GUARDRAILS, challenger_reference=own_training_scores
+    )
+    check = checks_of(verdict)["score_distribution"]
+    assert check.status == "pass", check.detail
+    assert "against its own training scores" in check.detail and "a retrain" in check.detail
+    assert verdict.decision == "promote"
+
+
+def test_a_skewed_challenger_differs_from_the_champion_and_from_its_own_training():
+    # Training-serving skew: it was trained (and its reference scored) on rows serving never
+    # sends, so its live scores match neither.
+    rng = np.random.default_rng(6)
+    skewed = arm(scores=rng.beta(5, 5, 1_000))
+    own_training_scores = rng.beta(1, 20, 5_000)
+    verdict = canary_verdict(
+        arm(seed=1), skewed, GUARDRAILS, challenger_reference=own_training_scores
+    )
+    check = checks_of(verdict)["score_distribution"]
+    assert check.status == "breach" and "against its own training scores" in check.detail
+    assert verdict.decision == "rollback"
+
+
+def test_a_challenger_like_the_champion_passes_whatever_its_reference():
+    rng = np.random.default_rng(7)
+    verdict = canary_verdict(
+        arm(seed=1), arm(seed=2), GUARDRAILS, challenger_reference=rng.beta(5, 5, 5_000)
+    )
+    check = checks_of(verdict)["score_distribution"]
+    assert check.status == "pass" and "own training" not in check.detail
+
+
+def test_a_reference_too_small_to_judge_leaves_the_champion_rule():
+    rng = np.random.default_rng(8)
+    shifted = arm(scores=rng.beta(5, 5, 1_000))
+    tiny = rng.beta(5, 5, GUARDRAILS.min_scores - 1)
+    verdict = canary_verdict(arm(seed=1), shifted, GUARDRAILS, challenger_reference=tiny)
+    assert checks_of(verdict)["score_distribution"].status == "breach"
+
+
 def test_a_psi_over_the_bar_on_few_scores_needs_the_ks_test_too():
     # 60 scores each: PSI is noisy; only a real shift also passes the KS test.
     rng = np.random.default_rng(4)

@@ -14,10 +14,9 @@ import pytest
 from mlsd.settings import MonitoringSettings
 from monitoring.judge import judge_fraud, judge_recsys
 from monitoring.outputs import read_history, write_window
-from monitoring.reference import ARTIFACT_PATH, ChampionReference
+from monitoring.reference import ChampionReference
 from monitoring.trigger import TriggerPolicy, window_signals
 from monitoring.window import WindowSpan
-from pipeline.tracking import REFERENCE_ARTIFACT_DIR
 
 FEATURES = ["card_tx_amount_24h", "amount_over_card_mean", "card_tx_count_24h", "hour_of_day"]
 CFG = MonitoringSettings(min_rows=300)
@@ -66,10 +65,6 @@ REFERENCE = ChampionReference(
     threshold=0.5,
 )
 SPAN = WindowSpan("fraud", 1000.0, 1600.0)
-
-
-def test_the_reference_path_is_the_one_training_logs():
-    assert f"{REFERENCE_ARTIFACT_DIR}/reference.parquet" == ARTIFACT_PATH
 
 
 def test_an_unchanged_world_shows_no_drift():
