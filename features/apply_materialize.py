@@ -137,26 +137,59 @@ def _materialize_view(
     start = _utc(last_end) if last_end is not None else _utc(pc.min(times).as_py())
     if start >= end:
         return ViewMaterialization(name, start, end, 0, 0, 0.0, skipped="up to date")
-    rows, entities = _rows_between(path, ENTITIES[spec.entity].join_key, start, end)
+    key = ENTITIES[spec.entity].join_key
     started = time.perf_counter()
-    with feast_output_silenced(quiet):
-        if last_end is None:
+    if last_end is None:
+        rows, entities, _ = _rows_between(path, key, start, end, columns=[key, EVENT_TIMESTAMP])
+        with feast_output_silenced(quiet):
             store.materialize(start_date=start, end_date=end, feature_views=[name])
-        else:
-            store.materialize_incremental(end_date=end, feature_views=[name])
+    else:
+        with feast_output_silenced(quiet):
+            rows, entities = _write_latest_rows(store, name, path, key, start, end)
     return ViewMaterialization(name, start, end, rows, entities, time.perf_counter() - started)
 
 
-def _rows_between(path: Path, key: str, start: dt.datetime, end: dt.datetime) -> tuple[int, int]:
+def _write_latest_rows(
+    store: FeatureStore, name: str, path: Path, key: str, start: dt.datetime, end: dt.datetime
+) -> tuple[int, int]:
+    """What `materialize_incremental` does, from the new rows alone: each entity's latest row
+    in [start, end] written to the online store (Feast's `write_to_online_store`), then the
+    interval recorded in the registry as Feast records it, so the next run continues from `end`.
+
+    Feast's file offline store reads a view's whole table to find those rows (dask,
+    `pull_latest_from_table_or_query`); this reads them with a filter on the time column.
+    Measured on a 70-day fraud world (2 cores, idle), one day's increment of the four fraud
+    views: 4.2 s through Feast, 1.5 s this way; landing a day under the demo's load spent
+    10-28 s materialising."""
+    rows, entities, latest = _rows_between(path, key, start, end)
+    if latest is not None and len(latest):
+        store.write_to_online_store(name, latest)
+    store.registry.apply_materialization(store.get_feature_view(name), store.project, start, end)
+    return rows, entities
+
+
+def _rows_between(
+    path: Path,
+    key: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    columns: list[str] | None = None,
+) -> tuple[int, int, pd.DataFrame | None]:
+    """(rows in [start, end], distinct entities, each entity's latest row when every column
+    was read)."""
     table = pq.read_table(
         path,
-        columns=[key, EVENT_TIMESTAMP],
+        columns=columns,
         filters=[
             (EVENT_TIMESTAMP, ">=", pd.Timestamp(start)),
             (EVENT_TIMESTAMP, "<=", pd.Timestamp(end)),
         ],
     )
-    return table.num_rows, len(pc.unique(table.column(key)))
+    entities = len(pc.unique(table.column(key)))
+    if columns is not None:
+        return table.num_rows, entities, None
+    frame = table.to_pandas().sort_values(EVENT_TIMESTAMP, kind="stable")
+    return table.num_rows, entities, frame.drop_duplicates(key, keep="last")
 
 
 def _utc(value: dt.datetime) -> dt.datetime:

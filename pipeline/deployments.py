@@ -14,6 +14,17 @@ RETRAIN_EVENT = RETRAIN_REQUESTED
 DEPLOYMENT_NAMES = {"fraud": "train_fraud/train_fraud", "recsys": "train_recsys/train_recsys"}
 
 
+def yield_to_serving(niceness: int) -> None:
+    """Lower this process's CPU priority by `niceness` when it runs a deployment's flow run (a
+    subprocess of the lab's flows process); a run started in a terminal is left as it is."""
+    import os
+
+    from prefect.runtime import deployment
+
+    if niceness and deployment.id:
+        os.nice(niceness)
+
+
 def deployments() -> list[Any]:
     from prefect.events import DeploymentEventTrigger
 

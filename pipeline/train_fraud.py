@@ -431,9 +431,11 @@ def train_fraud(
     bad-model drill (`make demo`'s second act): a 0/1 input computed with the opposite
     convention in training, a training-serving skew the offline gate cannot see."""
 
+    from pipeline.deployments import yield_to_serving
     from pipeline.tracking import announce, start_run, verdict_state
 
     settings = Settings()
+    yield_to_serving(settings.training.deployment_niceness)
     uri = tracking_uri or settings.mlflow_tracking_uri
     logger = get_run_logger()
     ts = build_training_set(settings, as_of, seed, label_maturity_days, flip_flag)

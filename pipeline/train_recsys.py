@@ -386,9 +386,11 @@ def train_recsys(
 ) -> dict[str, Any]:
     """Train, evaluate against popularity, register and gate the two-stage recommender."""
 
+    from pipeline.deployments import yield_to_serving
     from pipeline.tracking import announce, start_run, verdict_state
 
     settings = Settings()
+    yield_to_serving(settings.training.deployment_niceness)
     uri = tracking_uri or settings.mlflow_tracking_uri
     logger = get_run_logger()
     data = load_data(settings, as_of)
