@@ -149,8 +149,8 @@ def serve_lab_flows() -> None:
     starts inherit it)."""
     from prefect import serve
 
+    from mlsd.cpu import lower_cpu_priority
     from mlsd.settings import Settings
-    from serving.runtime import lower_cpu_priority
 
     settings = Settings()
     lower_cpu_priority(settings.prefect.flows_nice)

@@ -17,12 +17,12 @@ DEPLOYMENT_NAMES = {"fraud": "train_fraud/train_fraud", "recsys": "train_recsys/
 def yield_to_serving(niceness: int) -> None:
     """Lower this process's CPU priority by `niceness` when it runs a deployment's flow run (a
     subprocess of the lab's flows process); a run started in a terminal is left as it is."""
-    import os
-
     from prefect.runtime import deployment
 
+    from mlsd.cpu import lower_cpu_priority
+
     if niceness and deployment.id:
-        os.nice(niceness)
+        lower_cpu_priority(niceness)
 
 
 def deployments() -> list[Any]:

@@ -105,7 +105,7 @@ def build_training_set(
     features = [f.name for f in service_features(SERVICES[FEATURE_SERVICE])]
 
     def join(entity_rows: pd.DataFrame) -> pd.DataFrame:
-        served = features_as_served(entity_rows, cfg.stored_features_as_of)
+        served = features_as_served(entity_rows, cfg.stored_features_as_of, cfg.landing_delay_days)
         out = training_frame(served, FEATURE_SERVICE, settings=settings)
         out["event_timestamp"] = entity_rows["event_timestamp"].to_numpy()
         out["is_fraud"] = entity_rows["is_fraud"].to_numpy()
@@ -125,16 +125,21 @@ def latest_rows(tx: pd.DataFrame, since: dt.datetime, n: int, seed: int) -> pd.D
     return latest.sample(min(n, len(latest)), random_state=seed).reset_index(drop=True)
 
 
-def features_as_served(rows: pd.DataFrame, as_of: str) -> pd.DataFrame:
+def features_as_served(
+    rows: pd.DataFrame, as_of: str, landing_delay_days: float = 0.0
+) -> pd.DataFrame:
     """Entity rows whose stored features are read as serving reads them: as of the start of the
-    payment's day (`day_start`: the daily landing has delivered the days before it, no more), the
-    request's clock still at the payment; or at the payment itself (`payment`)."""
+    last day whose landing had finished at the payment (`day_start`: a day lands
+    `landing_delay_days` after it closes, so a payment earlier than that in its day is served
+    the day before's features), the request's clock still at the payment; or at the payment
+    itself (`payment`)."""
     from features.request_time import epoch_seconds_column
 
     if as_of == "payment":
         return rows
     at = pd.to_datetime(rows["event_timestamp"], utc=True)
-    return rows.assign(event_epoch_s=epoch_seconds_column(at), event_timestamp=at.dt.floor("D"))
+    landed = (at - pd.Timedelta(days=landing_delay_days)).dt.floor("D")
+    return rows.assign(event_epoch_s=epoch_seconds_column(at), event_timestamp=landed)
 
 
 def flip_training_flag(frame: pd.DataFrame, flag: str, features: list[str]) -> pd.DataFrame:

@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import Sequence
 
+from mlsd.cpu import lower_cpu_priority
 from mlsd.settings import Settings
 from mlsd.telemetry import silence_telemetry
 from serving.inference import (
@@ -17,7 +18,6 @@ from serving.model_server.models import load_pinned_model
 from serving.model_server.repository import VersionRepository
 from serving.model_server.server import LabModelServer
 from serving.names import PRODUCTS, Product
-from serving.runtime import lower_cpu_priority
 
 # KServe reads its own flags from sys.argv when imported (`parse_known_args`, prefix matching
 # included). None of the flags of `parse_args` is a prefix of one of KServe's, so they pass by.

@@ -13,8 +13,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("mlsd", "simulator", "pipeline", "features", "models", "serving", "monitoring")
 # What each package may import from the project (besides itself). `mlsd.settings`,
-# `mlsd.console`, `mlsd.telemetry`, `mlsd.registry`, `mlsd.netutil`, `mlsd.events` and
-# `mlsd.http1` are leaves every package may use.
+# `mlsd.console`, `mlsd.telemetry`, `mlsd.registry`, `mlsd.netutil`, `mlsd.events`,
+# `mlsd.http1` and `mlsd.cpu` are leaves every package may use.
 ALLOWED: dict[str, set[str]] = {
     "features": set(),
     "models": {"features"},
@@ -35,6 +35,7 @@ LEAVES = {
     "mlsd.netutil",
     "mlsd.events",
     "mlsd.http1",
+    "mlsd.cpu",
 }
 
 

@@ -16,7 +16,7 @@ import pytest
 CHILD = textwrap.dedent(
     """
     import json, os, threading
-    from serving.runtime import lower_cpu_priority
+    from mlsd.cpu import lower_cpu_priority
 
     def nice_of(tid):
         return os.getpriority(os.PRIO_PROCESS, tid)

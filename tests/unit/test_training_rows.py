@@ -48,3 +48,17 @@ def test_the_reference_rows_are_a_sample_of_the_latest_days_only():
     pd.testing.assert_frame_equal(rows, latest_rows(tx, since.to_pydatetime(), n=50, seed=3))
     everything = latest_rows(tx, since.to_pydatetime(), n=10_000, seed=3)
     assert len(everything) == 72  # the last 3 days of hourly payments, all of them
+
+
+def test_a_payment_before_its_days_landing_is_served_the_day_befores_features():
+    rows = payments()  # 15:04 on 03-04, midnight on 03-05
+    # Landing takes 0.75 day: at 15:04 the 03-03 batch is still landing (until 18:00).
+    served = features_as_served(rows, "day_start", landing_delay_days=0.75)
+    assert served["event_timestamp"].tolist() == list(
+        pd.to_datetime(["2026-03-03", "2026-03-04"], utc=True)
+    )
+    # Half a day: the 03-03 batch landed at 12:00, before the payment at 15:04.
+    half = features_as_served(rows, "day_start", landing_delay_days=0.5)
+    assert half["event_timestamp"].tolist()[0] == pd.Timestamp("2026-03-04", tz="UTC")
+    # The request's clock is the payment's whatever the delay.
+    assert served["event_epoch_s"].tolist() == half["event_epoch_s"].tolist()
