@@ -125,7 +125,7 @@ def decide_retrain(
         return TriggerDecision(
             "none",
             f"not enough data: window {latest.window_id} has {latest.rows} rows "
-            f"(at least {policy.min_rows} are needed); nothing decided",
+            f"(at least {policy.min_rows} are needed, spread over the window); nothing decided",
             (latest.window_id,),
         )
     if latest.quality_alert:

@@ -63,11 +63,13 @@ def write_rows(
     labels: Sequence[int] | None = None,
 ) -> float:
     """Log the reference's rows as served predictions of `version` in a one-minute slot of the
-    past that no other test writes to, and `labels` as their feedback (as the router joins
-    `/v1/feedback`); returns the slot's end (the window the flow judges)."""
+    past that no other test writes to, spread over the 30 s window the tests judge (a window
+    its rows do not cover is not judged), and `labels` as their feedback (as the router joins
+    `/v1/feedback`); returns the window's end."""
     name = settings.training.fraud_model_name
     now = time.time() - 3600 - next(SLOTS) * 120
     records = []
+    step = 28.0 / max(len(reference), 1)
     for i, row in enumerate(reference.to_dict("records")):
         features = {
             k: (v * inflate if k in AMOUNT_COLUMNS else v)
@@ -78,7 +80,7 @@ def write_rows(
             PredictionRecord(
                 request_id=f"mon-{uuid.uuid4().hex}",
                 role="served",
-                at=now - 1 + i * 1e-4,
+                at=now - 19 + i * step,
                 product="fraud",
                 entity=f"card-{i}",
                 arm="champion",

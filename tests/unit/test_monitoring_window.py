@@ -45,7 +45,7 @@ def logged(frame: pd.DataFrame, version: str = "3", labelled_share: float = 1.0)
     out = frame.copy()
     n = len(out)
     out["request_id"] = [f"r{i}" for i in range(n)]
-    out["at"] = 1000.0 + np.arange(n) / 10
+    out["at"] = SPAN.start + np.arange(n) * (SPAN.end - SPAN.start) / max(n, 1)  # the whole window
     out["arm"] = "champion"
     out["model_version"] = f"fraud/{version}"
     out["answered_by"] = f"fraud/{version}"
@@ -168,3 +168,14 @@ def test_recsys_windows_report_click_through_by_arm():
     assert j.verdict.status == "judged" and j.verdict.model_version == "2"
     assert set(j.verdict.click_through) == {"champion", "challenger"}
     assert all(0 < ctr < 0.6 for ctr in j.verdict.click_through.values())
+
+
+def test_a_window_its_rows_cover_only_in_part_is_not_judged():
+    # Traffic that started two thirds into the window: part of a day, whatever its size.
+    late = logged(world(2000, seed=1))
+    late["at"] = SPAN.end - (SPAN.end - late["at"]) / 3
+    j = judge_fraud(SPAN, late, REFERENCE, CFG)
+    assert j.verdict.status == "not_enough_data" and j.drift is None
+    assert judge_fraud(SPAN, logged(world(2000, seed=1)), REFERENCE, CFG).verdict.status == (
+        "judged"
+    )
