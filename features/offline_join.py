@@ -155,10 +155,28 @@ def _training_rows(plan: ServicePlan, entity_rows: pd.DataFrame) -> pd.DataFrame
             rows[field.name] = rows[field.name].astype("float64")
         elif field.dtype == "string":
             rows[field.name] = rows[field.name].astype(str)
-    if plan.needs_clock and not (EVENT_EPOCH_S in rows and rows[EVENT_EPOCH_S].notna().all()):
-        rows[EVENT_EPOCH_S] = epoch_seconds_column(rows[EVENT_TIMESTAMP])
+    if plan.needs_clock:
+        rows[EVENT_EPOCH_S] = request_clock(rows)
     rows.index.name = ROW_ID
     return rows
+
+
+def request_clock(rows: pd.DataFrame) -> pd.Series:
+    """Each row's request clock in epoch seconds: its own ``event_epoch_s`` where it has one
+    (features_as_served), else the instant its stored features are read as of. A clock earlier
+    than that instant is refused: the features would be from the request's future."""
+    at_lookup = pd.Series(epoch_seconds_column(rows[EVENT_TIMESTAMP]), index=rows.index)
+    if EVENT_EPOCH_S not in rows:
+        return at_lookup
+    clock = rows[EVENT_EPOCH_S].astype("float64").fillna(at_lookup)
+    early = clock < at_lookup - 1e-6
+    if early.any():
+        raise ValueError(
+            f"{int(early.sum())} of {len(rows)} entity rows have an {EVENT_EPOCH_S} earlier than "
+            f"their {EVENT_TIMESTAMP}: a request's clock cannot precede the instant its stored "
+            "features are read as of (they would be from its future)"
+        )
+    return clock
 
 
 def _chunks(settings: Settings, plan: ServicePlan, rows: pd.DataFrame) -> Iterator[pd.DataFrame]:

@@ -51,6 +51,7 @@ class FraudTrainingSet:
     # monitoring reference is drawn from these, never trained or judged on.
     recent: pd.DataFrame
     recent_since: dt.datetime
+    recent_until: dt.datetime  # the latest payment in the data (at most as_of)
 
 
 def load_labelled_transactions(
@@ -113,9 +114,12 @@ def build_training_set(
 
     frame = join(rows)
     frame["window"] = rows["window"].to_numpy()
-    since = as_of - dt.timedelta(days=settings.monitoring.reference_days)
+    # From the latest payment, not as_of: a training run asked as of a later instant than the
+    # data reaches still gets the data's latest days.
+    latest = tx["event_timestamp"].max().to_pydatetime()
+    since = latest - dt.timedelta(days=settings.monitoring.reference_days)
     recent = join(latest_rows(tx, since, settings.monitoring.reference_rows, seed))
-    return FraudTrainingSet(frame, features, split, as_of, recent, since)
+    return FraudTrainingSet(frame, features, split, as_of, recent, since, latest)
 
 
 def latest_rows(tx: pd.DataFrame, since: dt.datetime, n: int, seed: int) -> pd.DataFrame:
@@ -317,6 +321,7 @@ def register(
             "as_of": ts.as_of.isoformat(),
             **ts.split.as_params(),
             "reference_start": ts.recent_since.isoformat(),
+            "reference_end": ts.recent_until.isoformat(),
             "rows_reference": len(ts.recent),
             "label_maturity_days": cfg.label_maturity_days,
             "negative_sample_rate": cfg.negative_sample_rate,

@@ -180,12 +180,14 @@ def _score_distribution_check(
     value, p, detail = _scores_differ(champion.scores, challenger.scores, g)
     breached = value >= g.psi_threshold and p < g.alpha
     if breached and reference is not None and len(reference) >= g.min_scores:
+        # Its own training scores decide: the check carries that comparison's figures.
         own, own_p, own_detail = _scores_differ(reference, challenger.scores, g)
         breached = own >= g.psi_threshold and own_p < g.alpha
         detail = (
-            f"against the champion: {detail}; against its own training scores: {own_detail}"
+            f"against its own training scores: {own_detail}; against the champion: {detail}"
             + ("" if breached else " (it scores as it was trained to: a retrain, not a skew)")
         )
+        value, p = own, own_p
     status: CheckStatus = "breach" if breached else "pass"
     return GuardrailCheck("score_distribution", status, detail, value, g.psi_threshold, p)
 

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
 
 from mlsd.registry import ModelRegistry
 from serving import routing_state as rs
-from serving.canary import canary_verdict
+from serving.canary import Verdict, canary_verdict
 from serving.names import PRODUCTS, Product
 from serving.router.dependencies import RouterDep, require_admin
 from serving.routing_state import ProductRouting, RoutingConflict
@@ -164,16 +164,26 @@ def add_admin_routes(app: FastAPI) -> None:
         if routing.split is not None:
             since = max(since, routing.split.started_at)
         windows = await router.control.arm_windows(product, since, until)
-        challenger = routing.challenger
-        verdict = canary_verdict(
-            windows["champion"],
-            windows["challenger"],
-            router.config.canary,
-            challenger_served=windows["challenger_role"] == "served",
-            challenger_reference=None
-            if challenger is None
-            else await router.control.reference_scores(product, challenger),
+
+        def judge(reference: tuple[float, ...] | None = None) -> Verdict:
+            return canary_verdict(
+                windows["champion"],
+                windows["challenger"],
+                router.config.canary,
+                challenger_served=windows["challenger_role"] == "served",
+                challenger_reference=reference,
+            )
+
+        verdict = judge()
+        # The challenger's own training scores matter only when its scores differ from the
+        # champion's: read from the registry then, not on every poll.
+        differs = any(
+            c.name == "score_distribution" and c.status == "breach" for c in verdict.checks
         )
+        if differs and routing.challenger is not None:
+            reference = await router.control.reference_scores(product, routing.challenger)
+            if reference is not None:
+                verdict = judge(reference)
         return {
             "product": product,
             "since": since,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,12 @@ from serving.schemas import AdminAnswer
 from serving.traffic import ARMS, window_stats
 
 log = logging.getLogger("serving.router")
+
+# How long a canary verdict waits for a challenger's reference scores from the registry, and
+# how long after a failed read it judges without them before asking again: a verdict is read
+# every rollout.poll_seconds, and a slow registry must not stall the canary's controller.
+REFERENCE_WAIT_SECONDS = 5.0
+REFERENCE_RETRY_SECONDS = 30.0
 
 
 class RoutingControl:
@@ -39,6 +46,8 @@ class RoutingControl:
         self.writer = writer
         self._lock = asyncio.Lock()
         self._reference_scores: dict[tuple[Product, int], tuple[float, ...] | None] = {}
+        self._reference_reads: dict[tuple[Product, int], asyncio.Task[Any]] = {}
+        self._reference_retry_at: dict[tuple[Product, int], float] = {}
 
     async def challenger_version(self, product: Product, requested: int | None) -> int:
         """The version named, which must be in the registry (404 naming it when not: a client's
@@ -125,21 +134,36 @@ class RoutingControl:
 
     async def reference_scores(self, product: Product, version: int) -> tuple[float, ...] | None:
         """The scores in version `version`'s monitoring reference (what it gave its data's latest
-        days when trained), read from the registry once per version; None without a registry,
-        a reference, or an answer from the registry (then the canary holds a challenger to the
-        champion's scores alone, the stricter rule, and asks again at the next verdict)."""
+        days when trained), read from the registry once per version (one read at a time).
+        None without a registry or a logged reference, and None while the read takes longer
+        than REFERENCE_WAIT_SECONDS or after it failed (asked again REFERENCE_RETRY_SECONDS
+        later): the canary then holds the challenger to the champion's scores alone, the
+        stricter rule."""
         key = (product, version)
         if key in self._reference_scores:
             return self._reference_scores[key]
-        if not self.registry.uri:
+        if not self.registry.uri or time.monotonic() < self._reference_retry_at.get(key, 0.0):
             return None
+        read = self._reference_reads.get(key)
+        if read is None:
+            read = self._reference_reads[key] = asyncio.create_task(self._read_reference(key))
+        try:
+            return await asyncio.wait_for(asyncio.shield(read), REFERENCE_WAIT_SECONDS)
+        except TimeoutError:
+            return None
+
+    async def _read_reference(self, key: tuple[Product, int]) -> tuple[float, ...] | None:
+        product, version = key
         try:
             frame = await asyncio.to_thread(
                 self.registry.client().reference, self.registry.names[product], str(version)
             )
-        except Exception as err:  # the registry did not answer: judge without it, this time
+        except Exception as err:  # the registry did not answer: judge without it for a while
             log.warning("no reference scores for %s v%s: %s", product, version, err)
+            self._reference_retry_at[key] = time.monotonic() + REFERENCE_RETRY_SECONDS
             return None
+        finally:
+            self._reference_reads.pop(key, None)
         scores = None if frame is None or "score" not in frame else tuple(frame["score"].tolist())
         self._reference_scores[key] = scores
         return scores

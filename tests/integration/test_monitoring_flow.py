@@ -133,14 +133,17 @@ def test_the_reference_travels_with_the_champion(lab):
     assert ref.validation_pr_auc is not None and ref.threshold is not None
     settings = Settings()
     assert 100 <= len(ref.frame) <= settings.monitoring.reference_rows
-    # Drawn from the latest days of the data the champion was trained on, after its
-    # calibration and validation windows (which end label_maturity_days before the data).
+    # Drawn from the latest days of the data the champion was trained on (up to its latest
+    # payment), after its calibration and validation windows (which end label_maturity_days
+    # before the data).
     registry = ModelRegistry(lab.tracking_uri)
     run_id = registry.client.get_model_version(lab.fraud_model_name, ref.version).run_id
     params = registry.client.get_run(run_id).data.params
     as_of = dt.datetime.fromisoformat(params["as_of"])
     since = dt.datetime.fromisoformat(params["reference_start"])
-    assert as_of - since == dt.timedelta(days=settings.monitoring.reference_days)
+    until = dt.datetime.fromisoformat(params["reference_end"])
+    assert until - since == dt.timedelta(days=settings.monitoring.reference_days)
+    assert as_of - dt.timedelta(days=1) < until <= as_of
     assert since > dt.datetime.fromisoformat(params["validate_end"])
     assert int(params["rows_reference"]) == len(ref.frame)
 

@@ -22,7 +22,7 @@ def niceness_gained(env: dict[str, str]) -> int:
 
 def test_a_deployment_run_lowers_its_priority():
     env = {**os.environ, "PREFECT__RUNTIME__DEPLOYMENT__ID": "3c1f8d0e-0000-4000-8000-000000000001"}
-    assert niceness_gained(env) == 7
+    assert niceness_gained(env) == min(19, os.nice(0) + 7) - os.nice(0)  # 19 is the lowest
 
 
 def test_a_run_started_in_a_terminal_keeps_its_priority():

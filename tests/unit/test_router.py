@@ -750,3 +750,38 @@ def test_a_full_shadow_queue_drops_and_counts(tmp_path: Path):
             lab.call(asyncio.sleep, 0.01)
         assert (stats["done"], stats["failed"], stats["pending"], stats["dropped"]) == (3, 0, 0, 7)
         assert lab.fraud.infers["fraud-v2"] == 3
+
+
+def test_the_verdict_holds_a_differing_challenger_to_its_own_training_scores(lab: Lab):
+    """The route reads the challenger's reference scores (here: what the registry would give)
+    only once its scores differ from the champion's, and lets through one that scores as its
+    reference says; without a reference the same traffic is a breach."""
+    admin(lab, "POST", "/admin/fraud/canary/start", {"version": 2, "percent": 50})
+    split = lab.router.store["fraud"].split
+    challenger_scores: list[float] = []
+    for i in range(400):
+        card = f"c{i}"
+        on_challenger = assign_arm(card, split.name, split.challenger_percent) == "challenger"
+        # The double adds amount / 20,000 to a score in [0, 0.5): the challenger's arm scores high.
+        body = {**TX, "card_id": card, "amount": 8_000.0 if on_challenger else 42.5}
+        answer = lab.client.post("/v1/fraud/score", json=body).json()
+        if on_challenger:
+            challenger_scores.append(answer["score"])
+    asked: list[int] = []
+
+    async def none(product: str, version: int):
+        asked.append(version)
+        return None
+
+    lab.router.control.reference_scores = none
+    check = {c["name"]: c for c in admin(lab, "GET", "/admin/fraud/canary/verdict")["checks"]}
+    assert check["score_distribution"]["status"] == "breach" and asked == [2]
+
+    async def its_own(product: str, version: int):
+        return tuple(challenger_scores)
+
+    lab.router.control.reference_scores = its_own
+    verdict = admin(lab, "GET", "/admin/fraud/canary/verdict")
+    check = {c["name"]: c for c in verdict["checks"]}["score_distribution"]
+    assert check["status"] == "pass", check["detail"]
+    assert "against its own training scores" in check["detail"]

@@ -62,3 +62,19 @@ def test_a_payment_before_its_days_landing_is_served_the_day_befores_features():
     assert half["event_timestamp"].tolist()[0] == pd.Timestamp("2026-03-04", tz="UTC")
     # The request's clock is the payment's whatever the delay.
     assert served["event_epoch_s"].tolist() == half["event_epoch_s"].tolist()
+
+
+def test_a_requests_clock_before_its_lookup_instant_is_refused():
+    """A row's own clock (event_epoch_s) may be later than the instant its stored features are
+    read as of, never earlier: those features would be from the request's future."""
+    import pytest
+
+    from features.offline_join import request_clock
+
+    rows = features_as_served(payments(), "day_start")
+    assert request_clock(rows).tolist() == rows["event_epoch_s"].tolist()
+    # A row without a clock of its own is asked at its lookup instant (midnight here).
+    partly = rows.assign(event_epoch_s=[rows["event_epoch_s"].iloc[0], None])
+    assert request_clock(partly).iloc[1] == pd.Timestamp("2026-03-05", tz="UTC").value / 1e9
+    with pytest.raises(ValueError, match="cannot precede"):
+        request_clock(rows.assign(event_epoch_s=rows["event_epoch_s"] - 2 * 86_400))
