@@ -24,7 +24,8 @@ ROWS_PER_ROUND = 400  # distinct rows, each scored once per scorer per round
 def _lab_model() -> tuple[object, np.ndarray, int]:
     """(the lab's calibrated fraud model, validation feature rows, training rows)."""
     from mlsd.settings import Settings
-    from pipeline.train_fraud import build_training_set, train_models
+    from pipeline.fraud_training_set import build_training_set
+    from pipeline.train_fraud import train_models
     from tests.support.lab_recipe import build_data
 
     settings = Settings()

@@ -25,7 +25,7 @@ from features.catalog import SERVICES
 from features.embeddings import read_embeddings, write_embeddings
 from features.store import MissingRequestDataError, online_features, training_frame
 from mlsd.settings import Settings
-from pipeline.train_fraud import features_as_served
+from pipeline.fraud_training_set import features_as_served
 from tests.support import sample_world, skew
 from tests.support.system_services import service_missing
 

@@ -115,7 +115,7 @@ def test_first_fraud_version_became_champion_and_the_retrain_was_judged_against_
 
 def test_served_model_loads_with_skops_and_scores(trained_lab):
     from features.store import training_frame
-    from pipeline.train_fraud import ENTITY_COLUMNS, load_labelled_transactions
+    from pipeline.fraud_training_set import ENTITY_COLUMNS, load_labelled_transactions
 
     name = trained_lab.fraud_model_name
     uri = f"models:/{name}@{CHAMPION}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pipeline.train_fraud import flip_training_flag
+from pipeline.fraud_training_set import flip_training_flag
 
 FEATURES = ["is_new_device", "amount"]
 FRAME = pd.DataFrame(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from pipeline.train_fraud import features_as_served, latest_rows
+from pipeline.fraud_training_set import features_as_served, latest_rows
 
 
 def payments() -> pd.DataFrame:
