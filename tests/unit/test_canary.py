@@ -122,6 +122,23 @@ def test_p99_of_shadow_copies_is_not_judged_but_the_other_guardrails_are():
     assert checks_of(shadowed)["error_rate"].status == "breach"
 
 
+def test_p99_breaches_only_when_the_challenger_is_slow_beyond_chance():
+    # 200 challenger requests (5 % of a busy window): 3 stalled by a pause of the machine put
+    # the sample p99 past the bar, yet say little of the server; one request in ten slow does.
+    rng = np.random.default_rng(4)
+    champion = arm(n=4_000, latency=20.0, seed=1)
+    quick = 20.0 * rng.uniform(0.5, 1.0, 200)
+    paused = replace(arm(n=200, seed=2), latencies_ms=(*quick[:197], 110.0, 112.0, 115.0))
+    check = checks_of(canary_verdict(champion, paused, GUARDRAILS))["p99_latency"]
+    assert check.statistic is not None and check.threshold is not None
+    assert check.statistic > check.threshold  # the plain sample rule would roll it back
+    assert check.status == "pass" and check.p_value is not None and check.p_value > 0.01
+    slow = replace(arm(n=200, seed=2), latencies_ms=(*quick[:180], *[110.0] * 20))
+    check = checks_of(canary_verdict(champion, slow, GUARDRAILS))["p99_latency"]
+    assert check.status == "breach" and check.p_value is not None and check.p_value < 0.01
+    assert "20 of 200 above it" in check.detail
+
+
 def test_p99_is_not_judged_on_a_few_samples():
     verdict = canary_verdict(arm(seed=1), arm(n=50, latency=900.0, seed=2), GUARDRAILS)
     assert checks_of(verdict)["p99_latency"].status == "skipped"
