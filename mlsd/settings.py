@@ -918,7 +918,11 @@ class MonitoringSettings(_Section):
     """Monitoring of the served models over windows of the prediction log."""
 
     window_seconds: float = Field(
-        120.0, gt=0, description="A window is the prediction log's last this many seconds."
+        120.0,
+        gt=0,
+        description="A window is the prediction log's last this many seconds: a whole number "
+        "of simulated days (world.seconds_per_day; 3 by default), or the hours of the part day "
+        "weigh twice and the hour of day reads as drifted.",
     )
     min_rows: int = Field(
         500,
