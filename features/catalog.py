@@ -30,7 +30,7 @@ DAY = dt.timedelta(days=1)
 VELOCITY_WINDOWS: dict[str, dt.timedelta] = {"1h": HOUR, "24h": DAY, "7d": 7 * DAY}
 DISTINCT_MERCHANTS_WINDOW = ("24h", DAY)
 PROFILE_WINDOW = ("30d", 30 * DAY)
-MERCHANT_RISK_WINDOW = ("90d", 90 * DAY)
+MERCHANT_RISK_WINDOW = ("30d", 30 * DAY)
 USER_ACTIVITY_WINDOWS: dict[str, dt.timedelta] = {"7d": 7 * DAY, "30d": 30 * DAY}
 GENRE_AFFINITY_WINDOW = ("30d", 30 * DAY)
 ITEM_POPULARITY_WINDOW = ("7d", 7 * DAY)

@@ -192,7 +192,7 @@ class LookBack:
 
 
 # The views a build extends instead of recomputing. The others depend on all of history (a
-# card's known devices) or reach back 90 days (merchant risk), and are recomputed whole.
+# card's known devices) or join two event types (merchant risk: payments and chargebacks), and are recomputed whole.
 LOOKBACK: dict[str, LookBack] = {
     "card_velocity": LookBack("transactions", max(VELOCITY_WINDOWS.values())),
     "card_profile": LookBack("transactions", PROFILE_WINDOW[1]),

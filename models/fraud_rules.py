@@ -14,7 +14,7 @@ FRAUD_RULES: Rules = (
     ("is_foreign_country", 0.5, 0.25),
     ("amount_over_card_mean", 4.0, 0.30),
     ("card_tx_count_1h", 4.0, 0.30),
-    ("merchant_chargeback_rate_90d", 0.02, 0.30),
+    ("merchant_chargeback_rate_30d", 0.02, 0.30),
 )
 
 

@@ -274,7 +274,7 @@ def test_training_serving_consistency(fresh_lab: tuple[Settings, dict]) -> None:
     assert frames["card_unknown"].any() and not frames["card_unknown"].all()
     assert (frames["card_tx_count_1h"] > 0).any() and (frames["card_tx_count_24h"] == 0).any()
     assert set(frames["is_new_device"]) == {0, 1} and set(frames["is_foreign_country"]) == {0, 1}
-    assert (frames["merchant_chargeback_count_90d"] > 0).any()
+    assert (frames["merchant_chargeback_count_30d"] > 0).any()
     assert (frames["seconds_since_last_tx"] > 0).any()
 
 
@@ -453,7 +453,7 @@ def test_unknown_entities_get_defaults_and_a_marker(served_lab: tuple[Settings, 
         settings=settings,
     )
     assert served["card_unknown"] is True and served["merchant_unknown"] is True
-    assert served["card_tx_count_24h"] == 0 and served["merchant_chargeback_rate_90d"] == 0.0
+    assert served["card_tx_count_24h"] == 0 and served["merchant_chargeback_rate_30d"] == 0.0
     assert (
         served["amount_over_card_mean"] == -1.0
         and served["is_new_device"] == 1

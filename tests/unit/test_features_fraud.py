@@ -137,16 +137,17 @@ def test_merchant_risk_counts_a_label_only_once_reported() -> None:
         row = at(table, "merchant_id", "m1", pd.Timestamp(when, tz="UTC"))
         assert row is not None
         return (
-            row["merchant_tx_count_90d"],
-            row["merchant_chargeback_count_90d"],
-            row["merchant_chargeback_rate_90d"],
+            row["merchant_tx_count_30d"],
+            row["merchant_chargeback_count_30d"],
+            row["merchant_chargeback_rate_30d"],
         )
 
     assert risk("2026-01-01 23:00") == (0, 0, 0.0)  # the day's snapshot was taken at midnight
     assert risk("2026-01-02 00:00") == (2, 0, 0.0)
     assert risk("2026-01-05 23:59") == (2, 0, 0.0)  # reported at 12:00, not yet in a snapshot
     assert risk("2026-01-06 00:00") == (2, 1, 0.5)
-    assert risk("2026-04-02 00:00") == (0, 0, 0.0)  # both transactions left the 90 d window
+    assert risk("2026-01-31 00:00") == (2, 1, 0.5)  # the window starts at Jan 1, 00:00
+    assert risk("2026-02-01 00:00") == (0, 0, 0.0)  # both transactions left the 30 d window
 
 
 def test_merchant_risk_ignores_a_label_reported_after_its_window() -> None:
@@ -164,7 +165,7 @@ def test_merchant_risk_ignores_a_label_reported_after_its_window() -> None:
         {"merchant_id": ["m1"], "onboarded_at": pd.to_datetime(["2025-01-01"], utc=True)}
     )
     table = fraud.merchant_risk(tx, chargebacks, merchants, refresh=DAY)
-    assert table["merchant_chargeback_count_90d"].max() == 0
+    assert table["merchant_chargeback_count_30d"].max() == 0
 
 
 # --- brute force on random events -----------------------------------------------------------
@@ -280,7 +281,7 @@ def test_merchant_risk_matches_brute_force(seed: int) -> None:
         for merchant in ("m1", "m2", "m3", "m4"):
             row = at(table, "merchant_id", merchant, q)
             assert row is not None
-            window_start = snapshot - pd.Timedelta("90D")
+            window_start = snapshot - pd.Timedelta("30D")
             mine = tx[
                 (tx["merchant_id"] == merchant)
                 & (tx["event_timestamp"] < snapshot)
@@ -291,8 +292,8 @@ def test_merchant_risk_matches_brute_force(seed: int) -> None:
                 & (chargebacks["reported_at"] < snapshot)
                 & (chargebacks["transaction_timestamp"] >= window_start)
             ]
-            assert row["merchant_tx_count_90d"] == len(mine), (merchant, q)
-            assert row["merchant_chargeback_count_90d"] == len(labels), (merchant, q)
+            assert row["merchant_tx_count_30d"] == len(mine), (merchant, q)
+            assert row["merchant_chargeback_count_30d"] == len(labels), (merchant, q)
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -340,7 +340,7 @@ def test_rule_answer_uses_the_shared_rules_on_served_features():
         "is_foreign_country": 1,
         "amount_over_card_mean": 1.0,
         "card_tx_count_1h": 0,
-        "merchant_chargeback_rate_90d": 0.0,
+        "merchant_chargeback_rate_30d": 0.0,
         "card_known_devices": ["d1"],  # not a number: ignored by the rules
         "card_unknown": False,
     }
