@@ -34,7 +34,10 @@ def read_window_task(settings: Settings, span: WindowSpan) -> Any:
 @task(name="load reference", cache_policy=NO_CACHE)
 def load_reference_task(settings: Settings, product: str) -> ChampionReference:
     return load_champion_reference(
-        settings.mlflow_tracking_uri, product, settings.training.model_name(product)
+        settings.mlflow_tracking_uri,
+        product,
+        settings.training.model_name(product),
+        cache_dir=settings.monitoring_dir / "references",
     )
 
 

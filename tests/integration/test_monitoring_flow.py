@@ -247,6 +247,53 @@ def test_a_champion_without_reference_gets_a_clear_message(lab, monkeypatch):
     assert ModelRegistry(lab.tracking_uri).aliases(name) == {"champion": "1"}
 
 
+def test_a_versions_reference_is_kept_by_its_run_and_a_new_champion_is_read(lab, tmp_path):
+    """The monitor's cache of what a run logged: asked again, the champion's reference comes
+    from the cache (here: not the artifact rewritten since, which training never does), and a
+    new champion's from its own run."""
+    import mlflow
+
+    from mlsd.registry import REFERENCE_DIR, REFERENCE_PATH
+
+    name = f"fraud-cache-{uuid.uuid4().hex[:6]}"
+    client = ModelRegistry(lab.tracking_uri).client
+    mlflow.set_tracking_uri(lab.tracking_uri)
+    client.create_registered_model(name)
+
+    def version_with(frame: pd.DataFrame, pr_auc: float) -> tuple[str, str]:
+        with mlflow.start_run() as run:
+            mlflow.log_metric("pr_auc", pr_auc)
+            path = tmp_path / run.info.run_id / Path(REFERENCE_PATH).name
+            path.parent.mkdir()
+            frame.to_parquet(path)
+            mlflow.log_artifact(str(path), REFERENCE_DIR)
+        mv = client.create_model_version(name, f"runs:/{run.info.run_id}/model", run.info.run_id)
+        client.set_registered_model_alias(name, "champion", mv.version)
+        return str(mv.version), run.info.run_id
+
+    cache = tmp_path / "cache"
+    first = pd.DataFrame({"amount": [1.0, 2.0], "score": [0.1, 0.2]})
+    version, run_id = version_with(first, 0.5)
+    loaded = load_champion_reference(lab.tracking_uri, "fraud", name, cache_dir=cache)
+    assert loaded.version == version and loaded.validation_pr_auc == 0.5
+    pd.testing.assert_frame_equal(loaded.frame, first)
+
+    rewritten = pd.DataFrame({"amount": [9.0], "score": [0.9]})
+    rewritten.to_parquet(tmp_path / run_id / Path(REFERENCE_PATH).name)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_artifact(str(tmp_path / run_id / Path(REFERENCE_PATH).name), REFERENCE_DIR)
+    direct = load_champion_reference(lab.tracking_uri, "fraud", name)
+    pd.testing.assert_frame_equal(direct.frame, rewritten)  # the registry has the new bytes
+    again = load_champion_reference(lab.tracking_uri, "fraud", name, cache_dir=cache)
+    pd.testing.assert_frame_equal(again.frame, first)  # the cache answered for the same run
+
+    second = pd.DataFrame({"amount": [3.0, 4.0, 5.0], "score": [0.3, 0.4, 0.5]})
+    new_version, _ = version_with(second, 0.7)
+    moved = load_champion_reference(lab.tracking_uri, "fraud", name, cache_dir=cache)
+    assert moved.version == new_version != version and moved.validation_pr_auc == 0.7
+    pd.testing.assert_frame_equal(moved.frame, second)
+
+
 def test_watch_once_prints_the_timeline(lab):
     from mlsd.cli import app
 
