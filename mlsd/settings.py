@@ -622,7 +622,8 @@ class CanaryGuardrailSettings(_Section):
         1.5,
         ge=1,
         description="Breach when the challenger's p99 latency exceeds the champion's "
-        "times this and by more than p99_slack_ms.",
+        "times this and by more than p99_slack_ms, significantly: its share of requests above "
+        "that bar exceeds the champion's by more than 1 % (Agresti-Caffo z-test at alpha).",
     )
     p99_slack_ms: float = Field(
         10.0, ge=0, description="Latency difference always tolerated (ms): jitter of a lab."
@@ -631,7 +632,7 @@ class CanaryGuardrailSettings(_Section):
         500.0,
         gt=0,
         description="Breach when the challenger's p99 latency exceeds this (ms) while the "
-        "champion's does not.",
+        "champion's does not (significantly, as for p99_ratio).",
     )
     min_latency_samples: int = Field(
         100, ge=1, description="Requests per arm below which p99 is not judged (too noisy)."

@@ -1,5 +1,5 @@
 """The statistics the router's guardrails and readouts use: percentiles, the one-sided
-two-proportion test, the quantile test, the two-sample KS test and the PSI. Pure functions of samples."""
+two-proportion test, the two-sample KS test and the PSI. Pure functions of samples."""
 
 from __future__ import annotations
 
@@ -55,24 +55,6 @@ def ks_two_sample(a: Samples, b: Samples) -> tuple[float, float]:
         raise ValueError("both samples need at least one value")
     result = ks_2samp(x, y, alternative="two-sided", method="auto")
     return float(result.statistic), float(result.pvalue)
-
-
-def quantile_exceeds(values: Samples, bar: float, q: float) -> tuple[int, float]:
-    """One-sided test that the q-th quantile of what `values` sample lies above `bar`:
-    H0 P(value > bar) <= 1 - q/100. Returns (values above the bar, p-value), by
-    `scipy.stats.binomtest` on that count.
-
-    The plain rule "the sample's p99 is above the bar" asks only 3 of 200 values above it
-    (the sample p99 is its second-largest value there), so one pause of the machine fails it;
-    the test asks for 7 (at alpha 0.01), and a challenger whose tenth request is slow still
-    breaches after a few dozen."""
-    from scipy.stats import binomtest
-
-    x = np.asarray(values, dtype=float)
-    if x.size == 0:
-        raise ValueError("the sample needs at least one value")
-    above = int((x > bar).sum())
-    return above, float(binomtest(above, int(x.size), 1 - q / 100, alternative="greater").pvalue)
 
 
 def psi(expected: Samples, actual: Samples, bins: int = 10) -> float:

@@ -136,7 +136,7 @@ def test_p99_breaches_only_when_the_challenger_is_slow_beyond_chance():
     slow = replace(arm(n=200, seed=2), latencies_ms=(*quick[:180], *[110.0] * 20))
     check = checks_of(canary_verdict(champion, slow, GUARDRAILS))["p99_latency"]
     assert check.status == "breach" and check.p_value is not None and check.p_value < 0.01
-    assert "20 of 200 above it" in check.detail
+    assert "challenger 20/200, champion 0/4000" in check.detail
 
 
 def test_p99_is_not_judged_on_a_few_samples():

@@ -14,7 +14,6 @@ from serving.stats import (
     normal_sf,
     percentile,
     psi,
-    quantile_exceeds,
     rate_exceeds_by_margin,
 )
 
@@ -119,15 +118,3 @@ def test_percentile():
     assert percentile([], 99) is None
     assert percentile([5.0], 99) == 5.0
     assert percentile(list(range(101)), 99) == pytest.approx(99.0)
-
-
-def test_quantile_exceeds_by_hand():
-    # 200 values, 3 above the bar: P(Binomial(200, 0.01) >= 3) = 1 - sum_{k<3} C(200,k) .01^k .99^(200-k)
-    values = [1.0] * 197 + [5.0] * 3
-    above, p = quantile_exceeds(values, 2.0, 99)
-    by_hand = 1 - sum(math.comb(200, k) * 0.01**k * 0.99 ** (200 - k) for k in range(3))
-    assert above == 3 and p == pytest.approx(by_hand, rel=1e-9)
-    above, p = quantile_exceeds([1.0] * 190 + [5.0] * 10, 2.0, 99)
-    assert above == 10 and p < 0.001
-    with pytest.raises(ValueError, match="at least one value"):
-        quantile_exceeds([], 1.0, 99)
