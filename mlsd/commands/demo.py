@@ -36,13 +36,12 @@ def demo(
 
     settings = Settings()
     n_days = days or settings.simulator.days
-    land_and_gate(settings, n_days)
+    fraud_end = land_and_gate(settings, n_days)
     if data_only:
         return
     build_features(settings)
-    # A p99 of fewer samples is their maximum: one cold first request of a freshly loaded
-    # version would breach it. (The canary's evidence per arm and the world's traffic are the
-    # defaults: with 60 requests per arm, as the demo once set, the alert-rate guardrail let
+    # Latency is judged on as many requests an arm as the step's other evidence (min_requests).
+    # (The canary's evidence per arm and the world's traffic are the defaults: with 60 requests per arm, as the demo once set, the alert-rate guardrail let
     # the bad-model drill through its 5 % step, and once to promotion.)
     os.environ.setdefault("MLSD_ROUTER__CANARY__MIN_LATENCY_SAMPLES", "200")
     # The loop's clock for a demo: a window is the log's last two simulated days, judged every
@@ -50,15 +49,15 @@ def demo(
     # day read as drifted with no scenario (measured: 0.14-0.31 against a bar of 0.1).
     os.environ.setdefault("MLSD_MONITORING__INTERVAL_SECONDS", "30")
     os.environ.setdefault(
-        "MLSD_MONITORING__WINDOW_SECONDS", f"{2 * settings.world.seconds_per_day:g}"
+        "MLSD_MONITORING__WINDOW_SECONDS", str(2 * settings.world.seconds_per_day)
     )
     try:
         # The flows process comes with the rest: started now, its rollout deployment would
         # pick up the challenger the next step registers while no router is up to canary it.
         run(["up", "--only", "mlflow", "--only", "prefect"], "bring up the core of the stack")
-        train_models(settings, n_days)
+        train_models(settings, fraud_end)
         run(["up"], "start the flows, the world, the model servers (the champions), the router")
-        serve_traffic(settings)
+        serve_traffic(settings, fraud_end)
         results = play_acts(Settings()) if acts else []
         run(["status"], "the stack, the registry, the world and the routing now")
         if not all(r.ok for r in results):
@@ -66,6 +65,9 @@ def demo(
     finally:
         if not keep_up:
             run(["down"], "stop the stack")
+
+
+BROKEN_DAYS = 3  # days the demo's upstream release breaks, then re-sends
 
 
 def run(args: list[str], title: str) -> None:
@@ -76,7 +78,9 @@ def run(args: list[str], title: str) -> None:
         raise typer.Exit(done.returncode)
 
 
-def land_and_gate(settings: Any, n_days: int) -> None:
+def land_and_gate(settings: Any, n_days: int) -> dt.date:
+    """Land both worlds' history and gate it; the first fraud day not landed (the next day the
+    live world and the demo's requests play)."""
     from rich.table import Table
 
     from mlsd.commands.data import print_ingest_report
@@ -91,9 +95,16 @@ def land_and_gate(settings: Any, n_days: int) -> None:
             runs.append(run_simulation(settings, world, days=n_days, seed=sim.seed))
         console.print(f"{world}: {runs[-1].rows}")
     broken_start = sim.start_date + dt.timedelta(days=n_days)
-    with console.status("an upstream release breaks the transactions feed (schema-break, 3 days)"):
+    with console.status(
+        f"an upstream release breaks the transactions feed (schema-break, {BROKEN_DAYS} days)"
+    ):
         broken = run_simulation(
-            settings, "fraud", days=3, seed=sim.seed, start=broken_start, scenario="schema-break"
+            settings,
+            "fraud",
+            days=BROKEN_DAYS,
+            seed=sim.seed,
+            start=broken_start,
+            scenario="schema-break",
         )
     console.print(f"fraud {broken.first_day}..{broken.last_day}: scenario schema-break landed")
 
@@ -105,18 +116,20 @@ def land_and_gate(settings: Any, n_days: int) -> None:
     # does when a data defect clears (simulator.world.inject): left as holes, those days would
     # cut every card's 7- and 30-day counts for weeks, and the monitor would read the cut as
     # drift (measured: the 7-day count at 0.71 of a standard deviation, no scenario at all).
-    with console.status("the upstream fixes its release and re-sends those 3 days"):
-        run_simulation(settings, "fraud", days=3, seed=sim.seed, start=broken_start)
+    with console.status(f"the upstream fixes its release and re-sends those {BROKEN_DAYS} days"):
+        run_simulation(settings, "fraud", days=BROKEN_DAYS, seed=sim.seed, start=broken_start)
         resent = ingest(settings)
+    was_broken = {b.batch_id for b in report.quarantined}
+    released = [b for b in resent.accepted if b.batch_id in was_broken]
     console.print(
         f"fraud {broken.first_day}..{broken.last_day} re-sent by the fixed upstream: "
-        f"{len(resent.accepted)} batches accepted (and taken out of quarantine), "
+        f"{len(resent.accepted)} batches accepted ({len(released)} of them out of quarantine), "
         f"{len(resent.quarantined)} quarantined"
     )
     # What the offline store holds now: a re-sent batch replaces the one of its first landing.
     latest = {b.batch_id: b for b in [*report.batches, *resent.batches]}
     table = Table(title="offline store")
-    for column in ("world", "event type", "rows accepted", "partitions", "quarantined, re-sent"):
+    for column in ("world", "event type", "rows accepted", "partitions", "quarantined (re-sent)"):
         table.add_column(column)
     for world in ("fraud", "recsys"):
         by_type: dict[str, list] = {}
@@ -142,6 +155,7 @@ def land_and_gate(settings: Any, n_days: int) -> None:
         f"(labels arrive {sim.fraud.chargeback_delay_days_mean:.0f} days late on average)"
     )
     console.print(f"quarantine: {settings.quarantine_dir} (each batch with its .validation.json)")
+    return broken_start + dt.timedelta(days=BROKEN_DAYS)
 
 
 def build_features(settings: Any) -> None:
@@ -161,7 +175,7 @@ def build_features(settings: Any) -> None:
     )
 
 
-def train_models(settings: Any, n_days: int) -> None:
+def train_models(settings: Any, fraud_end: dt.date) -> None:
     # Flow runs go to the lab's Prefect server (and show in its UI), not a temporary one.
     os.environ.setdefault("PREFECT_API_URL", settings.prefect_api_url)
     os.environ.setdefault("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
@@ -170,9 +184,7 @@ def train_models(settings: Any, n_days: int) -> None:
     from pipeline.train_recsys import train_recsys
 
     console.rule("4. training flows (Prefect) register and gate versions (MLflow)")
-    end = dt.datetime.combine(
-        settings.simulator.start_date + dt.timedelta(days=n_days), dt.time(), dt.UTC
-    )
+    end = dt.datetime.combine(fraud_end, dt.time(), dt.UTC)
     # A first fraud model as of three days ago, then a retrain on everything: the retrain is
     # judged against the first on the same window and becomes @challenger if it holds up.
     print_outcome(train_fraud(as_of=end - dt.timedelta(days=3)))
@@ -180,7 +192,7 @@ def train_models(settings: Any, n_days: int) -> None:
     print_outcome(train_recsys())
 
 
-def serve_traffic(settings: Any) -> None:
+def serve_traffic(settings: Any, fraud_end: dt.date) -> None:
     import asyncio
 
     from mlsd.registry import ModelRegistry
@@ -191,7 +203,9 @@ def serve_traffic(settings: Any) -> None:
     base = f"http://{settings.client_host}:{settings.router.port}"
     admin = AdminClient.for_lab(settings)
     console.rule("5. live traffic through the router")
-    fraud = fraud_requests(settings, 600, seed=101)
+    # Payments of the first day not landed: a landed day's are in the store already, with
+    # each card's later payments (its time since the last one would come out negative).
+    fraud = fraud_requests(settings, 600, seed=101, day=fraud_end)
     report = asyncio.run(send(f"{base}/v1/fraud/score", fraud[:200], rate_per_s=100))
     recs = asyncio.run(send(f"{base}/v1/recs", recs_requests(settings, 100, seed=5), rate_per_s=50))
     console.print(traffic_table({"fraud @100/s": report, "recs @50/s": recs}))
