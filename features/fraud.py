@@ -155,7 +155,7 @@ def merchant_risk(
     *,
     refresh: dt.timedelta,
 ) -> pd.DataFrame:
-    """Per merchant, at every refresh instant q (UTC-aligned): transactions in ``[q - 90 d, q)``
+    """Per merchant, at every refresh instant q (UTC-aligned): transactions in ``[q - 30 d, q)`` (MERCHANT_RISK_WINDOW)
     and how many of them have a chargeback reported before q.
 
     A label counts only once known (``reported_at < q``), so a snapshot never holds a label from

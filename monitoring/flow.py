@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 import mlsd.events as events
 from mlsd.settings import Settings
 from monitoring.judge import Judgement, judge_fraud, judge_recsys
-from monitoring.outputs import product_dir, read_history, write_window
+from monitoring.outputs import product_dir, read_history, references_dir, write_window
 from monitoring.reference import ChampionReference, load_champion_reference
 from monitoring.retrain import apply_trigger, payload
 from monitoring.trigger import TriggerPolicy, window_signals
@@ -37,7 +37,7 @@ def load_reference_task(settings: Settings, product: str) -> ChampionReference:
         settings.mlflow_tracking_uri,
         product,
         settings.training.model_name(product),
-        cache_dir=settings.monitoring_dir / "references",
+        cache_dir=references_dir(settings.monitoring_dir),
     )
 
 

@@ -31,6 +31,11 @@ def workspace_dir(monitoring_dir: Path) -> Path:
     return monitoring_dir / "workspace"
 
 
+def references_dir(monitoring_dir: Path) -> Path:
+    """Where what each version's run logged is kept (monitoring.reference)."""
+    return monitoring_dir / "references"
+
+
 def summary_dict(j: Judgement, decision: dict[str, Any] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"verdict": j.verdict.as_dict()}
     if j.drift is not None:

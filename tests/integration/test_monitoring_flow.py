@@ -249,8 +249,8 @@ def test_a_champion_without_reference_gets_a_clear_message(lab, monkeypatch):
 
 def test_a_versions_reference_is_kept_by_its_run_and_a_new_champion_is_read(lab, tmp_path):
     """The monitor's cache of what a run logged: asked again, the champion's reference comes
-    from the cache (here: not the artifact rewritten since, which training never does), and a
-    new champion's from its own run."""
+    from the cache (here: not the artifact rewritten since, which training never does); a
+    missing one is asked again; a new champion's comes from its own run."""
     import mlflow
 
     from mlsd.registry import REFERENCE_DIR, REFERENCE_PATH
@@ -260,36 +260,43 @@ def test_a_versions_reference_is_kept_by_its_run_and_a_new_champion_is_read(lab,
     mlflow.set_tracking_uri(lab.tracking_uri)
     client.create_registered_model(name)
 
-    def version_with(frame: pd.DataFrame, pr_auc: float) -> tuple[str, str]:
+    def log_reference(run_id: str, frame: pd.DataFrame) -> None:
+        path = tmp_path / run_id / Path(REFERENCE_PATH).name
+        path.parent.mkdir(exist_ok=True)
+        frame.to_parquet(path)
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_artifact(str(path), REFERENCE_DIR)
+
+    def new_champion(pr_auc: float) -> tuple[str, str]:
         with mlflow.start_run() as run:
             mlflow.log_metric("pr_auc", pr_auc)
-            path = tmp_path / run.info.run_id / Path(REFERENCE_PATH).name
-            path.parent.mkdir()
-            frame.to_parquet(path)
-            mlflow.log_artifact(str(path), REFERENCE_DIR)
-        mv = client.create_model_version(name, f"runs:/{run.info.run_id}/model", run.info.run_id)
+        run_id = run.info.run_id
+        mv = client.create_model_version(name, f"runs:/{run_id}/model", run_id)
         client.set_registered_model_alias(name, "champion", mv.version)
-        return str(mv.version), run.info.run_id
+        return str(mv.version), run_id
+
+    def load(cache: Path | None):
+        return load_champion_reference(lab.tracking_uri, "fraud", name, cache_dir=cache)
 
     cache = tmp_path / "cache"
+    version, run_id = new_champion(0.5)
+    with pytest.raises(ReferenceMissing, match="has no reference"):
+        load(cache)
     first = pd.DataFrame({"amount": [1.0, 2.0], "score": [0.1, 0.2]})
-    version, run_id = version_with(first, 0.5)
-    loaded = load_champion_reference(lab.tracking_uri, "fraud", name, cache_dir=cache)
+    log_reference(run_id, first)
+    loaded = load(cache)  # the error was not kept: asked again, found
     assert loaded.version == version and loaded.validation_pr_auc == 0.5
     pd.testing.assert_frame_equal(loaded.frame, first)
 
     rewritten = pd.DataFrame({"amount": [9.0], "score": [0.9]})
-    rewritten.to_parquet(tmp_path / run_id / Path(REFERENCE_PATH).name)
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_artifact(str(tmp_path / run_id / Path(REFERENCE_PATH).name), REFERENCE_DIR)
-    direct = load_champion_reference(lab.tracking_uri, "fraud", name)
-    pd.testing.assert_frame_equal(direct.frame, rewritten)  # the registry has the new bytes
-    again = load_champion_reference(lab.tracking_uri, "fraud", name, cache_dir=cache)
-    pd.testing.assert_frame_equal(again.frame, first)  # the cache answered for the same run
+    log_reference(run_id, rewritten)
+    pd.testing.assert_frame_equal(load(None).frame, rewritten)  # the registry's new bytes
+    pd.testing.assert_frame_equal(load(cache).frame, first)  # the cache, for the same run
 
+    new_version, new_run = new_champion(0.7)
     second = pd.DataFrame({"amount": [3.0, 4.0, 5.0], "score": [0.3, 0.4, 0.5]})
-    new_version, _ = version_with(second, 0.7)
-    moved = load_champion_reference(lab.tracking_uri, "fraud", name, cache_dir=cache)
+    log_reference(new_run, second)
+    moved = load(cache)
     assert moved.version == new_version != version and moved.validation_pr_auc == 0.7
     pd.testing.assert_frame_equal(moved.frame, second)
 

@@ -158,7 +158,7 @@ def test_merchant_risk_ignores_a_label_reported_after_its_window() -> None:
             "card_id": ["c1"],
             "merchant_id": ["m1"],
             "transaction_timestamp": pd.to_datetime(["2026-01-01 10:00"], utc=True),
-            "reported_at": pd.to_datetime(["2026-05-01"], utc=True),
+            "reported_at": pd.to_datetime(["2026-02-05"], utc=True),
         }
     )
     merchants = pd.DataFrame(
