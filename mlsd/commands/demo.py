@@ -41,8 +41,9 @@ def demo(
         return
     build_features(settings)
     # Latency is judged on as many requests an arm as the step's other evidence (min_requests).
-    # (The canary's evidence per arm and the world's traffic are the defaults: with 60 requests per arm, as the demo once set, the alert-rate guardrail let
-    # the bad-model drill through its 5 % step, and once to promotion.)
+    # (The canary's evidence per arm and the world's traffic are the defaults: with 60 requests
+    # per arm, as the demo once set, the alert-rate guardrail let the bad-model drill through
+    # its 5 % step, and once to promotion.)
     os.environ.setdefault("MLSD_ROUTER__CANARY__MIN_LATENCY_SAMPLES", "200")
     # The loop's clock for a demo: a window is the log's last two simulated days, judged every
     # 30 s. Whole days: a window of a day and a half weighs half the hours twice, and the hour of

@@ -299,6 +299,10 @@ def test_a_versions_reference_is_kept_by_its_run_and_a_new_champion_is_read(lab,
     moved = load(cache)
     assert moved.version == new_version != version and moved.validation_pr_auc == 0.7
     pd.testing.assert_frame_equal(moved.frame, second)
+    assert len(list(cache.rglob("output.pkl"))) == 2  # one entry per version's run
+
+    load_champion_reference(lab.tracking_uri, "fraud", name, cache_dir=cache, keep_versions=1)
+    assert len(list(cache.rglob("output.pkl"))) == 1  # the oldest read is let go
 
 
 def test_watch_once_prints_the_timeline(lab):
