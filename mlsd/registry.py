@@ -113,12 +113,17 @@ class ModelRegistry:
         """The monitoring reference logged with version `version`'s run (REFERENCE_PATH); None
         when the version has no run or its run none (trained before references were logged).
         A registry that does not answer raises, so an outage never reads as a missing one."""
+        run_id = self.client.get_model_version(name, version).run_id
+        return self.run_reference(run_id) if run_id else None
+
+    def run_reference(self, run_id: str) -> pd.DataFrame | None:
+        """The monitoring reference run `run_id` logged (REFERENCE_PATH); None when it logged
+        none. A registry that does not answer raises."""
         import mlflow
         import pandas as pd
 
-        run_id = self.client.get_model_version(name, version).run_id
-        logged = run_id and self.client.list_artifacts(run_id, REFERENCE_DIR)
-        if not logged or REFERENCE_PATH not in {f.path for f in logged}:
+        logged = self.client.list_artifacts(run_id, REFERENCE_DIR)
+        if REFERENCE_PATH not in {f.path for f in logged}:
             return None
         with tempfile.TemporaryDirectory() as tmp:
             local = mlflow.artifacts.download_artifacts(

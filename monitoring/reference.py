@@ -80,7 +80,7 @@ def _logged_by_run(
     from mlsd.registry import ModelRegistry
 
     registry = ModelRegistry(tracking_uri)
-    frame = registry.reference(model_name, version)
+    frame = registry.run_reference(run_id)
     if frame is None:
         raise ReferenceMissing(
             f"{product}: champion v{version} has no reference ({REFERENCE_PATH} is not among the "

@@ -13,6 +13,7 @@ from serving.stats import ks_two_sample, psi, rate_exceeds_by_margin
 from serving.traffic import ArmWindow
 
 Decision = Literal["promote", "hold", "rollback"]
+P99_TAIL = 0.01  # the share of requests a p99 leaves above it
 CheckStatus = Literal["pass", "breach", "skipped"]
 
 
@@ -172,7 +173,7 @@ def _latency_check(
     above_c = sum(1 for x in challenger.latencies_ms if x > bar)
     above_b = sum(1 for x in champion.latencies_ms if x > bar)
     n_c, n_b = len(challenger.latencies_ms), len(champion.latencies_ms)
-    _, p = rate_exceeds_by_margin(above_c, n_c, above_b, n_b, 0.01)
+    _, p = rate_exceeds_by_margin(above_c, n_c, above_b, n_b, P99_TAIL)
     detail = (
         f"challenger p99 {c99:.1f} ms vs champion {b99:.1f} ms (bar {bar:.1f} ms; above it: "
         f"challenger {above_c}/{n_c}, champion {above_b}/{n_b}, p={p:.3g})"

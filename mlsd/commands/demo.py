@@ -6,11 +6,14 @@ import datetime as dt
 import os
 import subprocess
 import sys
+from collections import Counter
 from typing import Any
 
 import typer
 
 from mlsd.console import console
+
+BROKEN_DAYS = 3  # days the demo's upstream release breaks, then re-sends
 
 
 def demo(
@@ -66,9 +69,6 @@ def demo(
     finally:
         if not keep_up:
             run(["down"], "stop the stack")
-
-
-BROKEN_DAYS = 3  # days the demo's upstream release breaks, then re-sends
 
 
 def run(args: list[str], title: str) -> None:
@@ -129,6 +129,7 @@ def land_and_gate(settings: Any, n_days: int) -> dt.date:
     )
     # What the offline store holds now: a re-sent batch replaces the one of its first landing.
     latest = {b.batch_id: b for b in [*report.batches, *resent.batches]}
+    broken_by_type = Counter((b.world, b.event_type) for b in report.quarantined)
     table = Table(title="offline store")
     for column in ("world", "event type", "rows accepted", "partitions", "quarantined (re-sent)"):
         table.add_column(column)
@@ -138,15 +139,12 @@ def land_and_gate(settings: Any, n_days: int) -> dt.date:
             if b.world == world:
                 by_type.setdefault(b.event_type, []).append(b)
         for event_type, batches in sorted(by_type.items()):
-            n_broken = sum(
-                1 for b in report.quarantined if (b.world, b.event_type) == (world, event_type)
-            )
             table.add_row(
                 world,
                 event_type,
                 f"{sum(b.rows or 0 for b in batches if b.accepted):,}",
                 str(len(offline_partitions(settings, world, event_type))),
-                str(n_broken),
+                str(broken_by_type[world, event_type]),
             )
     console.print(table)
     fraud_run = runs[0]

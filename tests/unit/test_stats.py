@@ -9,13 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from serving.stats import (
-    ks_two_sample,
-    normal_sf,
-    percentile,
-    psi,
-    rate_exceeds_by_margin,
-)
+from serving.stats import ks_two_sample, normal_sf, percentile, psi, rate_exceeds_by_margin
 
 # --- statistics ------------------------------------------------------------------------------
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
+from features.offline_join import request_clock
 from pipeline.fraud_training_set import features_as_served, latest_rows
 
 
@@ -67,10 +69,6 @@ def test_a_payment_before_its_days_landing_is_served_the_day_befores_features():
 def test_a_requests_clock_before_its_lookup_instant_is_refused():
     """A row's own clock (event_epoch_s) may be later than the instant its stored features are
     read as of, never earlier: those features would be from the request's future."""
-    import pytest
-
-    from features.offline_join import request_clock
-
     rows = features_as_served(payments(), "day_start")
     assert request_clock(rows).tolist() == rows["event_epoch_s"].tolist()
     # A row without a clock of its own is asked at its lookup instant (midnight here).
