@@ -1,20 +1,24 @@
 """The whole local stack's memory, as a user runs it: `mlsd demo --keep-up` in a temporary lab
 (simulate, gate, build features, bring the stack up, train both models, serve live traffic
-with a shadow and a canary), then `mlsd status --json` for each component's resident memory
-(its whole process tree) and the watchdog's, then `mlsd down`.
+with a shadow and a canary), then `mlsd status --json` for each component's memory (its whole
+process tree) and the watchdog's, then `mlsd down`.
 
-The issue's budget: the whole stack under 3 GB on 2 cores (recorded in GB, 10^9 bytes). It
-needs the stack's default ports free (MLflow 5000, Prefect 4200, router 8080, model servers
+The issue's budget: the whole stack under 3 GB on 2 cores (recorded in GB, 10^9 bytes), judged
+on the sum of PSS, what the processes cost the machine together. The sum of RSS is recorded
+beside it: it counts each shared library once per process that maps it (measured: 3.31 GB of
+RSS against 2.6-2.8 GB of PSS for the same stack at the same instant). It needs the stack's default ports free (MLflow 5000, Prefect 4200, router 8080, model servers
 8081-8083).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,7 @@ from typing import Any
 import psutil
 
 from benchmarks.record import Figure, load, record
-from mlsd.stack.processes import memory_rss
+from mlsd.stack.processes import memory_pss, memory_rss
 from mlsd.telemetry import TELEMETRY_OFF
 
 BUDGET_GB = 3.0  # the issue's "under 3 GB" (2.79 GiB)
@@ -60,29 +64,114 @@ def measure(lab: Path) -> tuple[dict[str, Any], float]:
         if status.returncode != 0:
             raise RuntimeError(f"mlsd status failed:\n{status.stderr[-2000:]}")
         data = json.loads(status.stdout)
-        # Read while the stack still runs (the `down` below stops the watchdog too).
-        watchdog = data.get("watchdog_pid")
-        data["watchdog_rss"] = memory_rss(psutil.Process(watchdog)) if watchdog else 0
-        return data, demo_s
+        return data | stack_memory(data), demo_s
     finally:
         mlsd(["down"], env, lab)
+
+
+class StackSampler(threading.Thread):
+    """While a lab's stack runs (its `data_dir`), every `every` s: each component's memory
+    (PSS and RSS of its process tree, flow-run processes included) and CPU seconds (its
+    reaped children's too: the flow runs). One reading after the demo is a lucky or unlucky
+    instant: flow runs come and go, 300-400 MB each."""
+
+    def __init__(self, data_dir: Path, every: float = 5.0) -> None:
+        super().__init__(daemon=True)
+        from mlsd.settings import Settings
+
+        self.run_dir = Settings(data_dir=data_dir).run_dir
+        self.every = every
+        self.samples: list[tuple[float, dict[str, tuple[int, int, float]]]] = []
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        from mlsd.stack.component import RunRecord
+        from mlsd.stack.processes import same_process
+
+        while not self._stop.wait(self.every):
+            reading: dict[str, tuple[int, int, float]] = {}
+            for path in self.run_dir.glob("*.json") if self.run_dir.is_dir() else []:
+                record = RunRecord.load(path)
+                proc = record and same_process(record.pid, record.create_time)
+                if record is None or not proc:
+                    continue
+                reading[record.name] = (memory_pss(proc), memory_rss(proc), _cpu_seconds(proc))
+            if reading:
+                self.samples.append((time.monotonic(), reading))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.join()
+
+    def summary(self, since_component: str = "world") -> dict[str, Any]:
+        """From the first reading with `since_component` up (the live world): the sums of PSS
+        (median and peak) and of RSS (peak), and each component's CPU in cores."""
+        live = [(t, r) for t, r in self.samples if since_component in r]
+        if len(live) < 2:
+            return {}
+        pss = sorted(sum(v[0] for v in r.values()) for _, r in live)
+        (t0, first), (t1, last) = live[0], live[-1]
+        return {
+            "pss_median": pss[len(pss) // 2],
+            "pss_peak": pss[-1],
+            "rss_peak": max(sum(v[1] for v in r.values()) for _, r in live),
+            "readings": len(live),
+            "seconds": t1 - t0,
+            "cpu_cores": {
+                name: (last[name][2] - first.get(name, (0, 0, last[name][2]))[2]) / (t1 - t0)
+                for name in last
+            },
+        }
+
+
+def _cpu_seconds(proc: psutil.Process) -> float:
+    total = 0.0
+    try:
+        members = [proc, *proc.children(recursive=True)]
+    except psutil.Error:
+        return total
+    for member in members:
+        with contextlib.suppress(psutil.Error):
+            t = member.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def stack_memory(status: dict[str, Any]) -> dict[str, int]:
+    """The stack's memory from `mlsd status --json`, its components' and its watchdog's (read
+    here, while the stack still runs): the sums of PSS (judged) and of RSS."""
+    watchdog = status.get("watchdog_pid")
+    proc = psutil.Process(watchdog) if watchdog and psutil.pid_exists(watchdog) else None
+    watchdog_pss = memory_pss(proc) if proc else 0
+    components = status.get("components", [])
+    return {
+        "watchdog_pss": watchdog_pss,
+        "pss": sum(r["pss_bytes"] for r in components) + watchdog_pss,
+        "rss": sum(r["rss_bytes"] for r in components) + (memory_rss(proc) if proc else 0),
+    }
+
+
+def memory_figures(memory: dict[str, int], what: str, judged: bool = True) -> list[Figure]:
+    """The sum of PSS (against the budget when `judged`) and the sum of RSS beside it, in GB."""
+    pss, rss = memory["pss"] / 1e9, memory["rss"] / 1e9
+    target = (f"<= {BUDGET_GB:g} GB", pss <= BUDGET_GB) if judged else ("", None)
+    return [
+        Figure(f"{what} memory (sum of PSS)", pss, "GB", *target),
+        Figure(f"{what} memory (sum of RSS, shared pages once per process)", rss, "GB"),
+    ]
 
 
 def main() -> None:
     before = load()
     with tempfile.TemporaryDirectory() as tmp:
         status, demo_s = measure(Path(tmp))
-    rows = sorted(status["components"], key=lambda r: -r["rss_bytes"])
-    watchdog_rss = status["watchdog_rss"]
-    total = sum(r["rss_bytes"] for r in rows) + watchdog_rss
+    rows = sorted(status["components"], key=lambda r: -r["pss_bytes"])
     # "running": alive, for a component with no health check of its own (the flow server).
     unhealthy = [r["name"] for r in rows if r["state"] not in ("healthy", "running")]
-    figures = [Figure(f"{r['name']} RSS", r["rss_bytes"] / 2**20, "MiB") for r in rows]
+    figures = [Figure(f"{r['name']} PSS", r["pss_bytes"] / 2**20, "MiB") for r in rows]
     figures += [
-        Figure("watchdog RSS", watchdog_rss / 2**20, "MiB"),
-        Figure(
-            "whole stack RSS", total / 1e9, "GB", f"< {BUDGET_GB:g} GB", total / 1e9 < BUDGET_GB
-        ),
+        Figure("watchdog PSS", status["watchdog_pss"] / 2**20, "MiB"),
+        *memory_figures(status, "whole stack"),
         Figure("components not healthy", float(len(unhealthy)), "components", "0", not unhealthy),
     ]
     record(
@@ -90,10 +179,10 @@ def main() -> None:
         figures,
         {"components": len(rows), "demo_s": round(demo_s, 1)},
         concurrency="after the demo's traffic (fraud and recs bursts, a shadow, a canary)",
-        notes="RSS of each component's process tree (MLflow's and Prefect's workers included), "
+        notes="PSS of each component's process tree (MLflow's and Prefect's workers included), "
         "read by `mlsd status --json` at the end of `mlsd demo --keep-up`, on the default data "
-        "and settings. RSS counts shared library pages once per process, so the sum "
-        "overstates what the stack takes from the machine."
+        "and settings. The budget is judged on the sum of PSS; the sum of RSS counts shared "
+        "library pages once per process, so it overstates what the stack takes."
         + (f" Not healthy: {', '.join(unhealthy)}." if unhealthy else ""),
         load_before=before,
     )

@@ -59,6 +59,7 @@ def _collect_components(_settings: Settings, rows: list[ComponentStatus]) -> lis
             "uptime_seconds": None if r.uptime_seconds is None else round(r.uptime_seconds, 1),
             "restarts": r.restarts,
             "rss_bytes": r.rss_bytes,
+            "pss_bytes": r.pss_bytes,
             "log_file": str(r.log_file),
         }
         for r in rows
@@ -84,7 +85,7 @@ def _render_components(data: list[dict[str, Any]]) -> RenderableType:
                 Text(row["state"], style=_STATE_COLOURS.get(row["state"], "red")),
                 human_duration(row["uptime_seconds"]),
                 row["restarts"],
-                human_bytes(row["rss_bytes"]) if row["pid"] else None,
+                human_bytes(row["pss_bytes"]) if row["pid"] else None,
                 row["url"],
             )
             for row in data

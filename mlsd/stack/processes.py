@@ -6,7 +6,7 @@ import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import psutil
 
@@ -153,15 +153,35 @@ def _wait_until_dead(procs: list[psutil.Process], timeout: float) -> list[psutil
 
 
 def memory_rss(proc: psutil.Process) -> int:
-    """Resident memory of a process and all its descendants, in bytes (0 if it is gone)."""
-    total = 0
+    """Resident memory of a process and all its descendants, in bytes (0 if it is gone). Each
+    process counts every page it maps, shared libraries included, so a sum over processes that
+    load the same libraries counts those pages once per process: see `memory_pss`."""
+    return _over_tree(proc, lambda p: p.memory_info().rss)
+
+
+def memory_pss(proc: psutil.Process) -> int:
+    """Proportional memory of a process and all its descendants, in bytes (0 if it is gone):
+    each page shared by k processes counts 1/k in each, so a sum over processes is what they
+    cost the machine together. Where the system gives no PSS (not Linux), RSS."""
+
+    def pss(p: psutil.Process) -> int:
+        try:
+            return int(getattr(p.memory_full_info(), "pss", p.memory_info().rss))
+        except psutil.AccessDenied:
+            return int(p.memory_info().rss)
+
+    return _over_tree(proc, pss)
+
+
+def _over_tree(proc: psutil.Process, read: Callable[[psutil.Process], int]) -> int:
     try:
         members = [proc, *proc.children(recursive=True)]
     except psutil.NoSuchProcess:
         return 0
+    total = 0
     for member in members:
         try:
-            total += member.memory_info().rss
+            total += read(member)
         except psutil.NoSuchProcess:
             continue
     return total

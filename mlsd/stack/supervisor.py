@@ -14,6 +14,7 @@ from mlsd.netutil import http_ok, port_is_free
 from mlsd.stack.component import WATCHDOG, Component, RunRecord
 from mlsd.stack.processes import (
     is_running,
+    memory_pss,
     memory_rss,
     record_processes,
     same_process,
@@ -69,6 +70,7 @@ class ComponentStatus:
     uptime_seconds: float | None
     restarts: int
     rss_bytes: int
+    pss_bytes: int  # proportional: shared pages split among their processes (processes.memory_pss)
     log_file: Path
 
 
@@ -342,6 +344,7 @@ class Supervisor:
                     uptime_seconds=now - record.create_time if alive else None,
                     restarts=record.restarts,
                     rss_bytes=memory_rss(proc) if alive and proc is not None else 0,
+                    pss_bytes=memory_pss(proc) if alive and proc is not None else 0,
                     log_file=component.log_file,
                 )
             )

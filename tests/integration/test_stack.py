@@ -138,6 +138,7 @@ def test_status_reports_each_component_with_its_memory(lab):
         assert row["uptime_seconds"] > 0
         assert row["restarts"] == 0
         assert row["rss_bytes"] > 50 * 2**20
+        assert 0 < row["pss_bytes"] <= row["rss_bytes"]
 
     print("\nmemory of the local stack (measured, not asserted):")
     for name in ("mlflow", "prefect"):

@@ -14,7 +14,13 @@ import pytest
 
 from mlsd.netutil import free_port
 from mlsd.stack import Component, RunRecord, StackError, SupervisionPolicy, Supervisor
-from mlsd.stack.processes import is_running, record_processes, same_process
+from mlsd.stack.processes import (
+    is_running,
+    memory_pss,
+    memory_rss,
+    record_processes,
+    same_process,
+)
 from mlsd.stack.supervisor import start_levels, with_dependencies
 from mlsd.stack.watchdog import Watchdog
 
@@ -112,7 +118,7 @@ def test_start_status_stop_a_component(supervisor, tmp_path):
     assert os.getsid(record.pid) == record.pid
     [row] = supervisor.status()
     assert (row.name, row.state, row.pid, row.restarts) == ("sleeper", "running", record.pid, 0)
-    assert row.rss_bytes > 0
+    assert row.rss_bytes > 0 and 0 < row.pss_bytes <= row.rss_bytes
     assert supervisor.stop() == [("sleeper", 1)]
     assert not is_running(proc)
     assert supervisor.records() == []
@@ -231,3 +237,36 @@ def test_a_refused_restart_counts_so_the_watchdog_gives_up(supervisor, tmp_path)
             now[0] += 60.0
         record = supervisor.record("server")
     assert (record.state, record.restarts, record.pid) == ("failed", 2, first.pid)
+
+
+# A parent fills 64 MiB, then forks children that keep it (copy-on-write, never written): the
+# pages are resident in every process but in memory once.
+FORKED_TREE = """
+import os, sys, time
+block = bytearray(os.urandom(64 * 2**20))
+for _ in range(3):
+    if os.fork() == 0:
+        time.sleep(60)
+        os._exit(0)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PSS is read from Linux /proc")
+def test_memory_pss_counts_pages_shared_by_a_process_tree_once():
+    tree = subprocess.Popen([sys.executable, "-c", FORKED_TREE], stdout=subprocess.PIPE, text=True)
+    try:
+        assert tree.stdout is not None and tree.stdout.readline().strip() == "ready"
+        proc = psutil.Process(tree.pid)
+        assert len(proc.children()) == 3
+        rss, pss = memory_rss(proc), memory_pss(proc)
+        block = 64 * 2**20
+        # RSS counts the block in each of the four processes; PSS splits it among them.
+        assert rss > 4 * block
+        assert block < pss < 2 * block
+    finally:
+        for child in psutil.Process(tree.pid).children():
+            child.kill()
+        tree.kill()
+        tree.wait()
