@@ -81,7 +81,8 @@ class StackSampler(threading.Thread):
 
         self.run_dir = Settings(data_dir=data_dir).run_dir
         self.every = every
-        self.samples: list[tuple[float, dict[str, tuple[int, int, float]]]] = []
+        # (time, {component: (PSS, RSS, CPU seconds, pid)})
+        self.samples: list[tuple[float, dict[str, tuple[int, int, float, int]]]] = []
         self._done = threading.Event()
 
     def run(self) -> None:
@@ -89,13 +90,15 @@ class StackSampler(threading.Thread):
         from mlsd.stack.processes import same_process
 
         while not self._done.wait(self.every):
-            reading: dict[str, tuple[int, int, float]] = {}
+            reading: dict[str, tuple[int, int, float, int]] = {}
             for path in self.run_dir.glob("*.json") if self.run_dir.is_dir() else []:
                 record = RunRecord.load(path)
                 proc = record and same_process(record.pid, record.create_time)
                 if record is None or not proc:
                     continue
-                reading[record.name] = (memory_pss(proc), memory_rss(proc), _cpu_seconds(proc))
+                cpu = _cpu_seconds(proc)
+                if cpu is not None:  # gone meanwhile: no reading rather than a zero
+                    reading[record.name] = (memory_pss(proc), memory_rss(proc), cpu, record.pid)
             if reading:
                 self.samples.append((time.monotonic(), reading))
 
@@ -112,9 +115,10 @@ class StackSampler(threading.Thread):
         pss = sorted(sum(v[0] for v in r.values()) for _, r in live)
         (t0, _), (t1, last) = live[0], live[-1]
         cores = {}
-        for name, (_, _, cpu) in last.items():
-            # From the component's own first reading (a model server starts after the world).
-            t, first = next((t, r[name]) for t, r in live if name in r)
+        for name, (_, _, cpu, pid) in last.items():
+            # From the first reading of the same process (a model server starts after the
+            # world; a restarted component's counters start again).
+            t, first = next((t, r[name]) for t, r in live if r.get(name, ())[3:] == (pid,))
             if t1 > t:
                 cores[name] = (cpu - first[2]) / (t1 - t)
         return {
@@ -127,12 +131,13 @@ class StackSampler(threading.Thread):
         }
 
 
-def _cpu_seconds(proc: psutil.Process) -> float:
+def _cpu_seconds(proc: psutil.Process) -> float | None:
+    """CPU seconds of a process tree, its reaped children's included; None if it is gone."""
     total = 0.0
     try:
         members = [proc, *proc.children(recursive=True)]
     except psutil.Error:
-        return total
+        return None
     for member in members:
         with contextlib.suppress(psutil.Error):
             t = member.cpu_times()

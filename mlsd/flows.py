@@ -103,16 +103,21 @@ def ensure_zombie_automation(heartbeat_seconds: int) -> None:
         existing.update()
 
 
-# Prefect's runner starts each flow run as a new interpreter (multiprocessing "spawn"), which
-# imports the run's libraries again. Measured on 2 cores, one at a time: Evidently 4.3 s of CPU,
-# Great Expectations 4.1 s, Feast 5.0 s, MLflow 2.1 s; all that the lab's flows use, 12 s and
-# about 500 MB. The loop's monitor and landing runs come every 30-40 s, so while the demo's
-# world ran the flows process took 1.0 of the machine's 1.9 busy cores, and each run 300-400 MB
-# of its own. Runs are forked instead from a server process that imported these once
-# (multiprocessing's forkserver with a preload): a run starts with them in memory and shares
-# their pages. Not forked from the flows process itself: Prefect chose spawn because its engine
-# deadlocks in a fork of a process running the runner's threads (PrefectHQ/prefect#16802); the
-# forkserver is a fresh process, one thread, that has only imported.
+# Prefect's runner starts each flow run as a new interpreter (`python -m prefect.engine`, or
+# multiprocessing "spawn" for a flow in memory), which imports the run's libraries again.
+# Measured on 2 cores, one at a time: Evidently 4.3 s of CPU, Great Expectations 4.1 s, Feast
+# 5.0 s, MLflow 2.1 s; all that the lab's flows use, 12 s and about 500 MB of RSS. The loop's
+# monitor and landing runs come every 30-40 s, so while the demo's world ran the flows process
+# took 1.0 of the machine's 1.9 busy cores, and each run 300-600 MB of RSS of its own. Runs are
+# forked instead from a server process that imported these once (multiprocessing's forkserver
+# with a preload): a run starts with them in memory and shares their pages (`serve_in_memory`
+# gives the runner the flows in memory, or it would not use "spawn" at all). Not forked from
+# the flows process itself: Prefect chose spawn because its engine deadlocks in a fork of a
+# process running the runner's threads (PrefectHQ/prefect#16802); the forkserver is a fresh
+# process, one thread, that has only imported (tests/unit/test_flow_preload.py).
+# What this costs: a change to a flow's code reaches its runs when the flows process restarts
+# (`mlsd down && mlsd up`), as with any in-memory flow; and if the forkserver dies, Python
+# reports its runs as exited (code 255) though they may still run.
 FLOW_RUN_PRELOAD = (
     "prefect.flow_engine",
     "monitoring.flow",
@@ -142,8 +147,8 @@ def fork_flow_runs_from_a_preloaded_server(
 ) -> Callable[[], None]:
     """From now on, the flow runs this process starts (`prefect.flow_engine.
     run_flow_in_subprocess`, which the runner calls) are forked from a forkserver that imported
-    `preload`, instead of spawned; started here, so the first run does not wait for the
-    imports. Returns what undoes it (for tests). Prefect offers no setting for the start method:
+    `preload`, instead of spawned; started here, so its imports overlap the runner's start
+    (a run asked for before they end waits for them). Returns what undoes it (for tests). Prefect offers no setting for the start method:
     this replaces the `multiprocessing` its engine module reads (checked against prefect 3.8)."""
     import multiprocessing
 
@@ -173,6 +178,8 @@ def fork_flow_runs_from_a_preloaded_server(
 
     def undo() -> None:
         engine.multiprocessing = multiprocessing
+        forkserver._forkserver._stop()  # type: ignore[attr-defined]  # the next one preloads anew
+        server.set_forkserver_preload(["__main__"])  # Python's default
 
     return undo
 
@@ -265,15 +272,15 @@ def serve_in_memory(deployments: list[Any], flows: dict[str, Any]) -> None:
     forked from the preloaded server), not by `python -m prefect.engine`, a new interpreter
     that loads the flow's file and imports everything again (`prefect.serve` keeps no flow for
     a deployment). Measured under the world's traffic (40 req/s, 2 cores): a monitor run took
-    2.4-9.5 s of CPU and 120-250 MB of PSS before, 0.1-0.8 s and about 170 MB after; a landing
-    run 21 s and about 460 MB before, 10-13 s after (the rest is its own work)."""
+    2.4-9.5 s of CPU before, 0.1-0.8 s after; a landing run 21 s before, 10-13 s after (the rest
+    is its own work)."""
     import asyncio
     from uuid import UUID
 
     from prefect.exceptions import TerminationSignal
     from prefect.runner import Runner
 
-    runner = Runner(pause_on_shutdown=True)
+    runner = Runner(pause_on_shutdown=True, limit=None)  # as prefect.serve: no cap on runs
     for deployment in deployments:
         deployment_id = cast("UUID", runner.add_deployment(deployment))  # sync: the id
         if deployment.flow_name in flows:
