@@ -26,7 +26,7 @@ from typing import Any
 import psutil
 
 from benchmarks.record import Figure, load, record
-from mlsd.stack.processes import memory_pss, memory_rss
+from mlsd.stack.processes import TreeMemory, tree_memory
 from mlsd.telemetry import TELEMETRY_OFF
 
 BUDGET_GB = 3.0  # the issue's "under 3 GB" (2.79 GiB)
@@ -98,7 +98,8 @@ class StackSampler(threading.Thread):
                     continue
                 cpu = _cpu_seconds(proc)
                 if cpu is not None:  # gone meanwhile: no reading rather than a zero
-                    reading[record.name] = (memory_pss(proc), memory_rss(proc), cpu, record.pid)
+                    memory = tree_memory(proc)
+                    reading[record.name] = (memory.pss, memory.rss, cpu, record.pid)
             if reading:
                 self.samples.append((time.monotonic(), reading))
 
@@ -150,12 +151,12 @@ def stack_memory(status: dict[str, Any]) -> dict[str, int]:
     here, while the stack still runs): the sums of PSS (judged) and of RSS."""
     watchdog = status.get("watchdog_pid")
     proc = psutil.Process(watchdog) if watchdog and psutil.pid_exists(watchdog) else None
-    watchdog_pss = memory_pss(proc) if proc else 0
+    watchdog_memory = tree_memory(proc) if proc else TreeMemory(0, 0)
     components = status.get("components", [])
     return {
-        "watchdog_pss": watchdog_pss,
-        "pss": sum(r["pss_bytes"] for r in components) + watchdog_pss,
-        "rss": sum(r["rss_bytes"] for r in components) + (memory_rss(proc) if proc else 0),
+        "watchdog_pss": watchdog_memory.pss,
+        "pss": sum(r["pss_bytes"] for r in components) + watchdog_memory.pss,
+        "rss": sum(r["rss_bytes"] for r in components) + watchdog_memory.rss,
     }
 
 

@@ -147,9 +147,11 @@ def fork_flow_runs_from_a_preloaded_server(
 ) -> Callable[[], None]:
     """From now on, the flow runs this process starts (`prefect.flow_engine.
     run_flow_in_subprocess`, which the runner calls) are forked from a forkserver that imported
-    `preload`, instead of spawned; started here, so its imports overlap the runner's start
-    (a run asked for before they end waits for them). Returns what undoes it (for tests). Prefect offers no setting for the start method:
-    this replaces the `multiprocessing` its engine module reads (checked against prefect 3.8)."""
+    `preload`, instead of spawned; started here, so its imports overlap the runner's start (a
+    run asked for before they end waits for them). Returns what undoes it (for tests).
+
+    Prefect offers no setting for the start method: this replaces the `multiprocessing` its
+    engine module reads (checked against prefect 3.8)."""
     import multiprocessing
 
     import prefect.flow_engine as engine

@@ -7,6 +7,7 @@ import os
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping
+from typing import NamedTuple
 
 import psutil
 
@@ -155,33 +156,47 @@ def _wait_until_dead(procs: list[psutil.Process], timeout: float) -> list[psutil
 def memory_rss(proc: psutil.Process) -> int:
     """Resident memory of a process and all its descendants, in bytes (0 if it is gone). Each
     process counts every page it maps, shared libraries included, so a sum over processes that
-    load the same libraries counts those pages once per process: see `memory_pss`."""
-    return _over_tree(proc, lambda p: p.memory_info().rss)
+    load the same libraries counts those pages once per process: see `tree_memory`."""
+    [rss] = _over_tree(proc, lambda p: (p.memory_info().rss,), 1)
+    return rss
 
 
-def memory_pss(proc: psutil.Process) -> int:
-    """Proportional memory of a process and all its descendants, in bytes (0 if it is gone):
-    each page shared by k processes counts 1/k in each, so a sum over processes is what they
-    cost the machine together. Where the system gives no PSS (not Linux), RSS."""
+class TreeMemory(NamedTuple):
+    rss: int  # resident: every page each process maps, shared ones once per process
+    pss: int  # proportional: a page shared by k processes counts 1/k in each
 
-    def pss(p: psutil.Process) -> int:
+
+def tree_memory(proc: psutil.Process) -> TreeMemory:
+    """RSS and PSS of a process and all its descendants, in bytes (0 if it is gone), from one
+    read per process. A sum of PSS over processes is what they cost the machine together.
+    Where the system gives no PSS (not Linux, or another user's process), its RSS."""
+
+    def read(p: psutil.Process) -> tuple[int, int]:
         try:
-            return int(getattr(p.memory_full_info(), "pss", p.memory_info().rss))
+            info = p.memory_full_info()
         except psutil.AccessDenied:
-            return int(p.memory_info().rss)
+            info = p.memory_info()
+        return int(info.rss), int(getattr(info, "pss", info.rss))
 
-    return _over_tree(proc, pss)
+    rss, pss = _over_tree(proc, read, 2)
+    return TreeMemory(rss, pss)
 
 
-def _over_tree(proc: psutil.Process, read: Callable[[psutil.Process], int]) -> int:
+def _over_tree(
+    proc: psutil.Process, read: Callable[[psutil.Process], tuple[int, ...]], width: int
+) -> list[int]:
+    """The sums of the `width` figures `read` gives, over a process and its descendants (zeros
+    if it is gone; a descendant gone meanwhile counts nothing)."""
+    totals = [0] * width
     try:
         members = [proc, *proc.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0
-    total = 0
+        return totals
     for member in members:
         try:
-            total += read(member)
+            values = read(member)
         except psutil.NoSuchProcess:
             continue
-    return total
+        for i, value in enumerate(values):
+            totals[i] += value
+    return totals

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING
 from mlsd.netutil import http_ok, port_is_free
 from mlsd.stack.component import WATCHDOG, Component, RunRecord
 from mlsd.stack.processes import (
+    TreeMemory,
     is_running,
-    memory_pss,
-    memory_rss,
     record_processes,
     same_process,
     spawn_detached,
     terminate,
+    tree_memory,
 )
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ class ComponentStatus:
     uptime_seconds: float | None
     restarts: int
     rss_bytes: int
-    pss_bytes: int  # proportional: shared pages split among their processes (processes.memory_pss)
+    pss_bytes: int  # proportional: shared pages split among their processes (processes.tree_memory)
     log_file: Path
 
 
@@ -334,6 +334,7 @@ class Supervisor:
                 state = "running"
             else:
                 state = "healthy" if http_ok(component.health_url, timeout=1.0) else "unhealthy"
+            memory = tree_memory(proc) if alive and proc is not None else TreeMemory(0, 0)
             rows.append(
                 ComponentStatus(
                     name=record.name,
@@ -343,8 +344,8 @@ class Supervisor:
                     url=component.url,
                     uptime_seconds=now - record.create_time if alive else None,
                     restarts=record.restarts,
-                    rss_bytes=memory_rss(proc) if alive and proc is not None else 0,
-                    pss_bytes=memory_pss(proc) if alive and proc is not None else 0,
+                    rss_bytes=memory.rss,
+                    pss_bytes=memory.pss,
                     log_file=component.log_file,
                 )
             )

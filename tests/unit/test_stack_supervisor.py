@@ -16,10 +16,9 @@ from mlsd.netutil import free_port
 from mlsd.stack import Component, RunRecord, StackError, SupervisionPolicy, Supervisor
 from mlsd.stack.processes import (
     is_running,
-    memory_pss,
-    memory_rss,
     record_processes,
     same_process,
+    tree_memory,
 )
 from mlsd.stack.supervisor import start_levels, with_dependencies
 from mlsd.stack.watchdog import Watchdog
@@ -254,13 +253,13 @@ time.sleep(60)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PSS is read from Linux /proc")
-def test_memory_pss_counts_pages_shared_by_a_process_tree_once():
+def test_tree_memory_counts_pages_shared_by_a_process_tree_once_as_pss():
     tree = subprocess.Popen([sys.executable, "-c", FORKED_TREE], stdout=subprocess.PIPE, text=True)
     try:
         assert tree.stdout is not None and tree.stdout.readline().strip() == "ready"
         proc = psutil.Process(tree.pid)
         assert len(proc.children()) == 3
-        rss, pss = memory_rss(proc), memory_pss(proc)
+        rss, pss = tree_memory(proc)
         block = 64 * 2**20
         # RSS counts the block in each of the four processes; PSS splits it among them.
         assert rss > 4 * block
