@@ -132,11 +132,18 @@ def main() -> None:
     if "injection_to_promoted_s" in drift:
         v = float(drift["injection_to_promoted_s"])
         figures.append(Figure("injection -> promoted", v, "s", "<= 60 s", v <= 60))
+    for key, what in (
+        ("injection_to_retrain_requested_s", "retrain requested"),
+        ("injection_to_challenger_registered_s", "challenger registered"),
+        ("injection_to_shadow_passed_s", "shadow passed"),
+    ):
+        if key in drift:
+            figures.append(Figure(f"injection -> {what}", float(drift[key]), "s", "", None))
     bad = acts.get("bad", {}).get("figures", {})
     if "canary_share_of_traffic" in bad:
         v = 100 * float(bad["canary_share_of_traffic"])
         figures.append(
-            Figure("bad canary's share of traffic before rollback", v, "%", "<= 5 %", v <= 5)
+            Figure("bad challenger's share of traffic before rollback", v, "%", "<= 5 %", v <= 5)
         )
     if "breach_to_rollback_s" in bad:
         v = float(bad["breach_to_rollback_s"])
@@ -155,7 +162,8 @@ def main() -> None:
         concurrency=f"the world's live traffic (fraud {world.fraud_rps:g} req/s, recs "
         f"{world.recs_rps:g} req/s) during the acts",
         notes="`mlsd demo --acts --keep-up` on default data and settings (world: 1 day = "
-        f"{world.seconds_per_day:g} s; rollout: shadow {rollout.shadow_seconds:g} s, canary "
+        f"{world.seconds_per_day:g} s; rollout: a judged shadow of at least "
+        f"{rollout.shadow_seconds:g} s, canary "
         f"{' -> '.join(f'{p:g}' for p in rollout.steps)} %, polled every "
         f"{rollout.poll_seconds:g} s). Breach -> rollback is timed "
         "from the controller's breach event to its rollback event; the guardrail may have been "

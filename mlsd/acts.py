@@ -166,11 +166,18 @@ def act_drift(
     if outcome != "promoted" and (why := ending_reason(seen)):
         figures["why"] = why
     injected = _of(seen, ev.DRIFT_INJECTED)
-    promoted = _of(seen, ev.PROMOTED)
-    if injected and promoted:
-        figures["injection_to_promoted_s"] = round(
-            (promoted[0].occurred - injected[0].occurred).total_seconds(), 1
-        )
+    if injected:
+        # Where the time went: each milestone's first event, in seconds since the injection.
+        for key, name in (
+            ("injection_to_retrain_requested_s", ev.RETRAIN_REQUESTED),
+            ("injection_to_challenger_registered_s", ev.CHALLENGER_REGISTERED),
+            ("injection_to_shadow_passed_s", ev.SHADOW_PASSED),
+            ("injection_to_promoted_s", ev.PROMOTED),
+        ):
+            if milestone := _of(seen, name):
+                figures[key] = round(
+                    (milestone[0].occurred - injected[0].occurred).total_seconds(), 1
+                )
     return ActResult(f"drift ({scenario})", "promoted", outcome, seconds, seen, figures)
 
 
@@ -196,8 +203,9 @@ def act_bad_model(
 ) -> ActResult:
     """A bad model: a retrain whose training set computed `flip_flag` with the opposite
     convention (a training-serving skew the offline gate cannot see) passes the gate, blocks
-    far more payments in its canary -> the alert-rate guardrail is breached -> rolled back, the
-    champion untouched."""
+    far more payments, on copies in its shadow or in a canary step -> the alert-rate guardrail
+    is breached -> rolled back, the champion untouched. Its share of traffic counts the answers
+    callers got from it (none when the shadow caught it)."""
     from prefect.deployments import run_deployment
 
     from pipeline.deployments import DEPLOYMENT_NAMES
@@ -224,9 +232,12 @@ def act_bad_model(
     }
     figures: dict[str, Any] = {"answers_by_arm": answered}
     total = sum(answered.values())
-    started_canary = _of(seen, ev.CANARY_STEP_STARTED)
-    breached, rolled = _of(seen, ev.CANARY_STEP_BREACHED), _of(seen, ev.ROLLED_BACK)
-    if total and started_canary:
+    # The first breach, in the judged shadow (the challenger answered nobody) or a canary step.
+    breached = sorted(
+        _of(seen, ev.SHADOW_BREACHED) + _of(seen, ev.CANARY_STEP_BREACHED), key=lambda e: e.occurred
+    )
+    rolled = _of(seen, ev.ROLLED_BACK)
+    if total and rolled:
         figures["canary_share_of_traffic"] = round(answered["challenger"] / total, 4)
     if breached and rolled:
         figures["breach_to_rollback_s"] = round(

@@ -38,6 +38,8 @@ GATE_VERDICT = "mlsd.gate.verdict"
 CHALLENGER_REGISTERED = "mlsd.challenger.registered"
 # The rollout controller.
 SHADOW_STARTED = "mlsd.shadow.started"
+SHADOW_PASSED = "mlsd.shadow.passed"
+SHADOW_BREACHED = "mlsd.shadow.breached"
 CANARY_STEP_STARTED = "mlsd.canary.step.started"
 CANARY_STEP_PASSED = "mlsd.canary.step.passed"
 CANARY_STEP_BREACHED = "mlsd.canary.step.breached"
@@ -60,6 +62,8 @@ LAB_EVENTS: tuple[str, ...] = (
     GATE_VERDICT,
     CHALLENGER_REGISTERED,
     SHADOW_STARTED,
+    SHADOW_PASSED,
+    SHADOW_BREACHED,
     CANARY_STEP_STARTED,
     CANARY_STEP_PASSED,
     CANARY_STEP_BREACHED,

@@ -122,6 +122,8 @@ FLOW_RUN_PRELOAD = (
     "prefect.flow_engine",
     "monitoring.flow",
     "pipeline.landing",
+    "pipeline.train_fraud",
+    "pipeline.train_recsys",
     "serving.rollout",
     # What those import inside their functions (a preload covers module-level imports only).
     "evidently",
@@ -255,17 +257,14 @@ def serve_lab_flows() -> None:
 
 
 def lab_flows() -> dict[str, Any]:
-    """The flows whose runs start in memory, by flow name: those that run every few seconds
-    (monitoring, landing) or must start at once (the rollout). Not training: a flow in memory
-    reaches the run by value (cloudpickle), with only the globals its body names, and Prefect
-    could not resolve `train_fraud`'s parameter types against them (`dt.datetime`: "not fully
-    defined", the run failed); a retrain is rare and takes a minute, so its imports cost
-    little, and its runs load the flow from its file as before."""
+    """The flows whose runs start in memory, by flow name: every flow the lab serves."""
     from monitoring.flow import monitor
     from pipeline.landing import land_day
+    from pipeline.train_fraud import train_fraud
+    from pipeline.train_recsys import train_recsys
     from serving.rollout import rollout
 
-    return {f.name: f for f in (land_day, rollout, monitor)}
+    return {f.name: f for f in (land_day, rollout, monitor, train_fraud, train_recsys)}
 
 
 def serve_in_memory(deployments: list[Any], flows: dict[str, Any]) -> None:
@@ -282,7 +281,13 @@ def serve_in_memory(deployments: list[Any], flows: dict[str, Any]) -> None:
     from prefect.exceptions import TerminationSignal
     from prefect.runner import Runner
 
-    runner = Runner(pause_on_shutdown=True, limit=None)  # as prefect.serve: no cap on runs
+    # As prefect.serve (no cap on runs), but a run is started when it is due, not up to 10 s
+    # before (Prefect's prefetch): started early, a monitor run (every 15 s in the demo) came
+    # while the one before still ran, its deployment's limit cancelled it, and each such
+    # cancellation could hold Prefect's SQLite database locked for 60 s (its busy timeout: the
+    # flows, the runner and the events stalled; measured twice per demo, each delaying drift
+    # detection by about 65 s). The runner polls every prefect.runner_poll_seconds (2 s).
+    runner = Runner(pause_on_shutdown=True, limit=None, prefetch_seconds=0)
     for deployment in deployments:
         deployment_id = cast("UUID", runner.add_deployment(deployment))  # sync: the id
         if deployment.flow_name in flows:

@@ -246,9 +246,9 @@ class WorldSettings(_Section):
         ge=0,
         le=500,
         description="Mean fraud requests per second `mlsd traffic start` sends when no --rps is "
-        "given (a sample of the day's transactions, sent at their simulated time). At 5 % of "
-        "40 req/s a canary step gathers router.canary.min_requests (200) in about 100 s "
-        "(rollout.max_step_seconds is sized to it). Measured on 2 cores: at 60 req/s and their "
+        "given (a sample of the day's transactions, sent at their simulated time). At 25 % of "
+        "40 req/s a canary step gathers router.canary.min_requests (200) in about 20 s, at 5 % "
+        "in 100 s (rollout.max_step_seconds is sized to the slower). Measured on 2 cores: at 60 req/s and their "
         "labels the world process takes 17-21 % of a core (through httpx it took up to a whole "
         "one, and its control API stopped answering).",
     )
@@ -286,13 +286,20 @@ class RolloutSettings(_Section):
     shadow_seconds: float = Field(
         5.0,
         ge=0,
-        description="Shadow window before the canary: the challenger answers copies only; its "
-        "figures go in the timeline; 0 skips it.",
+        description="Least time of the shadow before the canary: the challenger answers copies "
+        "of every request (callers see the champion's answers only), judged by the canary's "
+        "guardrails but latency; a breach rolls back before any caller saw one of its answers, "
+        "and no promote verdict by max_step_seconds rolls back too. 0 skips the shadow.",
     )
     steps: tuple[float, ...] = Field(
-        (5.0, 50.0, 100.0),
-        description="Canary ramp in percent of entities; the last (100) is the promotion. The "
-        "first step is small so a bad challenger answers at most that share before rollback.",
+        (25.0, 50.0, 100.0),
+        description="Canary ramp in percent of entities after the shadow passed; the last (100) "
+        "is the promotion. A step gathers router.canary.min_requests per arm in min_requests / "
+        "(rate x percent / 100) s: 20 s at 25 % of 40 req/s, 100 s at 5 % (measured: 111 s of "
+        "the demo's 319 s from injection to promotion). A 5 % first step was there so a bad "
+        "challenger answered at most 5 % of traffic; the judged shadow now catches one that "
+        "errs or scores unlike both models before it answers anybody. What it cannot see, "
+        "latency on the serving path, the first step judges. Without a shadow, start small.",
     )
     min_step_seconds: float = Field(
         4.0, gt=0, description="Least time a step lasts before a promote verdict moves it on."
@@ -300,7 +307,8 @@ class RolloutSettings(_Section):
     max_step_seconds: float = Field(
         150.0,
         gt=0,
-        description="Deadline of a step: no promote verdict by then rolls back. Size it from the "
+        description="Deadline of a step (and of the shadow): no promote verdict by then rolls "
+        "back. Size it from the "
         "traffic: a step at s % of R req/s gathers router.canary.min_requests in "
         "min_requests / (R * s / 100) s, 100 s at 5 % of 40 req/s (measured: at 5 % of 20 req/s, "
         "39 requests in 40 s, so a deadline of 40 s with 200 needed rolled back every good "

@@ -2,7 +2,10 @@
 it, train the scorer and its baselines on a time split, evaluate under a cost model, register,
 gate."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: a run of this flow starts in memory
+# (mlsd/flows.py), with the function by value (cloudpickle), which keeps only the globals
+# its body names; Prefect validates the run's parameters against its annotations, so they
+# must be objects, not names ("`dt` is not defined": the run failed).
 
 import datetime as dt
 import tempfile

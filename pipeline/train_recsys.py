@@ -1,7 +1,10 @@
 """The `train_recsys` Prefect flow: retrieval towers (implicit ALS), a boosted ranker over Feast
 features, popularity and genre fallbacks; evaluated against popularity on a later window."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: a run of this flow starts in memory
+# (mlsd/flows.py), with the function by value (cloudpickle), which keeps only the globals
+# its body names; Prefect validates the run's parameters against its annotations, so they
+# must be objects, not names ("`dt` is not defined": the run failed).
 
 import datetime as dt
 import tempfile

@@ -94,6 +94,13 @@ class AdminClient:
             body["version"] = version
         return self.call("POST", f"/admin/{product}/canary/start", json=body)
 
+    def start_shadow(self, product: str, version: int | None) -> dict[str, Any]:
+        body = {"version": version} if version is not None else {}
+        return self.call("POST", f"/admin/{product}/shadow/start", json=body)
+
+    def stop_shadow(self, product: str) -> dict[str, Any]:
+        return self.call("POST", f"/admin/{product}/shadow/stop")
+
     def set_percent(self, product: str, percent: float) -> dict[str, Any]:
         return self.call("PUT", f"/admin/{product}/canary", json={"percent": percent})
 

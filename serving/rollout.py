@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -31,6 +31,8 @@ class RampPlan:
     min_step_seconds: float = 30.0
     max_step_seconds: float = 300.0
     poll_seconds: float = 5.0
+    # A judged shadow before the canary, lasting at least this (0: none); see _Ramp.run.
+    shadow_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if (
@@ -45,6 +47,8 @@ class RampPlan:
             )
         if not 0 < self.min_step_seconds <= self.max_step_seconds:
             raise ValueError("need 0 < min_step_seconds <= max_step_seconds")
+        if not 0 <= self.shadow_seconds <= self.max_step_seconds:
+            raise ValueError("need 0 <= shadow_seconds <= max_step_seconds")
 
 
 @dataclass
@@ -73,14 +77,14 @@ def step_decision(verdicts: Sequence[str], elapsed: float, plan: RampPlan) -> st
 
 
 def traffic_taken_from(
-    routing: dict[str, Any], version: int | None, *, started: bool
+    routing: dict[str, Any], version: int | None, *, started: bool, shadow: bool = False
 ) -> str | None:
-    """Why the controller of `version`'s canary must stand aside, or None while it may go on.
+    """Why the controller of `version`'s rollout must stand aside, or None while it may go on.
 
-    Before its canary starts, only an A/B experiment stops it (the router refuses a canary over
-    one: an experiment is a person's decision, a canary a controller's). Once started, anything
-    that is not its own canary does: an experiment that replaced it, another canary, or a
-    rollback by hand. Pure, so the rule is tested alone."""
+    Before it starts, only an A/B experiment stops it (the router refuses a canary over one: an
+    experiment is a person's decision, a canary a controller's). Once started, anything that is
+    not its own shadow (`shadow`) or canary does: an experiment that replaced it, another
+    canary, or a rollback by hand. Pure, so the rule is tested alone."""
     split = routing.get("split") or {}
     challenger = routing.get("challenger")
     product = routing.get("product", "the product")
@@ -88,6 +92,12 @@ def traffic_taken_from(
         return f"experiment {split.get('name')} holds {product}'s traffic (v{challenger})"
     if not started:
         return None
+    if shadow:
+        if split.get("kind") == "canary":
+            return f"a canary of v{challenger} started over the shadow of v{version}"
+        if routing.get("shadow") and challenger == version:
+            return None
+        return f"the shadow of v{version} was ended outside the controller"
     if split.get("kind") == "canary" and challenger == version:
         return None
     if split.get("kind") == "canary":
@@ -146,6 +156,7 @@ class _Ramp:
     product: str
     version: int | None
     started: bool = False
+    in_shadow: bool = False  # its challenger answers copies only (the judged shadow)
     # Told of each step (an event name of mlsd.events and its payload): the loop's timeline.
     notify: Callable[[str, dict[str, Any]], None] = lambda _name, _payload: None
     steps: list[StepOutcome] = field(default_factory=list)
@@ -157,8 +168,23 @@ class _Ramp:
         sleep: Callable[[float], None],
         log: Callable[[str], None],
     ) -> dict[str, Any]:
+        """The judged shadow (when the plan has one), then each canary step, then promotion.
+
+        The shadow is judged by the same guardrails as a canary step, on copies of every
+        request, so a challenger that errs, or scores or blocks unlike both the champion and its
+        own training data, is rolled back before any caller sees one of its answers; and the
+        evidence a 5 % step would gather in min_requests / (5 % of the rate) comes at the whole
+        rate. Latency alone waits for the canary: a copy's latency is a batch call's."""
         admin, product = self.admin, self.product
-        steps = self.steps
+        if plan.shadow_seconds > 0:
+            self.start_shadow()
+            log(f"{product}: shadow of v{self.version}, judged like a canary step")
+            self.notify(events.SHADOW_STARTED, {"version": self.version, "percent": 0})
+            ended = self.judge(0.0, plan.shadow_seconds, plan, clock, sleep, log)
+            if ended is not None:
+                return ended
+            admin.stop_shadow(product)
+            self.started = self.in_shadow = False
         for index, percent in enumerate(p for p in plan.steps if p < 100):
             if index == 0:
                 self.start(percent)
@@ -169,55 +195,9 @@ class _Ramp:
                 events.CANARY_STEP_STARTED,
                 {"version": self.version, "step": index + 1, "percent": percent},
             )
-            began = clock()
-            verdicts: list[str] = []
-            while True:
-                sleep(plan.poll_seconds)
-                elapsed = clock() - began
-                verdict = admin.verdict(product, elapsed)
-                why = traffic_taken_from(verdict["routing"], self.version, started=True)
-                if why is not None:  # the window is someone else's now: judge nothing
-                    raise _StoodAside(why)
-                verdicts.append(verdict["decision"])
-                action = step_decision(verdicts, elapsed, plan)
-                if action is None:
-                    continue
-                outcome = StepOutcome(
-                    percent,
-                    verdict["decision"],
-                    round(elapsed, 1),
-                    list(verdict["reasons"]),
-                    {"champion": verdict.get("champion"), "challenger": verdict.get("challenger")},
-                )
-                steps.append(outcome)
-                if action == "rollback":
-                    why = "; ".join(outcome.reasons) or "no promote verdict before the deadline"
-                    if verdict["decision"] != "rollback":
-                        why = f"step at {percent:g} % ended without enough evidence: {why}"
-                    log(f"{product}: rollback at {percent:g} %: {why}")
-                    self.notify(
-                        events.CANARY_STEP_BREACHED,
-                        {"version": self.version, "percent": percent, "reason": why[:300]},
-                    )
-                    admin.rollback(
-                        product, f"canary rolled back at {percent:g} %: {why}", self.version
-                    )
-                    self.started = False
-                    self.notify(
-                        events.ROLLED_BACK,
-                        {"version": self.version, "percent": percent, "reason": why[:300]},
-                    )
-                    return {
-                        "product": product,
-                        "result": "rolled_back",
-                        "steps": [s.__dict__ for s in steps],
-                    }
-                log(f"{product}: step {percent:g} % passed after {elapsed:.0f} s")
-                self.notify(
-                    events.CANARY_STEP_PASSED,
-                    {"version": self.version, "percent": percent, "seconds": round(elapsed, 1)},
-                )
-                break
+            ended = self.judge(percent, plan.min_step_seconds, plan, clock, sleep, log)
+            if ended is not None:
+                return ended
         answer = admin.promote(product, f"canary passed every step {list(plan.steps)}")
         self.started = False
         log(f"{product}: promoted")
@@ -230,7 +210,83 @@ class _Ramp:
                 "version": self.version,
             },
         )
-        return {"product": product, "result": "promoted", "steps": [s.__dict__ for s in steps]}
+        return {"product": product, "result": "promoted", "steps": [s.__dict__ for s in self.steps]}
+
+    def judge(
+        self,
+        percent: float,
+        least_seconds: float,
+        plan: RampPlan,
+        clock: Callable[[], float],
+        sleep: Callable[[float], None],
+        log: Callable[[str], None],
+    ) -> dict[str, Any] | None:
+        """Poll the verdict of the stage now running (the shadow at percent 0, or a canary
+        step) until `step_decision` acts: None when it passed, the rolled-back result when not."""
+        stage = "shadow" if percent == 0 else f"{percent:g} % step"
+        began = clock()
+        verdicts: list[str] = []
+        timing = replace(plan, min_step_seconds=least_seconds)
+        while True:
+            sleep(plan.poll_seconds)
+            elapsed = clock() - began
+            verdict = self.admin.verdict(self.product, elapsed)
+            why = traffic_taken_from(
+                verdict["routing"], self.version, started=True, shadow=self.in_shadow
+            )
+            if why is not None:  # the window is someone else's now: judge nothing
+                raise _StoodAside(why)
+            verdicts.append(verdict["decision"])
+            action = step_decision(verdicts, elapsed, timing)
+            if action is not None:
+                break
+        outcome = StepOutcome(
+            percent,
+            verdict["decision"],
+            round(elapsed, 1),
+            list(verdict["reasons"]),
+            {"champion": verdict.get("champion"), "challenger": verdict.get("challenger")},
+        )
+        self.steps.append(outcome)
+        if action == "next":
+            log(f"{self.product}: {stage} passed after {elapsed:.0f} s")
+            self.notify(
+                events.SHADOW_PASSED if percent == 0 else events.CANARY_STEP_PASSED,
+                {"version": self.version, "percent": percent, "seconds": round(elapsed, 1)},
+            )
+            return None
+        why = "; ".join(outcome.reasons) or "no promote verdict before the deadline"
+        if verdict["decision"] != "rollback":
+            why = f"{stage} ended without enough evidence: {why}"
+        log(f"{self.product}: rollback at the {stage}: {why}")
+        self.notify(
+            events.SHADOW_BREACHED if percent == 0 else events.CANARY_STEP_BREACHED,
+            {"version": self.version, "percent": percent, "reason": why[:300]},
+        )
+        where = (
+            "rolled back in its shadow" if percent == 0 else f"canary rolled back at {percent:g} %"
+        )
+        self.admin.rollback(self.product, f"{where}: {why}", self.version)
+        self.started = self.in_shadow = False
+        self.notify(
+            events.ROLLED_BACK, {"version": self.version, "percent": percent, "reason": why[:300]}
+        )
+        return {
+            "product": self.product,
+            "result": "rolled_back",
+            "steps": [s.__dict__ for s in self.steps],
+        }
+
+    def start_shadow(self) -> None:
+        try:
+            answer = self.admin.start_shadow(self.product, self.version)
+        except AdminError:
+            raise  # the router refused: nothing started
+        except BaseException:
+            self.started = self.version is not None  # as for a canary: see start()
+            raise
+        self.started = self.in_shadow = True
+        self.version = int(answer["routing"]["challenger"])
 
     def start(self, percent: float) -> None:
         try:
@@ -252,7 +308,9 @@ class _Ramp:
             routing = self.admin.status(self.product)
         except Exception:
             return None
-        return traffic_taken_from(routing, self.version, started=self.started)
+        return traffic_taken_from(
+            routing, self.version, started=self.started, shadow=self.in_shadow
+        )
 
     def stand_aside(self, reason: str, log: Callable[[str], None]) -> dict[str, Any]:
         self.started = False
@@ -295,11 +353,17 @@ def rollout(
     poll_seconds: float = 5.0,
     shadow_seconds: float = 0.0,
 ) -> dict[str, Any]:
-    """Shadow `product`'s challenger (or `version`) for `shadow_seconds`, then canary-ramp it
-    and promote it or roll it back; every step is an event of the loop's timeline."""
+    """Shadow `product`'s challenger (or `version`) for at least `shadow_seconds`, judged, then
+    canary-ramp it and promote it or roll it back; every step is an event of the timeline."""
     from mlsd.settings import Settings
 
-    plan = RampPlan(tuple(steps or DEFAULT_STEPS), min_step_seconds, max_step_seconds, poll_seconds)
+    plan = RampPlan(
+        tuple(steps or DEFAULT_STEPS),
+        min_step_seconds,
+        max_step_seconds,
+        poll_seconds,
+        shadow_seconds,
+    )
     logger = get_run_logger()
     if router_url and admin_token:
         admin = AdminClient(router_url, admin_token)
@@ -308,33 +372,9 @@ def rollout(
     notify = timeline_notifier(product, version)
     with admin:
         ramp = _Ramp(admin, product, version, notify=notify)
-        if (why := ramp.taken_by_someone_else()) is not None:  # before the shadow, too
+        if (why := ramp.taken_by_someone_else()) is not None:
             return ramp.stand_aside(why, logger.info)
-        if shadow_seconds > 0:
-            shadow_window(admin, product, version, shadow_seconds, logger.info, notify)
         return run_ramp(admin, product, plan, version, log=logger.info, notify=notify)
-
-
-def shadow_window(
-    admin: AdminClient,
-    product: str,
-    version: int | None,
-    seconds: float,
-    log: Callable[[str], None],
-    notify: Callable[[str, dict[str, Any]], None],
-    sleep: Callable[[float], None] = time.sleep,
-) -> None:
-    """The challenger answers copies of live requests for `seconds` (callers see the champion's
-    answers only); its window's figures go in the timeline beside the champion's."""
-    body = {"version": version} if version is not None else {}
-    answer = admin.call("POST", f"/admin/{product}/shadow/start", json=body)
-    shadowed = answer.get("routing", {}).get("shadow", version)
-    notify(events.SHADOW_STARTED, {"version": version, "seconds": seconds, "shadow": shadowed})
-    log(f"{product}: shadow of v{version} for {seconds:g} s")
-    try:
-        sleep(seconds)
-    finally:
-        admin.call("POST", f"/admin/{product}/shadow/stop")
 
 
 def timeline_notifier(product: str, version: int | None) -> Callable[[str, dict[str, Any]], None]:

@@ -48,13 +48,13 @@ def demo(
     # per arm, as the demo once set, the alert-rate guardrail let the bad-model drill through
     # its 5 % step, and once to promotion.)
     os.environ.setdefault("MLSD_ROUTER__CANARY__MIN_LATENCY_SAMPLES", "200")
-    # The loop's clock for a demo: a window is the log's last two simulated days, judged every
-    # 30 s. Whole days: a window of a day and a half weighs half the hours twice, and the hour of
-    # day read as drifted with no scenario (measured: 0.14-0.31 against a bar of 0.1).
-    os.environ.setdefault("MLSD_MONITORING__INTERVAL_SECONDS", "30")
-    os.environ.setdefault(
-        "MLSD_MONITORING__WINDOW_SECONDS", str(2 * settings.world.seconds_per_day)
-    )
+    # The loop's clock for a demo: a window is the log's last simulated day, judged every 15 s.
+    # Whole days: a window of a day and a half weighs half the hours twice, and the hour of day
+    # read as drifted with no scenario (measured: 0.14-0.31 against a bar of 0.1). One day, not
+    # two: a window is wholly drifted one day after an injection, where two days took two
+    # (measured with two: injection -> drift detected 116 s, -> retrain requested 152 s).
+    os.environ.setdefault("MLSD_MONITORING__INTERVAL_SECONDS", "15")
+    os.environ.setdefault("MLSD_MONITORING__WINDOW_SECONDS", str(settings.world.seconds_per_day))
     try:
         # The flows process comes with the rest: started now, its rollout deployment would
         # pick up the challenger the next step registers while no router is up to canary it.

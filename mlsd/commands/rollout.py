@@ -84,6 +84,12 @@ def start(
     poll_seconds: float = typer.Option(
         5.0, "--poll-seconds", help="How often the verdict is read."
     ),
+    shadow_seconds: float = typer.Option(
+        0.0,
+        "--shadow-seconds",
+        help="First a shadow judged by the same guardrails (copies only), lasting at least "
+        "this; 0: none.",
+    ),
 ) -> None:
     """Run the rollout flow (a Prefect flow run on the lab's server): ramp the canary, judge
     each step, promote or roll back."""
@@ -94,7 +100,7 @@ def start(
         ramp = [float(s) for s in steps.split(",") if s.strip()]
         from serving.rollout import RampPlan
 
-        RampPlan(tuple(ramp), min_step_seconds, max_step_seconds, poll_seconds)
+        RampPlan(tuple(ramp), min_step_seconds, max_step_seconds, poll_seconds, shadow_seconds)
     except ValueError as err:
         fail(f"--steps / --*-seconds: {err}")
     from mlsd.commands.lab_servers import use_lab_servers
@@ -112,6 +118,7 @@ def start(
         min_step_seconds=min_step_seconds,
         max_step_seconds=max_step_seconds,
         poll_seconds=poll_seconds,
+        shadow_seconds=shadow_seconds,
         return_state=True,
     )
     if not state.is_completed():
@@ -121,7 +128,7 @@ def start(
         fail(f"{product.value}: v{challenger} not rolled out: {result['reason']}", ExitCode.FAILED)
     console.print(
         table(
-            "canary steps",
+            "shadow (0 %) and canary steps" if shadow_seconds else "canary steps",
             ["percent", "verdict", "seconds", "reasons"],
             [
                 (

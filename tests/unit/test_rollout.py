@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -44,6 +46,22 @@ class ScriptedAdmin:
         }
         return {"routing": self.routing}
 
+    def start_shadow(self, product, version):
+        self._maybe_fail("shadow start")
+        self.percent = 0.0  # the script's key for the shadow's verdicts
+        self.calls.append(("shadow start", version))
+        self.routing = {
+            "product": "fraud",
+            "split": None,
+            "shadow": True,
+            "challenger": version or 9,
+        }
+        return {"routing": self.routing}
+
+    def stop_shadow(self, product):
+        self.calls.append(("shadow stop",))
+        self.routing = {**self.routing, "shadow": False}
+
     def set_percent(self, product, percent):
         self._maybe_fail("percent")
         self.percent = percent
@@ -85,11 +103,11 @@ class FakeClock:
         self.now += seconds
 
 
-def drive(admin, version=7, notify=None, log=lambda _m: None):
+def drive(admin, version=7, notify=None, log=lambda _m: None, plan=PLAN):
     """Run the ramp against `admin` on a fake clock."""
     clock = FakeClock()
     return run_ramp(
-        admin, "fraud", PLAN, version, clock=clock, sleep=clock.sleep, log=log, notify=notify
+        admin, "fraud", plan, version, clock=clock, sleep=clock.sleep, log=log, notify=notify
     )
 
 
@@ -234,6 +252,90 @@ def test_each_step_is_told_to_the_timeline_in_order():
 # --- someone else takes the traffic: the controller stands aside -------------------------
 
 EXPERIMENT = {"kind": "experiment", "name": "by-hand"}
+
+
+# --- the judged shadow before the canary ---------------------------------------------------
+
+SHADOWED = replace(PLAN, shadow_seconds=5.0)
+
+
+def test_a_shadow_that_passes_hands_over_to_the_canary_then_promotes():
+    told: list[tuple[str, float | None]] = []
+    admin = ScriptedAdmin({0.0: ["hold", "promote"], **PASSING})
+    result = drive(admin, plan=SHADOWED, notify=lambda n, p: told.append((n, p.get("percent"))))
+    assert result["result"] == "promoted"
+    assert [c[0] for c in admin.calls] == [
+        "shadow start",
+        "shadow stop",
+        "start",
+        "percent",
+        "promote",
+    ]
+    # The shadow held until its evidence sufficed (second poll), then stopped before the canary.
+    assert result["steps"][0]["percent"] == 0 and result["steps"][0]["seconds"] == 10.0
+    names = [n for n, _ in told]
+    assert names[:3] == [ev.SHADOW_STARTED, ev.SHADOW_PASSED, ev.CANARY_STEP_STARTED]
+
+
+def test_a_shadow_breach_rolls_back_before_any_caller_saw_an_answer():
+    told: list[str] = []
+    admin = ScriptedAdmin({0.0: ["hold", "rollback"], **PASSING})
+    result = drive(admin, plan=SHADOWED, notify=lambda name, _p: told.append(name))
+    assert result["result"] == "rolled_back"
+    # Withdrawn by name, and no canary ever started: the challenger answered copies only.
+    assert [c[0] for c in admin.calls] == ["shadow start", "rollback"]
+    assert admin.calls[-1][2] == 7 and "shadow" in admin.calls[-1][1]
+    assert told == [ev.SHADOW_STARTED, ev.SHADOW_BREACHED, ev.ROLLED_BACK]
+
+
+def test_a_shadow_without_evidence_by_the_deadline_rolls_back():
+    admin = ScriptedAdmin({0.0: ["hold"], **PASSING})
+    result = drive(admin, plan=SHADOWED)
+    assert result["result"] == "rolled_back" and "without enough evidence" in admin.calls[-1][1]
+    assert not any(c[0] == "start" for c in admin.calls)
+
+
+def test_a_controller_failure_in_the_shadow_withdraws_it():
+    class Unreachable(ScriptedAdmin):
+        def verdict(self, product, window_seconds):
+            raise ConnectionError("router unreachable")
+
+    admin = Unreachable(PASSING)
+    with pytest.raises(ConnectionError):
+        drive(admin, plan=SHADOWED)
+    assert [c[0] for c in admin.calls] == ["shadow start", "rollback"]
+    assert admin.calls[-1][2] == 7
+
+
+def test_a_shadow_stopped_by_hand_ends_the_controller_quietly():
+    class StoppedByHand(ScriptedAdmin):
+        def verdict(self, product, window_seconds):
+            self.routing = {"product": "fraud", "split": None, "shadow": False, "challenger": 7}
+            return super().verdict(product, window_seconds)
+
+    admin = StoppedByHand({0.0: ["hold"], **PASSING})
+    result = drive(admin, plan=SHADOWED)
+    assert result["result"] == "stood_aside" and "shadow of v7 was ended" in result["reason"]
+    assert not any(c[0] in ("rollback", "promote", "start") for c in admin.calls)
+
+
+def test_a_shadow_longer_than_the_deadline_is_refused():
+    with pytest.raises(ValueError, match="shadow_seconds"):
+        replace(PLAN, shadow_seconds=PLAN.max_step_seconds + 1)
+
+
+@pytest.mark.parametrize(
+    "routing, taken",
+    [
+        ({"split": None, "shadow": True, "challenger": 7}, None),  # our own shadow
+        ({"split": None, "shadow": True, "challenger": 8}, "shadow of v7 was ended"),
+        ({"split": {"kind": "canary"}, "shadow": True, "challenger": 8}, "canary of v8 started"),
+        ({"split": EXPERIMENT, "shadow": False, "challenger": 7}, "experiment by-hand"),
+    ],
+)
+def test_whose_traffic_it_is_during_the_shadow(routing, taken):
+    why = traffic_taken_from({"product": "fraud", **routing}, 7, started=True, shadow=True)
+    assert (why is None) if taken is None else (taken in why)
 
 
 @pytest.mark.parametrize(
