@@ -19,6 +19,8 @@ import mlsd.events as events
 from serving.admin import AdminClient, AdminError
 
 DEFAULT_STEPS = (5.0, 25.0, 50.0, 100.0)
+# A stage that holds says why every this many polls (the evidence it still lacks).
+HOLD_LOG_POLLS = 5
 
 
 @dataclass(frozen=True)
@@ -240,6 +242,8 @@ class _Ramp:
             action = step_decision(verdicts, elapsed, timing)
             if action is not None:
                 break
+            if len(verdicts) % HOLD_LOG_POLLS == 0:  # what it waits for, now and then
+                log(f"{self.product}: {stage} holds: {'; '.join(verdict['reasons'])}")
         outcome = StepOutcome(
             percent,
             verdict["decision"],
@@ -283,7 +287,8 @@ class _Ramp:
         except AdminError:
             raise  # the router refused: nothing started
         except BaseException:
-            self.started = self.version is not None  # as for a canary: see start()
+            # As for a canary (see start): withdraw it if we know its version.
+            self.started = self.in_shadow = self.version is not None
             raise
         self.started = self.in_shadow = True
         self.version = int(answer["routing"]["challenger"])

@@ -409,3 +409,11 @@ def test_a_409_while_the_canary_is_still_ours_is_a_fault():
     with pytest.raises(AdminError):
         drive(admin)
     assert admin.calls[-1][0] == "rollback" and admin.calls[-1][2] == 7
+
+
+def test_a_stage_that_holds_says_what_it_waits_for():
+    messages: list[str] = []
+    drive(ScriptedAdmin({**PASSING, 5.0: ["hold"] * 5 + ["promote"]}), log=messages.append)
+    held = [m for m in messages if "holds" in m]
+    # The fifth poll held: its reasons (the scripted "hold at 5.0") are told once.
+    assert held == ["fraud: 5 % step holds: hold at 5.0"]
