@@ -108,6 +108,10 @@ def main() -> None:
                 "GB",
             ),
             *(
+                Figure(f"at the memory peak, PSS of {name}", pss / 1e9, "GB")
+                for name, pss in sorted(live["pss_at_peak"].items(), key=lambda kv: -kv[1])
+            ),
+            *(
                 Figure(f"CPU while the world runs: {name}", cores, "cores")
                 for name, cores in sorted(live["cpu_cores"].items(), key=lambda kv: -kv[1])
             ),

@@ -114,6 +114,7 @@ class StackSampler(threading.Thread):
         if len(live) < 2:
             return {}
         pss = sorted(sum(v[0] for v in r.values()) for _, r in live)
+        peak_reading = max((r for _, r in live), key=lambda r: sum(v[0] for v in r.values()))
         (t0, _), (t1, last) = live[0], live[-1]
         cores = {}
         for name, (_, _, cpu, pid) in last.items():
@@ -126,6 +127,8 @@ class StackSampler(threading.Thread):
             "pss_median": pss[len(pss) // 2],
             "pss_peak": pss[-1],
             "rss_peak": max(sum(v[1] for v in r.values()) for _, r in live),
+            # Who makes the peak: each component's PSS in the reading with the largest sum.
+            "pss_at_peak": {name: v[0] for name, v in peak_reading.items()},
             "readings": len(live),
             "seconds": t1 - t0,
             "cpu_cores": cores,

@@ -284,12 +284,17 @@ class RolloutSettings(_Section):
     `rollout` deployment) ramps it: a shadow window, then the canary steps."""
 
     shadow_seconds: float = Field(
-        5.0,
+        20.0,
         ge=0,
         description="Least time of the shadow before the canary: the challenger answers copies "
         "of every request (callers see the champion's answers only), judged by the canary's "
         "guardrails but latency; a breach rolls back before any caller saw one of its answers, "
-        "and no promote verdict by max_step_seconds rolls back too. 0 skips the shadow.",
+        "and no promote verdict by max_step_seconds rolls back too. 0 skips the shadow. Its "
+        "evidence costs no caller anything, so it gathers more than a step's minimum: at 35 "
+        "req/s, 20 s is about 700 copies an arm, enough to see a challenger that blocks 7 % "
+        "against 1 % (alert-rate margin 0.03, alpha 0.01) about 7 times in 10, where 200 (the "
+        "minimum, 5 s) see it 2 times in 10 (normal approximation; measured: a bad model passed "
+        "a 5 s shadow and its canary in one of four demos).",
     )
     steps: tuple[float, ...] = Field(
         (25.0, 50.0, 100.0),

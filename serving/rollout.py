@@ -21,6 +21,8 @@ from serving.admin import AdminClient, AdminError
 DEFAULT_STEPS = (5.0, 25.0, 50.0, 100.0)
 # A stage that holds says why every this many polls (the evidence it still lacks).
 HOLD_LOG_POLLS = 5
+# The figures a passed stage is told with: what a person asks when a bad model got through.
+JUDGED_AT_PASS = ("error_rate", "alert_rate", "score_distribution")
 
 
 @dataclass(frozen=True)
@@ -253,7 +255,12 @@ class _Ramp:
         )
         self.steps.append(outcome)
         if action == "next":
-            log(f"{self.product}: {stage} passed after {elapsed:.0f} s")
+            judged = "; ".join(
+                f"{c['name']} {c['detail']}"
+                for c in verdict.get("checks", ())
+                if c.get("status") == "pass" and c.get("name") in JUDGED_AT_PASS
+            )
+            log(f"{self.product}: {stage} passed after {elapsed:.0f} s: {judged or 'no figures'}")
             self.notify(
                 events.SHADOW_PASSED if percent == 0 else events.CANARY_STEP_PASSED,
                 {"version": self.version, "percent": percent, "seconds": round(elapsed, 1)},
