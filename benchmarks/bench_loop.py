@@ -144,8 +144,8 @@ def main() -> None:
         if key in drift:
             figures.append(Figure(f"injection -> {what}", float(drift[key]), "s", "", None))
     bad = acts.get("bad", {}).get("figures", {})
-    if "canary_share_of_traffic" in bad:
-        v = 100 * float(bad["canary_share_of_traffic"])
+    if "challenger_share_of_traffic" in bad:
+        v = 100 * float(bad["challenger_share_of_traffic"])
         figures.append(
             Figure("bad challenger's share of traffic before rollback", v, "%", "<= 5 %", v <= 5)
         )

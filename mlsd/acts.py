@@ -237,8 +237,8 @@ def act_bad_model(
         _of(seen, ev.SHADOW_BREACHED) + _of(seen, ev.CANARY_STEP_BREACHED), key=lambda e: e.occurred
     )
     rolled = _of(seen, ev.ROLLED_BACK)
-    if total and rolled:
-        figures["canary_share_of_traffic"] = round(answered["challenger"] / total, 4)
+    if total:  # when the bad model got through above all
+        figures["challenger_share_of_traffic"] = round(answered["challenger"] / total, 4)
     if breached and rolled:
         figures["breach_to_rollback_s"] = round(
             (rolled[0].occurred - breached[0].occurred).total_seconds(), 2

@@ -107,7 +107,7 @@ def ensure_zombie_automation(heartbeat_seconds: int) -> None:
 # multiprocessing "spawn" for a flow in memory), which imports the run's libraries again.
 # Measured on 2 cores, one at a time: Evidently 4.3 s of CPU, Great Expectations 4.1 s, Feast
 # 5.0 s, MLflow 2.1 s; all that the lab's flows use, 12 s and about 500 MB of RSS. The loop's
-# monitor and landing runs come every 30-40 s, so while the demo's world ran the flows process
+# monitor and landing runs came every 30-40 s (15-40 s now), so while the demo's world ran the flows process
 # took 1.0 of the machine's 1.9 busy cores, and each run 300-600 MB of RSS of its own. Runs are
 # forked instead from a server process that imported these once (multiprocessing's forkserver
 # with a preload): a run starts with them in memory and shares their pages (`serve_in_memory`

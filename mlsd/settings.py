@@ -326,6 +326,16 @@ class RolloutSettings(_Section):
         "(target <= 10 s).",
     )
 
+    @model_validator(mode="after")
+    def _shadow_within_the_deadline(self) -> RolloutSettings:
+        # Checked here, not first in each rollout run the deployment starts (serving.rollout).
+        if self.shadow_seconds > self.max_step_seconds:
+            raise ValueError(
+                f"rollout.shadow_seconds ({self.shadow_seconds:g}) must not exceed "
+                f"rollout.max_step_seconds ({self.max_step_seconds:g}), the shadow's deadline"
+            )
+        return self
+
 
 class StackSettings(_Section):
     """How `mlsd up` supervises the local stack's processes."""

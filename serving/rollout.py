@@ -1,5 +1,6 @@
-"""The `rollout` Prefect flow: ramp a challenger through canary steps, judge each step with
-`serving.canary.canary_verdict` on both arms over the same window, then promote or roll back.
+"""The `rollout` Prefect flow: shadow a challenger, then ramp it through canary steps, judge the
+shadow and each step with `serving.canary.canary_verdict` on both arms over the same window,
+then promote or roll back.
 
 The controller only drives the router's admin API: the router holds the routing state and the
 prediction log, the registry holds the aliases. A breached guardrail rolls back at once; a step
@@ -101,6 +102,8 @@ def traffic_taken_from(
             return f"a canary of v{challenger} started over the shadow of v{version}"
         if routing.get("shadow") and challenger == version:
             return None
+        if routing.get("shadow"):
+            return f"a shadow of v{challenger} replaced the shadow of v{version}"
         return f"the shadow of v{version} was ended outside the controller"
     if split.get("kind") == "canary" and challenger == version:
         return None
@@ -124,13 +127,14 @@ def run_ramp(
     log: Callable[[str], None] = print,
     notify: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Drive the canary through the plan; returns the outcome with every step's evidence.
+    """Drive the shadow (when the plan has one) and the canary through the plan; returns the
+    outcome with every stage's evidence (the shadow's at percent 0).
 
-    Every step below 100 % is judged, champion against challenger over the same window; 100 %
+    The shadow and every step below 100 % are judged, champion against challenger over the same window; 100 %
     is the promotion itself (at 100 % no champion traffic would be left to compare against).
 
     If the controller itself fails mid-ramp (the router unreachable, a verdict it cannot read,
-    a refused promotion, an interrupt), it withdraws its canary before the error goes on: a
+    a refused promotion, an interrupt), it withdraws its shadow or canary before the error goes on: a
     challenger nobody judges any more must not keep its share of traffic. The withdrawal names
     the challenger, so it can never restore an older champion instead.
 
@@ -325,7 +329,9 @@ class _Ramp:
         )
 
     def stand_aside(self, reason: str, log: Callable[[str], None]) -> dict[str, Any]:
-        self.started = False
+        if self.in_shadow:
+            self.end_own_shadow(log)
+        self.started = self.in_shadow = False
         log(f"{self.product}: the rollout of v{self.version} stands aside: {reason}")
         self.notify(events.ROLLOUT_STOOD_ASIDE, {"version": self.version, "reason": reason[:300]})
         return {
@@ -335,22 +341,35 @@ class _Ramp:
             "steps": [s.__dict__ for s in self.steps],
         }
 
+    def end_own_shadow(self, log: Callable[[str], None]) -> None:
+        """Best effort, standing aside mid-shadow: an experiment or canary that took the
+        traffic left our shadow's copies running (a split does not end a shadow); stop them.
+        A shadow someone started instead of ours (no split) is theirs: left alone."""
+        try:
+            routing = self.admin.status(self.product)
+            if routing.get("shadow") and routing.get("split"):
+                self.admin.stop_shadow(self.product)
+                log(f"{self.product}: the shadow of v{self.version} stopped")
+        except Exception as err:
+            log(f"{self.product}: could not stop the shadow of v{self.version}: {err}")
+
     def abort(self, reason: str, log: Callable[[str], None]) -> None:
-        """Best effort: withdraw our canary if it is still in traffic; never raises (the
-        original error is the one to report)."""
+        """Best effort: withdraw our shadow or canary if it is still in traffic; never raises
+        (the original error is the one to report)."""
         challenger = self.version
+        what = "shadow" if self.in_shadow else "canary"
         if not self.started or challenger is None:
             return
         try:
             self.admin.rollback(self.product, reason, challenger)
-            log(f"{self.product}: canary of v{challenger} withdrawn: {reason}")
+            log(f"{self.product}: {what} of v{challenger} withdrawn: {reason}")
         except AdminError as err:
             if err.status_code == 409:  # not in traffic: nothing of ours is left to withdraw
-                log(f"{self.product}: no canary of v{challenger} left to withdraw")
+                log(f"{self.product}: no {what} of v{challenger} left to withdraw")
             else:
-                log(f"{self.product}: could not withdraw the canary of v{challenger}: {err}")
+                log(f"{self.product}: could not withdraw the {what} of v{challenger}: {err}")
         except Exception as err:
-            log(f"{self.product}: could not withdraw the canary of v{challenger}: {err}")
+            log(f"{self.product}: could not withdraw the {what} of v{challenger}: {err}")
 
 
 @flow(name="rollout", log_prints=True)

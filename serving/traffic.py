@@ -137,12 +137,24 @@ class ArmWindow:
         }
 
 
-def window_stats(rows: Iterable[WindowRow]) -> ArmWindow:
-    """An arm's window from its prediction-log rows (one arm, one window: the caller selects)."""
+# What a shadow copy's error starts with when the shadow server, not the model, failed it: the
+# server runs at the lowest CPU priority and drops to best effort when the cores are full.
+SHADOW_SERVER_MISSES = ("timeout", "unavailable")
+
+
+def window_stats(rows: Iterable[WindowRow], *, shadow_copies: bool = False) -> ArmWindow:
+    """An arm's window from its prediction-log rows (one arm, one window: the caller selects).
+
+    `shadow_copies`: the rows are a shadow's copies, and a copy the shadow server did not answer
+    in time, or at all, is no evidence on the model (neither a request nor an error): judged
+    as errors, a starved shadow server would roll back a sound challenger. A shadow server
+    that answers nothing leaves the shadow without evidence, which never promotes."""
     requests = errors = tp = fp = fn = tn = flags = 0
     latencies: list[float] = []
     scores: list[float] = []
     for row in rows:
+        if shadow_copies and row.error is not None and row.error.startswith(SHADOW_SERVER_MISSES):
+            continue
         requests += 1
         latencies.append(float(row.latency_ms))
         if row.error is not None:

@@ -181,6 +181,6 @@ class RoutingControl:
         )
         return {
             "champion": window_stats(champion_rows),
-            "challenger": window_stats(challenger_rows),
+            "challenger": window_stats(challenger_rows, shadow_copies=challenger_role == "shadow"),
             "challenger_role": challenger_role,
         }

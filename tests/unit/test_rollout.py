@@ -59,6 +59,7 @@ class ScriptedAdmin:
         return {"routing": self.routing}
 
     def stop_shadow(self, product):
+        self._maybe_fail("shadow stop")
         self.calls.append(("shadow stop",))
         self.routing = {**self.routing, "shadow": False}
 
@@ -256,7 +257,8 @@ EXPERIMENT = {"kind": "experiment", "name": "by-hand"}
 
 # --- the judged shadow before the canary ---------------------------------------------------
 
-SHADOWED = replace(PLAN, shadow_seconds=5.0)
+# The shadow's least time differs from a step's (10 s), so a test sees which one was kept.
+SHADOWED = replace(PLAN, shadow_seconds=20.0)
 
 
 def test_a_shadow_that_passes_hands_over_to_the_canary_then_promotes():
@@ -271,8 +273,9 @@ def test_a_shadow_that_passes_hands_over_to_the_canary_then_promotes():
         "percent",
         "promote",
     ]
-    # The shadow held until its evidence sufficed (second poll), then stopped before the canary.
-    assert result["steps"][0]["percent"] == 0 and result["steps"][0]["seconds"] == 10.0
+    # The shadow lasted its own least time (20 s, not a step's 10) although its second poll
+    # already said promote, then stopped before the canary began.
+    assert result["steps"][0]["percent"] == 0 and result["steps"][0]["seconds"] == 20.0
     names = [n for n, _ in told]
     assert names[:3] == [ev.SHADOW_STARTED, ev.SHADOW_PASSED, ev.CANARY_STEP_STARTED]
 
@@ -328,7 +331,8 @@ def test_a_shadow_longer_than_the_deadline_is_refused():
     "routing, taken",
     [
         ({"split": None, "shadow": True, "challenger": 7}, None),  # our own shadow
-        ({"split": None, "shadow": True, "challenger": 8}, "shadow of v7 was ended"),
+        ({"split": None, "shadow": True, "challenger": 8}, "a shadow of v8 replaced"),
+        ({"split": None, "shadow": False, "challenger": 7}, "shadow of v7 was ended"),
         ({"split": {"kind": "canary"}, "shadow": True, "challenger": 8}, "canary of v8 started"),
         ({"split": EXPERIMENT, "shadow": False, "challenger": 7}, "experiment by-hand"),
     ],
@@ -417,3 +421,53 @@ def test_a_stage_that_holds_says_what_it_waits_for():
     held = [m for m in messages if "holds" in m]
     # The fifth poll held: its reasons (the scripted "hold at 5.0") are told once.
     assert held == ["fraud: 5 % step holds: hold at 5.0"]
+
+
+def test_an_experiment_started_during_the_shadow_stops_its_copies_and_is_left_alone():
+    class ExperimentDuringShadow(ScriptedAdmin):
+        def verdict(self, product, window_seconds):
+            # A split does not end a shadow in the router: the copies would go on.
+            self.routing = {
+                "product": "fraud",
+                "split": EXPERIMENT,
+                "shadow": True,
+                "challenger": 7,
+            }
+            return super().verdict(product, window_seconds)
+
+    admin = ExperimentDuringShadow({0.0: ["hold"], **PASSING})
+    result = drive(admin, plan=SHADOWED)
+    assert result["result"] == "stood_aside" and "experiment by-hand" in result["reason"]
+    assert [c[0] for c in admin.calls] == ["shadow start", "shadow stop"]  # copies stopped only
+
+
+def test_a_shadow_start_without_an_answer_withdraws_a_known_version():
+    admin = ScriptedAdmin(PASSING, {"shadow start": TimeoutError()})
+    with pytest.raises(TimeoutError):
+        drive(admin, plan=SHADOWED)
+    assert admin.calls[-1][0] == "rollback" and admin.calls[-1][2] == 7
+
+
+def test_a_failed_shadow_stop_withdraws_the_challenger_before_the_error_goes_on():
+    stop = AdminError("POST", "/admin/fraud/shadow/stop", 502, "router busy")
+    admin = ScriptedAdmin({0.0: ["promote"], **PASSING}, {"shadow stop": stop})
+    with pytest.raises(AdminError):
+        drive(admin, plan=SHADOWED)
+    assert admin.calls[-1][0] == "rollback" and admin.calls[-1][2] == 7
+    assert not any(c[0] == "start" for c in admin.calls)
+
+
+def test_a_passed_stage_is_told_with_the_figures_it_was_judged_on():
+    class WithChecks(ScriptedAdmin):
+        def verdict(self, product, window_seconds):
+            answer = super().verdict(product, window_seconds)
+            answer["checks"] = [
+                {"name": "alert_rate", "status": "pass", "detail": "challenger 3/427 vs 3/429"},
+                {"name": "p99_latency", "status": "skipped", "detail": "a shadow's copies"},
+            ]
+            return answer
+
+    messages: list[str] = []
+    drive(WithChecks({0.0: ["promote"], **PASSING}), plan=SHADOWED, log=messages.append)
+    passed = next(m for m in messages if "shadow passed" in m)
+    assert passed.endswith("alert_rate challenger 3/427 vs 3/429")  # the skipped one is not told

@@ -100,3 +100,11 @@ def test_each_product_has_one_registered_model_name():
     assert training.model_name("fraud") == "cards" and training.model_name("recsys") == "songs"
     with pytest.raises(KeyError, match="known: fraud, recsys"):
         training.model_name("ads")
+
+
+def test_a_shadow_longer_than_its_deadline_is_refused_when_the_settings_load():
+    from mlsd.settings import RolloutSettings
+
+    with pytest.raises(ValueError, match=r"shadow_seconds .* must not exceed"):
+        RolloutSettings(shadow_seconds=200, max_step_seconds=150)
+    assert RolloutSettings(shadow_seconds=150, max_step_seconds=150).shadow_seconds == 150

@@ -155,3 +155,17 @@ def test_the_window_counts_the_blocks_of_the_arms_own_answers_only():
     w = window_stats(rows)
     assert (w.flags, w.answered, w.requests) == (2, 3, 4)
     assert w.summary()["alert_rate"] == pytest.approx(2 / 3)
+
+
+def test_a_shadow_copy_the_shadow_server_missed_is_no_evidence_but_a_model_fault_is():
+    rows = [
+        Row(score=0.1, decision="allow"),
+        Row(error="timeout: no answer in 1000 ms", decision=None, score=None),
+        Row(error="unavailable: circuit open", decision=None, score=None),
+        Row(error="bad_response: KeyError: 'score'", decision=None, score=None),
+    ]
+    served = window_stats(rows)
+    copies = window_stats(rows, shadow_copies=True)
+    assert (served.requests, served.errors) == (4, 3)
+    # The starved shadow server's misses drop out; the model's own bad answer still counts.
+    assert (copies.requests, copies.errors, copies.answered) == (2, 1, 1)
