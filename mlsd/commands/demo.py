@@ -6,7 +6,9 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import typer
@@ -14,6 +16,41 @@ import typer
 from mlsd.console import console
 
 BROKEN_DAYS = 3  # days the demo's upstream release breaks, then re-sends
+
+
+class Sections:
+    """The demo's sections: each rule says when it began, and the end tells each one's length
+    (where the demo's minutes go, for the reader and for its target of 5)."""
+
+    def __init__(self) -> None:
+        self.began = time.monotonic()
+        self.marks: list[tuple[str, float]] = []
+
+    def rule(self, title: str) -> None:
+        now = time.monotonic()
+        self.marks.append((title, now))
+        # The time first: a long title is cut at the terminal's width.
+        console.rule(f"[dim]+{now - self.began:.0f} s[/dim]  {title}")
+
+    def table(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title="where the demo's time went")
+        table.add_column("section")
+        table.add_column("seconds", justify="right")
+        for title, seconds in section_seconds(self.marks, time.monotonic()):
+            table.add_row(title if len(title) <= 58 else title[:57] + "…", f"{seconds:.0f}")
+        table.add_row("[bold]the whole demo[/bold]", f"{time.monotonic() - self.began:.0f}")
+        return table
+
+
+def section_seconds(marks: Sequence[tuple[str, float]], end: float) -> list[tuple[str, float]]:
+    """Each section's length: from its mark to the next one's (the last one's to `end`)."""
+    ends = [t for _, t in marks[1:]] + [end] if marks else []
+    return [(title, stop - start) for (title, start), stop in zip(marks, ends, strict=True)]
+
+
+sections = Sections()
 
 
 def demo(
@@ -37,6 +74,8 @@ def demo(
     clock before the status; then it exits 0 only if every act ended as expected."""
     from mlsd.settings import Settings
 
+    global sections
+    sections = Sections()
     settings = Settings()
     n_days = days or settings.simulator.days
     fraud_end = land_and_gate(settings, n_days)
@@ -69,11 +108,12 @@ def demo(
     finally:
         if not keep_up:
             run(["down"], "stop the stack")
+        console.print(sections.table())
 
 
 def run(args: list[str], title: str) -> None:
     """A step that is itself an `mlsd` command, run as the user would."""
-    console.rule(f"mlsd {' '.join(args)}: {title}")
+    sections.rule(f"mlsd {' '.join(args)}: {title}")
     done = subprocess.run([sys.executable, "-m", "mlsd.cli", *args], check=False)
     if done.returncode != 0:
         raise typer.Exit(done.returncode)
@@ -89,7 +129,7 @@ def land_and_gate(settings: Any, n_days: int) -> dt.date:
     from simulator import run_simulation
 
     sim = settings.simulator
-    console.rule("1. the world lands raw batches")
+    sections.rule("1. the world lands raw batches")
     runs = []
     for world in ("fraud", "recsys"):
         with console.status(f"simulating {world}: {n_days} days"):
@@ -109,7 +149,7 @@ def land_and_gate(settings: Any, n_days: int) -> dt.date:
         )
     console.print(f"fraud {broken.first_day}..{broken.last_day}: scenario schema-break landed")
 
-    console.rule("2. the quality gate (Great Expectations) accepts or quarantines each batch")
+    sections.rule("2. the quality gate (Great Expectations) accepts or quarantines each batch")
     with console.status("validating batches"):
         report = ingest(settings)
     print_ingest_report(report)
@@ -160,7 +200,7 @@ def land_and_gate(settings: Any, n_days: int) -> dt.date:
 def build_features(settings: Any) -> None:
     from features import store, tables
 
-    console.rule("3. features: tables from the offline store, Feast apply, materialise online")
+    sections.rule("3. features: tables from the offline store, Feast apply, materialise online")
     with console.status("building feature tables"):
         built = tables.build(settings)
     for b in built:
@@ -182,7 +222,7 @@ def train_models(settings: Any, fraud_end: dt.date) -> None:
     from pipeline.train_fraud import train_fraud
     from pipeline.train_recsys import train_recsys
 
-    console.rule("4. training flows (Prefect) register and gate versions (MLflow)")
+    sections.rule("4. training flows (Prefect) register and gate versions (MLflow)")
     end = dt.datetime.combine(fraud_end, dt.time(), dt.UTC)
     # A first fraud model as of three days ago, then a retrain on everything: the retrain is
     # judged against the first on the same window and becomes @challenger if it holds up.
@@ -201,7 +241,7 @@ def serve_traffic(settings: Any, fraud_end: dt.date) -> None:
 
     base = f"http://{settings.client_host}:{settings.router.port}"
     admin = AdminClient.for_lab(settings)
-    console.rule("5. live traffic through the router")
+    sections.rule("5. live traffic through the router")
     # Payments of the first day not landed: a landed day's are in the store already, with
     # each card's later payments (its time since the last one would come out negative).
     fraud = fraud_requests(settings, 600, seed=101, day=fraud_end)
@@ -217,7 +257,7 @@ def serve_traffic(settings: Any, fraud_end: dt.date) -> None:
             "[yellow]fraud has no @challenger (the retrain did not pass the gate): no shadow or canary[/yellow]"
         )
         return
-    console.rule(
+    sections.rule(
         f"6. shadow: v{challenger} sees a copy of every fraud request; answers do not change"
     )
     admin.call("POST", "/admin/fraud/shadow/start", json={"version": int(challenger)})
@@ -225,7 +265,7 @@ def serve_traffic(settings: Any, fraud_end: dt.date) -> None:
     console.print(traffic_table({"fraud @100/s, shadowed": report}))
     admin.call("POST", "/admin/fraud/shadow/stop")
 
-    console.rule(
+    sections.rule(
         f"7. canary: v{challenger} at 25 %, then 50 %, judged against the champion; then promoted"
     )
     plan = RampPlan(
@@ -280,13 +320,13 @@ def play_acts(settings: Any) -> list[Any]:
     # 30-day windows), so the monitor still sees drift and retrains again once its cooldown
     # ends; played before broken upstream, that retrain fell inside act three's watch.
     try:
-        console.rule("8. act one, broken upstream: schema-break -> quarantined, no retrain")
+        sections.rule("8. act one, broken upstream: schema-break -> quarantined, no retrain")
         results.append(show_act(act_broken_upstream(settings)))
-        console.rule(
-            "9. act two, a bad model: passes the offline gate, breaches a canary guardrail"
+        sections.rule(
+            "9. act two, a bad model: passes the offline gate, breaches a guardrail in its shadow"
         )
         results.append(show_act(act_bad_model(settings, timeout_seconds=600)))
-        console.rule(
+        sections.rule(
             "10. act three, drift: amount-inflation -> detected -> retrain -> canary -> promoted"
         )
         results.append(
