@@ -22,6 +22,7 @@ from typing import Any
 
 from benchmarks.bench_stack import BUDGET_GB, StackSampler, memory_figures, stack_memory
 from benchmarks.record import Figure, load, record
+from mlsd.acts import DRIFT_MILESTONES
 from mlsd.telemetry import TELEMETRY_OFF
 
 
@@ -133,16 +134,19 @@ def main() -> None:
             )
         )
     drift = acts.get("drift", {}).get("figures", {})
-    if "injection_to_promoted_s" in drift:
-        v = float(drift["injection_to_promoted_s"])
-        figures.append(Figure("injection -> promoted", v, "s", "<= 60 s", v <= 60))
-    for key, what in (
-        ("injection_to_retrain_requested_s", "retrain requested"),
-        ("injection_to_challenger_registered_s", "challenger registered"),
-        ("injection_to_shadow_passed_s", "shadow passed"),
-    ):
+    for key, _, what in DRIFT_MILESTONES:  # the promotion judged, the steps before it shown
         if key in drift:
-            figures.append(Figure(f"injection -> {what}", float(drift[key]), "s", "", None))
+            v = float(drift[key])
+            judged = what == "promoted"
+            figures.append(
+                Figure(
+                    f"injection -> {what}",
+                    v,
+                    "s",
+                    "<= 60 s" if judged else "",
+                    (v <= 60) if judged else None,
+                )
+            )
     bad = acts.get("bad", {}).get("figures", {})
     if "challenger_share_of_traffic" in bad:
         v = 100 * float(bad["challenger_share_of_traffic"])

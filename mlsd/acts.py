@@ -127,6 +127,15 @@ def request_retrain(product: str, reason: str, figures: dict[str, Any] | None = 
     ev.emit(ev.RETRAIN_REQUESTED, ev.model_resource(product), {"reason": reason, **(figures or {})})
 
 
+# The drift act's milestones: (figure key, event, what a reader calls it), in their order.
+DRIFT_MILESTONES = (
+    ("injection_to_retrain_requested_s", ev.RETRAIN_REQUESTED, "retrain requested"),
+    ("injection_to_challenger_registered_s", ev.CHALLENGER_REGISTERED, "challenger registered"),
+    ("injection_to_shadow_passed_s", ev.SHADOW_PASSED, "shadow passed"),
+    ("injection_to_promoted_s", ev.PROMOTED, "promoted"),
+)
+
+
 def act_drift(
     settings: Settings,
     *,
@@ -168,12 +177,7 @@ def act_drift(
     injected = _of(seen, ev.DRIFT_INJECTED)
     if injected:
         # Where the time went: each milestone's first event, in seconds since the injection.
-        for key, name in (
-            ("injection_to_retrain_requested_s", ev.RETRAIN_REQUESTED),
-            ("injection_to_challenger_registered_s", ev.CHALLENGER_REGISTERED),
-            ("injection_to_shadow_passed_s", ev.SHADOW_PASSED),
-            ("injection_to_promoted_s", ev.PROMOTED),
-        ):
+        for key, name, _ in DRIFT_MILESTONES:
             if milestone := _of(seen, name):
                 figures[key] = round(
                     (milestone[0].occurred - injected[0].occurred).total_seconds(), 1

@@ -107,8 +107,8 @@ def ensure_zombie_automation(heartbeat_seconds: int) -> None:
 # multiprocessing "spawn" for a flow in memory), which imports the run's libraries again.
 # Measured on 2 cores, one at a time: Evidently 4.3 s of CPU, Great Expectations 4.1 s, Feast
 # 5.0 s, MLflow 2.1 s; all that the lab's flows use, 12 s and about 500 MB of RSS. The loop's
-# monitor and landing runs came every 30-40 s (15-40 s now), so while the demo's world ran the flows process
-# took 1.0 of the machine's 1.9 busy cores, and each run 300-600 MB of RSS of its own. Runs are
+# monitor and landing runs came every 30-40 s (15-40 s now), so while the demo's world ran the
+# flows process took 1.0 of the machine's 1.9 busy cores, and each run 300-600 MB of RSS. Runs are
 # forked instead from a server process that imported these once (multiprocessing's forkserver
 # with a preload): a run starts with them in memory and shares their pages (`serve_in_memory`
 # gives the runner the flows in memory, or it would not use "spawn" at all). Not forked from
@@ -283,10 +283,11 @@ def serve_in_memory(deployments: list[Any], flows: dict[str, Any]) -> None:
 
     # As prefect.serve (no cap on runs), but a run is started when it is due, not up to 10 s
     # before (Prefect's prefetch): started early, a monitor run (every 15 s in the demo) came
-    # while the one before still ran, its deployment's limit cancelled it, and each such
-    # cancellation could hold Prefect's SQLite database locked for 60 s (its busy timeout: the
-    # flows, the runner and the events stalled; measured twice per demo, each delaying drift
-    # detection by about 65 s). The runner polls every prefect.runner_poll_seconds (2 s).
+    # while the one before still ran and its deployment's limit cancelled it. In both demos
+    # measured so, such cancellations ended a 60 s lock of Prefect's SQLite database (its busy
+    # timeout) once in the drift act, and no run moved for 67-78 s; none since, in two demos.
+    # Which transaction held the lock is not known. The runner polls every
+    # prefect.runner_poll_seconds (2 s).
     runner = Runner(pause_on_shutdown=True, limit=None, prefetch_seconds=0)
     for deployment in deployments:
         deployment_id = cast("UUID", runner.add_deployment(deployment))  # sync: the id

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -65,18 +65,21 @@ class StepOutcome:
     arms: dict[str, Any] = field(default_factory=dict)
 
 
-def step_decision(verdicts: Sequence[str], elapsed: float, plan: RampPlan) -> str | None:
-    """What the controller does after a poll: 'rollback' at once on a breach, 'next' once the
-    step has lasted long enough and the latest verdict is 'promote', 'rollback' when the deadline
-    passes without that, else None (keep waiting). Pure, so the ramp's logic is tested alone."""
+def step_decision(
+    verdicts: Sequence[str], elapsed: float, least_seconds: float, deadline_seconds: float
+) -> str | None:
+    """What the controller does after a poll of a stage (the shadow or a canary step):
+    'rollback' at once on a breach, 'next' once the stage has lasted `least_seconds` and the
+    latest verdict is 'promote', 'rollback' when `deadline_seconds` pass without that, else None
+    (keep waiting). Pure, so the ramp's logic is tested alone."""
     if not verdicts:
         return None
     latest = verdicts[-1]
     if latest == "rollback":
         return "rollback"
-    if elapsed >= plan.min_step_seconds and latest == "promote":
+    if elapsed >= least_seconds and latest == "promote":
         return "next"
-    if elapsed >= plan.max_step_seconds:
+    if elapsed >= deadline_seconds:
         return "rollback"
     return None
 
@@ -234,7 +237,6 @@ class _Ramp:
         stage = "shadow" if percent == 0 else f"{percent:g} % step"
         began = clock()
         verdicts: list[str] = []
-        timing = replace(plan, min_step_seconds=least_seconds)
         while True:
             sleep(plan.poll_seconds)
             elapsed = clock() - began
@@ -245,7 +247,7 @@ class _Ramp:
             if why is not None:  # the window is someone else's now: judge nothing
                 raise _StoodAside(why)
             verdicts.append(verdict["decision"])
-            action = step_decision(verdicts, elapsed, timing)
+            action = step_decision(verdicts, elapsed, least_seconds, plan.max_step_seconds)
             if action is not None:
                 break
             if len(verdicts) % HOLD_LOG_POLLS == 0:  # what it waits for, now and then
@@ -293,28 +295,24 @@ class _Ramp:
         }
 
     def start_shadow(self) -> None:
-        try:
-            answer = self.admin.start_shadow(self.product, self.version)
-        except AdminError:
-            raise  # the router refused: nothing started
-        except BaseException:
-            # As for a canary (see start): withdraw it if we know its version.
-            self.started = self.in_shadow = self.version is not None
-            raise
-        self.started = self.in_shadow = True
-        self.version = int(answer["routing"]["challenger"])
+        self.begin(lambda: self.admin.start_shadow(self.product, self.version), shadow=True)
 
     def start(self, percent: float) -> None:
+        self.begin(lambda: self.admin.start_canary(self.product, percent, self.version))
+
+    def begin(self, call: Callable[[], dict[str, Any]], shadow: bool = False) -> None:
+        """Start the shadow or the canary through `call`; from then on it is ours to withdraw."""
         try:
-            answer = self.admin.start_canary(self.product, percent, self.version)
+            answer = call()
         except AdminError:
             raise  # the router refused: nothing started
         except BaseException:
-            # No answer (timeout, connection lost): the canary may have started. Withdraw it
-            # if we know its version; without one we cannot tell ours from someone else's.
+            # No answer (timeout, connection lost): it may have started. Withdraw it if we
+            # know its version; without one we cannot tell ours from someone else's.
             self.started = self.version is not None
+            self.in_shadow = shadow and self.started
             raise
-        self.started = True
+        self.started, self.in_shadow = True, shadow
         self.version = int(answer["routing"]["challenger"])
 
     def taken_by_someone_else(self) -> str | None:

@@ -137,9 +137,11 @@ class ArmWindow:
         }
 
 
-# What a shadow copy's error starts with when the shadow server, not the model, failed it: the
+# What a shadow copy's error starts with (`serving.router.servers.arm_error`: "<kind>: ...",
+# the kinds of `serving.fallback.chain.HopFailure`) when the shadow server, not the model,
+# failed it: no answer in time, none at all, or its breaker open after such failures. The
 # server runs at the lowest CPU priority and drops to best effort when the cores are full.
-SHADOW_SERVER_MISSES = ("timeout", "unavailable")
+SHADOW_SERVER_MISSES = ("timeout", "unavailable", "circuit_open")
 
 
 def window_stats(rows: Iterable[WindowRow], *, shadow_copies: bool = False) -> ArmWindow:

@@ -23,6 +23,9 @@ class Sections:
     (where the demo's minutes go, for the reader and for its target of 5)."""
 
     def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
         self.began = time.monotonic()
         self.marks: list[tuple[str, float]] = []
 
@@ -38,9 +41,10 @@ class Sections:
         table = Table(title="where the demo's time went")
         table.add_column("section")
         table.add_column("seconds", justify="right")
-        for title, seconds in section_seconds(self.marks, time.monotonic()):
+        end = time.monotonic()
+        for title, seconds in section_seconds(self.marks, end):
             table.add_row(title if len(title) <= 58 else title[:57] + "…", f"{seconds:.0f}")
-        table.add_row("[bold]the whole demo[/bold]", f"{time.monotonic() - self.began:.0f}")
+        table.add_row("[bold]the whole demo[/bold]", f"{end - self.began:.0f}")
         return table
 
 
@@ -50,7 +54,7 @@ def section_seconds(marks: Sequence[tuple[str, float]], end: float) -> list[tupl
     return [(title, stop - start) for (title, start), stop in zip(marks, ends, strict=True)]
 
 
-sections = Sections()
+sections = Sections()  # the demo's, read by every step below
 
 
 def demo(
@@ -74,8 +78,7 @@ def demo(
     clock before the status; then it exits 0 only if every act ended as expected."""
     from mlsd.settings import Settings
 
-    global sections
-    sections = Sections()
+    sections.restart()  # from this command's start (the module may have been imported earlier)
     settings = Settings()
     n_days = days or settings.simulator.days
     fraud_end = land_and_gate(settings, n_days)

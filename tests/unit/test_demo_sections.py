@@ -22,7 +22,7 @@ def test_each_section_lasts_until_the_next_one_begins_and_the_last_until_the_end
 def test_the_table_tells_every_section_and_the_whole(monkeypatch: pytest.MonkeyPatch):
     from rich.console import Console
 
-    now = iter([0.0, 10.0, 70.0, 100.0, 100.0])
+    now = iter([0.0, 10.0, 70.0, 100.0])
     monkeypatch.setattr("mlsd.commands.demo.time.monotonic", lambda: next(now))
     sections = Sections()  # began at 0
     monkeypatch.setattr("mlsd.commands.demo.console", Console(file=io.StringIO()))

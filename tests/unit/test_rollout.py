@@ -151,7 +151,7 @@ def test_no_evidence_by_the_deadline_rolls_back():
     st.floats(0, 120),
 )
 def test_step_decision_rules(verdicts, elapsed):
-    action = step_decision(verdicts, elapsed, PLAN)
+    action = step_decision(verdicts, elapsed, PLAN.min_step_seconds, PLAN.max_step_seconds)
     if verdicts[-1] == "rollback":
         assert action == "rollback"
     elif verdicts[-1] == "promote" and elapsed >= PLAN.min_step_seconds:

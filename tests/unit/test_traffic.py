@@ -158,14 +158,25 @@ def test_the_window_counts_the_blocks_of_the_arms_own_answers_only():
 
 
 def test_a_shadow_copy_the_shadow_server_missed_is_no_evidence_but_a_model_fault_is():
+    from serving.fallback.chain import ChainResult, Hop, HopFailure
+    from serving.router.servers import arm_error
+
+    hop = Hop("fraud-v4", "fraud/4", 1.0)
+
+    def failed(kind: str, detail: str) -> Row:  # the error the router logs for such a copy
+        result = ChainResult(None, None, (HopFailure(hop.model, kind, detail),))
+        return Row(error=arm_error([hop], result), decision=None, score=None)
+
     rows = [
         Row(score=0.1, decision="allow"),
-        Row(error="timeout: no answer in 1000 ms", decision=None, score=None),
-        Row(error="unavailable: circuit open", decision=None, score=None),
-        Row(error="bad_response: KeyError: 'score'", decision=None, score=None),
+        failed("timeout", "no answer within 1000 ms"),
+        failed("unavailable", "ConnectError: refused"),
+        failed("circuit_open", "skipped: failing recently"),
+        failed("bad_response", "KeyError: 'score'"),
+        failed("bad_status", "500: model raised"),
     ]
     served = window_stats(rows)
     copies = window_stats(rows, shadow_copies=True)
-    assert (served.requests, served.errors) == (4, 3)
-    # The starved shadow server's misses drop out; the model's own bad answer still counts.
-    assert (copies.requests, copies.errors, copies.answered) == (2, 1, 1)
+    assert (served.requests, served.errors) == (6, 5)
+    # The starved shadow server's misses drop out; the model's own faults still count.
+    assert (copies.requests, copies.errors, copies.answered) == (3, 2, 1)
