@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import NamedTuple
 
 import psutil
@@ -24,16 +26,25 @@ CREATE_TIME_TOLERANCE = 0.005
 # Feast before it starts the stack: every component inherited the demo's directory, and once
 # the demo exited (--keep-up) each flow run that touched Feast failed (FileNotFoundError:
 # /tmp/feast_metrics_*/gauge_liveall_<pid>.db), so monitoring and landing stopped. Each
-# component that imports Feast now makes, owns and deletes its own.
+# component is given a directory of its own instead (Feast keeps one it finds set), in the
+# lab's run directory and emptied when it starts: a component that `mlsd down` stops by signal
+# never reaches Feast's exit hook, and its own temporary directories stayed in /tmp, one per
+# stopped process (139 after a day of labs).
 PROCESS_LOCAL_ENV = ("PROMETHEUS_MULTIPROCESS_DIR", "PROMETHEUS_MULTIPROC_DIR")
 
 
-def component_env(component: Component, base: Mapping[str, str] | None = None) -> dict[str, str]:
+def component_env(
+    component: Component,
+    base: Mapping[str, str] | None = None,
+    metrics_dir: Path | None = None,
+) -> dict[str, str]:
     """The environment a component runs with: inherited (less what a library set for the parent
-    alone), then telemetry off, then its own."""
+    alone, or `metrics_dir` in its place), then telemetry off, then its own."""
     env = dict(os.environ if base is None else base)
     for key in PROCESS_LOCAL_ENV:
         env.pop(key, None)
+        if metrics_dir is not None:
+            env[key] = str(metrics_dir)
     env.update(TELEMETRY_OFF)
     # Logs reach the file as they happen, not when a buffer fills.
     env["PYTHONUNBUFFERED"] = "1"
@@ -41,14 +52,20 @@ def component_env(component: Component, base: Mapping[str, str] | None = None) -
     return env
 
 
-def spawn_detached(component: Component, note: str = "") -> psutil.Process:
-    """Start `component` in its own session (so its own process group) with output to its log.
+def spawn_detached(
+    component: Component, note: str = "", metrics_dir: Path | None = None
+) -> psutil.Process:
+    """Start `component` in its own session (so its own process group) with output to its log,
+    and with `metrics_dir` (emptied first) as its own metrics directory (PROCESS_LOCAL_ENV).
 
     A new session detaches it from the terminal: `mlsd up` can return and Ctrl-C in that
     terminal does not reach it, and the group lets `mlsd down` stop the children it spawns.
     """
     for directory in (component.log_file.parent, *component.state_dirs):
         directory.mkdir(parents=True, exist_ok=True)
+    if metrics_dir is not None:
+        shutil.rmtree(metrics_dir, ignore_errors=True)  # the files of its previous run
+        metrics_dir.mkdir(parents=True)
     with component.log_file.open("ab") as log:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         log.write(
@@ -60,7 +77,7 @@ def spawn_detached(component: Component, note: str = "") -> psutil.Process:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=component_env(component),
+            env=component_env(component, metrics_dir=metrics_dir),
             cwd=component.cwd,
             start_new_session=True,
             close_fds=True,

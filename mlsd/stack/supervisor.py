@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -163,6 +164,11 @@ class Supervisor:
 
     def _forget(self, name: str) -> None:
         RunRecord.path(self.run_dir, name).unlink(missing_ok=True)
+        shutil.rmtree(self.metrics_dir(name), ignore_errors=True)
+
+    def metrics_dir(self, name: str) -> Path:
+        """The metrics directory of component `name` (mlsd.stack.processes.PROCESS_LOCAL_ENV)."""
+        return self.run_dir / "metrics" / name
 
     def is_up(self, record: RunRecord | None) -> bool:
         """Whether the record's process is alive and still the one we started."""
@@ -216,7 +222,7 @@ class Supervisor:
                 "(`mlsd config show` lists the port settings)"
             )
         note = f" (restart {restarts})" if restarts else ""
-        proc = spawn_detached(component, note=note)
+        proc = spawn_detached(component, note=note, metrics_dir=self.metrics_dir(component.name))
         record = RunRecord(
             component=component, pid=proc.pid, create_time=proc.create_time(), restarts=restarts
         )
@@ -276,7 +282,7 @@ class Supervisor:
             f"--policy={json.dumps(asdict(self.policy))}",
         )
         component = Component(name=WATCHDOG, argv=argv, log_file=self.logs_dir / f"{WATCHDOG}.log")
-        proc = spawn_detached(component)
+        proc = spawn_detached(component, metrics_dir=self.metrics_dir(WATCHDOG))
         record = RunRecord(component=component, pid=proc.pid, create_time=proc.create_time())
         record.save(self.run_dir)
         return record

@@ -123,6 +123,31 @@ def test_start_status_stop_a_component(supervisor, tmp_path):
     assert supervisor.records() == []
 
 
+def test_feasts_metrics_files_stay_in_the_lab_and_go_when_the_component_is_stopped(
+    supervisor, tmp_path
+):
+    # Feast's metrics module writes prometheus_client's files to a directory it makes in /tmp
+    # unless one is set, and deletes it only at a clean exit: `mlsd down` stops by signal.
+    ready = tmp_path / "ready"
+    importer = (
+        sys.executable,
+        "-c",
+        "import os, pathlib, time, feast.metrics; "
+        f"pathlib.Path({str(ready)!r}).write_text(os.environ['PROMETHEUS_MULTIPROCESS_DIR']); "
+        "time.sleep(120)",
+    )
+    [record] = supervisor.start([make("feasty", tmp_path, argv=importer)])
+    deadline = time.monotonic() + 60
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    own = supervisor.metrics_dir("feasty")
+    assert ready.read_text() == str(own)
+    assert psutil.Process(record.pid).environ()["PROMETHEUS_MULTIPROC_DIR"] == str(own)
+    assert any(own.iterdir())  # Feast's metrics wrote their files there
+    supervisor.stop()
+    assert not own.exists()
+
+
 def test_a_component_that_dies_at_start_fails_with_its_log(supervisor, tmp_path):
     crasher = make("crasher", tmp_path, argv=(sys.executable, "-c", "raise SystemExit('no db')"))
     with pytest.raises(StackError, match=r"(?s)crasher exited during start-up.*no db"):
