@@ -9,7 +9,8 @@ import datetime as dt
 import json
 import os
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -230,37 +231,64 @@ def _look_back(events: Events, view: str, boundary: pd.Timestamp, settings: Sett
     return {**events, look.events: sliced.reset_index(drop=True)}
 
 
-def extend_table(
-    old: pa.Table, frame: pd.DataFrame, view: ViewSpec, boundary: pd.Timestamp
+def rows_after(
+    frame: pd.DataFrame, view: ViewSpec, boundary: pd.Timestamp, known: Sequence[Any]
 ) -> pa.Table:
-    """`old`'s rows up to `boundary` (their values saw only events before them, all known to the
-    build that wrote them) and `frame`'s rows after it, with a sentinel for each new entity.
+    """`frame`'s rows after `boundary`, with a sentinel first for each entity not in `known`
+    (the entities the table already has)."""
+    key = ENTITIES[view.entity].join_key
+    after = frame[frame[EVENT_TIMESTAMP] > boundary]
+    fresh = pd.unique(after[key][~after[key].isin(known)])
+    sentinels = pd.DataFrame({key: fresh, EVENT_TIMESTAMP: pd.Timestamp(SENTINEL_TIME)})
+    return to_arrow(pd.concat([sentinels, after], ignore_index=True), view)
 
-    A row equal to its entity's last old row can remain at the boundary: Feast's answer at every
-    instant is the same, and dropping it would cost reading the old table into pandas."""
+
+# Rows of the old table held in memory at a time while it is extended (and so the row groups
+# of an extended table): measured on 2.25 M card-velocity rows, batches of 262,144 rows took
+# 100 MB of Arrow memory each, batches of 65,536 about 20.
+EXTEND_BATCH_ROWS = 65_536
+
+
+def extend_file(path: Path, frame: pd.DataFrame, view: ViewSpec, boundary: pd.Timestamp) -> int:
+    """Rewrite the table at `path` as its rows up to `boundary` (their values saw only
+    events before them, all known to the build that wrote them), then `frame`'s rows after it,
+    each new entity's sentinel first; the rows written.
+
+    Streamed, a batch of the old rows at a time, and appended rather than sorted: readers
+    order the rows themselves (the training join by time, materialisation by time per
+    entity). Measured on a demo's world after its acts (560,000 payments; 2.25 M card-velocity
+    rows), one process, 2 cores: reading each old table whole, then sorting old and new
+    together, the fraud world's incremental build peaked 919 MB above its imports and took
+    3.6 s; streamed, 485 MB and 2.7 s. A landing run was the largest of the flows process's
+    runs (about 1.1 GB of PSS each, every simulated day). A row equal to its entity's last old
+    row can remain at the boundary: Feast's answer at every instant is the same."""
     import pyarrow.compute as pc
 
     key = ENTITIES[view.entity].join_key
     boundary_us = pa.scalar(boundary.to_pydatetime(), type=TIMESTAMP_TYPE)
-    kept = old.filter(pc.less_equal(old[EVENT_TIMESTAMP], boundary_us))
-    after = frame[frame[EVENT_TIMESTAMP] > boundary]
-    known = set(pc.unique(kept[key]).to_pylist())
-    fresh = pd.unique(after[key][~after[key].isin(known)])
-    sentinels = pd.DataFrame({key: fresh, EVENT_TIMESTAMP: pd.Timestamp(SENTINEL_TIME)})
-    added = to_arrow(pd.concat([sentinels, after], ignore_index=True), view)
-    return pa.concat_tables([kept, added]).sort_by(
-        [(key, "ascending"), (EVENT_TIMESTAMP, "ascending")]
-    )
+    rows = 0
+    # The keys read dictionary-encoded: a few thousand strings, not one per row.
+    keys = pq.read_table(path, columns=[key], read_dictionary=[key]).column(0)
+    known = keys.unify_dictionaries().chunk(0).dictionary.to_pylist() if keys.num_chunks else []
+    with pq.ParquetFile(path) as old:
+        added = rows_after(frame, view, boundary, known)
+        with _staged(path) as staging, pq.ParquetWriter(staging, table_schema(view)) as writer:
+            for batch in old.iter_batches(batch_size=EXTEND_BATCH_ROWS):
+                kept = batch.filter(pc.less_equal(batch.column(EVENT_TIMESTAMP), boundary_us))
+                writer.write_batch(kept)
+                rows += kept.num_rows
+            writer.write_table(added)
+    return rows + added.num_rows
 
 
-def _extendable(path: Path, view: ViewSpec) -> pa.Table | None:
-    """The table a build may extend: one with rows, written for the view as the catalog
-    defines it now (a view that gained a feature, or an empty table `ensure_tables` made, is
-    recomputed whole)."""
+def _extendable(path: Path, view: ViewSpec) -> bool:
+    """Whether a build may extend the table at `path`: one with rows, written for the view as
+    the catalog defines it now (a view that gained a feature, or an empty table `ensure_tables`
+    made, is recomputed whole)."""
     if not path.exists():
-        return None
-    old = pq.read_table(path)
-    return old if old.num_rows and old.schema.equals(table_schema(view)) else None
+        return False
+    with pq.ParquetFile(path) as old:
+        return bool(old.metadata.num_rows) and old.schema_arrow.equals(table_schema(view))
 
 
 def with_sentinels(frame: pd.DataFrame, view: ViewSpec) -> pd.DataFrame:
@@ -298,15 +326,23 @@ def to_arrow(frame: pd.DataFrame, view: ViewSpec) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
-def write_table(path: Path, table: pa.Table) -> Path:
-    """Write atomically: a reader (a training join, a materialisation) sees old or new, never half."""
+@contextmanager
+def _staged(path: Path) -> Iterator[Path]:
+    """A file to write in place of `path`, moved there once written: a reader (a training
+    join, a materialisation) sees the old table or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
-        pq.write_table(table, staging)
+        yield staging
         os.replace(staging, path)
     finally:
         staging.unlink(missing_ok=True)
+
+
+def write_table(path: Path, table: pa.Table) -> Path:
+    """Write atomically (see `_staged`)."""
+    with _staged(path) as staging:
+        pq.write_table(table, staging)
     return path
 
 
@@ -380,15 +416,14 @@ def build(
             boundary = pd.Timestamp(previous["as_of"])
         for name, compute in TABLE_BUILDERS[world].items():
             view, path = VIEWS[name], table_path(settings, name)
-            old = _extendable(path, view) if boundary is not None and name in LOOKBACK else None
-            if old is not None and boundary is not None:
+            if boundary is not None and name in LOOKBACK and _extendable(path, view):
                 frame = compute(_look_back(events, name, boundary, settings), settings)
-                table = extend_table(old, frame, view, boundary)
+                result.rows[name] = extend_file(path, frame, view, boundary)
                 result.extended.append(name)
             else:
                 table = to_arrow(with_sentinels(compute(events, settings), view), view)
-            write_table(path, table)
-            result.rows[name] = table.num_rows
+                write_table(path, table)
+                result.rows[name] = table.num_rows
         result.seconds = time.perf_counter() - started
         results.append(result)
     ensure_tables(settings)

@@ -27,7 +27,7 @@ Action = Literal["retrain", "suppress", "none"]
 class TriggerPolicy:
     """The thresholds of the trigger (see TriggerSettings for what each means)."""
 
-    drifted_share: float = 0.2
+    drifted_share: float = 0.15
     score_psi: float = 0.2
     pr_auc_drop: float = 0.2
     min_rows: int = 500
