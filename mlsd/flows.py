@@ -168,7 +168,8 @@ def fork_flow_runs_from_a_preloaded_server(
             "prefect.flow_engine no longer reads `multiprocessing`: check mlsd.flows"
         )
     server = multiprocessing.get_context("forkserver")
-    server.set_forkserver_preload(list(preload))
+    # Last: what the preload created is frozen once it is all there (mlsd.preload_frozen).
+    server.set_forkserver_preload([*preload, "mlsd.preload_frozen"])
 
     class _ForkedRuns:
         """`multiprocessing` as prefect.flow_engine sees it: its "spawn" is the forkserver."""
