@@ -21,6 +21,7 @@ from features.tables import table_path
 from mlsd.settings import Settings
 
 ROW_ID = "_mlsd_row"
+ON_DEMAND_BATCH_ROWS = 16_384  # rows an on-demand transformation is given at a time (Python lists)
 
 
 def training_frame(
@@ -97,31 +98,70 @@ def _join_asof(session: Session, plan: ServicePlan, rows: pd.DataFrame) -> pd.Da
     left = left.drop(columns="_asof")
     if not plan.spec.on_demand:
         return left.set_index(ROW_ID).sort_index()
-    # The registry's own on-demand views, applied the way Feast's retrieval job applies them.
+    # The registry's own on-demand views, as Feast's retrieval job applies one in Python mode
+    # (`Table.from_pydict(udf(table.to_pydict()))`), to the columns it reads and a batch of rows
+    # at a time: Feast hands the transformation the whole table as Python lists, each feature
+    # twice (short and long name). Measured on a demo's retrain (about 215,000 rows, 2 cores):
+    # that took 276 MB above what the join held; the training set's peak fell from 1,129-1,198
+    # to 970 MB above the imports this way, and the frame is the same (the transformation goes
+    # row by row).
     features_table = pa.Table.from_pandas(left, preserve_index=False)
-    for name in plan.spec.on_demand:
-        odfv = session.store.get_on_demand_feature_view(name)
-        transformed = odfv.transform_arrow(features_table, full_feature_names=False)
-        for feature in ON_DEMAND[name].features:
-            features_table = features_table.append_column(feature.name, transformed[feature.name])
+    for name, (udf, produces) in zip(plan.spec.on_demand, plan.transforms, strict=True):
+        inputs = features_table.select(_on_demand_inputs(name))
+        transformed = pa.concat_tables(
+            [
+                pa.Table.from_pydict(udf(batch.to_pydict()))
+                for batch in inputs.to_batches(max_chunksize=ON_DEMAND_BATCH_ROWS)
+            ]
+        )
+        for feature in produces:
+            features_table = features_table.append_column(feature, transformed[feature])
     return features_table.to_pandas().set_index(ROW_ID).sort_index()
+
+
+def _on_demand_inputs(name: str) -> list[str]:
+    """The columns on-demand view `name` reads: its request fields and its source views'
+    features."""
+    spec = ON_DEMAND[name]
+    return [
+        *(f.name for f in spec.request),
+        *(f.name for view in spec.sources for f in VIEWS[view].features),
+    ]
 
 
 _VIEW_TABLES: dict[str, tuple[tuple[int, int], pd.DataFrame]] = {}
 
 
 def _view_table(path: Path, key: str) -> pd.DataFrame:
-    """A view's table sorted by time, read once per version of the file."""
+    """A view's table sorted by time, read once per version of the file.
+
+    Read and put in time order a column at a time, so the whole table is in memory once, not
+    three times (Arrow's, pandas', then sorted). Measured on a demo's card-velocity table
+    (2.25 M rows, 2 cores): reading it whole then sorting the frame peaked 745 MB above the
+    process's baseline and took 1.8 s; a column at a time, 411 MB and 0.7 s, the same frame.
+    The view tables are most of what a training run holds."""
+    import pyarrow.compute as pc
+
     stat = path.stat()
     version = (stat.st_mtime_ns, stat.st_size)
     cached = _VIEW_TABLES.get(str(path))
     if cached is None or cached[0] != version:
-        frame = pq.read_table(path).to_pandas()
-        frame["_asof"] = pd.to_datetime(frame.pop(EVENT_TIMESTAMP), utc=True).astype(
-            "datetime64[ns, UTC]"
-        )
-        frame[key] = frame[key].astype("object")
-        cached = _VIEW_TABLES[str(path)] = (version, frame.sort_values("_asof", kind="stable"))
+        with pq.ParquetFile(path) as table:
+            # Arrow's sort is stable, as the merge needs: rows of one instant keep their order.
+            order = pc.sort_indices(table.read(columns=[EVENT_TIMESTAMP]).column(0))
+            columns = {}
+            for name in [
+                *(n for n in table.schema_arrow.names if n != EVENT_TIMESTAMP),
+                EVENT_TIMESTAMP,
+            ]:
+                values = table.read(columns=[name]).column(0).take(order).to_pandas()
+                if name == EVENT_TIMESTAMP:
+                    columns["_asof"] = pd.to_datetime(values, utc=True).astype(
+                        "datetime64[ns, UTC]"
+                    )
+                else:
+                    columns[name] = values.astype("object") if name == key else values
+        cached = _VIEW_TABLES[str(path)] = (version, pd.DataFrame(columns, copy=False))
     return cached[1]
 
 
