@@ -37,6 +37,42 @@ def mlsd(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complete
     )
 
 
+RUNS_AT = """
+import asyncio, datetime as dt, json, sys
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime
+
+async def main(at):
+    async with get_client() as client:
+        runs = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(before_=at)),
+            limit=200,
+        )
+        running = [r for r in runs if r.end_time is None or r.end_time >= at]
+        names = {f.id: f.name for f in await client.read_flows()}
+        print(json.dumps(sorted(f"{names.get(r.flow_id, '?')} ({r.name})" for r in running)))
+
+asyncio.run(main(dt.datetime.fromtimestamp(float(sys.argv[1]), dt.UTC)))
+"""
+
+
+def runs_running_at(instant: float, env: dict[str, str]) -> list[str]:
+    """The lab's flow runs (flow and run name) that were running at `instant` (epoch s): what
+    made the flows process's share of a memory peak."""
+    from mlsd.settings import Settings
+
+    settings = Settings(data_dir=Path(env["MLSD_DATA_DIR"]))
+    done = subprocess.run(
+        [sys.executable, "-c", RUNS_AT, str(instant)],
+        env={**env, "PREFECT_API_URL": settings.prefect_api_url},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    return list(json.loads(done.stdout)) if done.returncode == 0 and done.stdout else []
+
+
 def measure(lab: Path) -> dict[str, Any]:
     env = {
         **{
@@ -57,13 +93,15 @@ def measure(lab: Path) -> dict[str, Any]:
         acts_file = lab / ".mlsd" / "demo" / "acts.json"
         acts = json.loads(acts_file.read_text()) if acts_file.exists() else []
         status = json.loads(mlsd(["status", "--json"], env, lab).stdout or "{}")
+        live = sampler.summary()
         return {
             "demo_s": demo_s,
             "demo_rc": demo.returncode,
             "demo_tail": (demo.stdout + demo.stderr)[-3000:],
             "acts": acts,
             "memory": stack_memory(status),
-            "live": sampler.summary(),
+            "live": live,
+            "runs_at_memory_peak": runs_running_at(live["peak_at"], env) if live else [],
             "components": [r["name"] for r in status.get("components", [])],
         }
     finally:
@@ -166,6 +204,7 @@ def main() -> None:
                 for a in m["acts"]
             ],
             "drifted_shares_by_act": {a["name"]: a.get("drifted_shares") for a in m["acts"]},
+            "flow_runs_at_memory_peak": m["runs_at_memory_peak"],
         },
         concurrency=f"the world's live traffic (fraud {world.fraud_rps:g} req/s, recs "
         f"{world.recs_rps:g} req/s) during the acts",

@@ -101,7 +101,8 @@ class StackSampler(threading.Thread):
                     memory = tree_memory(proc)
                     reading[record.name] = (memory.pss, memory.rss, cpu, record.pid)
             if reading:
-                self.samples.append((time.monotonic(), reading))
+                # Wall-clock time: the peak's instant is looked up among Prefect's flow runs.
+                self.samples.append((time.time(), reading))
 
     def stop(self) -> None:
         self._done.set()
@@ -114,7 +115,7 @@ class StackSampler(threading.Thread):
         if len(live) < 2:
             return {}
         pss = sorted(sum(v[0] for v in r.values()) for _, r in live)
-        peak_reading = max((r for _, r in live), key=lambda r: sum(v[0] for v in r.values()))
+        peak_at, peak_reading = max(live, key=lambda tr: sum(v[0] for v in tr[1].values()))
         (t0, _), (t1, last) = live[0], live[-1]
         cores = {}
         for name, (_, _, cpu, pid) in last.items():
@@ -129,6 +130,7 @@ class StackSampler(threading.Thread):
             "rss_peak": max(sum(v[1] for v in r.values()) for _, r in live),
             # Who makes the peak: each component's PSS in the reading with the largest sum.
             "pss_at_peak": {name: v[0] for name, v in peak_reading.items()},
+            "peak_at": peak_at,
             "readings": len(live),
             "seconds": t1 - t0,
             "cpu_cores": cores,
