@@ -132,6 +132,26 @@ def _on_demand_inputs(name: str) -> list[str]:
 _VIEW_TABLES: dict[str, tuple[tuple[int, int], pd.DataFrame]] = {}
 
 
+def forget_view_tables() -> None:
+    """Drop the view tables the joins of this process read (they are read again on the next
+    join), and hand the memory back to the system: a training run, once its training set is
+    built, has no use for the history. Arrow's allocator and glibc's keep freed memory for
+    reuse; measured after a demo retrain's training set (2 cores), the process held 884 MB
+    above its imports, 666 MB once Arrow's pool released what it kept, 318 MB once glibc
+    trimmed its heap."""
+    import ctypes
+    import ctypes.util
+
+    import pyarrow as pa
+
+    _VIEW_TABLES.clear()
+    pa.default_memory_pool().release_unused()
+    libc = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(libc), "malloc_trim", None) if libc else None
+    if trim is not None:  # glibc only (not macOS)
+        trim(0)
+
+
 def _view_table(path: Path, key: str) -> pd.DataFrame:
     """A view's table sorted by time, read once per version of the file.
 

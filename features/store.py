@@ -40,7 +40,7 @@ from features.feast_config import (
     settings_of_repo,
     write_repo_files,
 )
-from features.offline_join import ROW_ID, training_frame
+from features.offline_join import ROW_ID, forget_view_tables, training_frame
 from features.online import (
     finish_online,
     online_feature_columns,
@@ -72,6 +72,7 @@ __all__ = [
     "feast_config",
     "feast_output_silenced",
     "finish_online",
+    "forget_view_tables",
     "get_store",
     "materialize",
     "online_feature_columns",
