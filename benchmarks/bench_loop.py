@@ -41,11 +41,13 @@ RUNS_AT = """
 import asyncio, datetime as dt, json, sys
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterStartTime
+from prefect.client.schemas.sorting import FlowRunSort
 
 async def main(at):
     async with get_client() as client:
         runs = await client.read_flow_runs(
             flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(before_=at)),
+            sort=FlowRunSort.START_TIME_DESC,
             limit=200,
         )
         running = [r for r in runs if r.end_time is None or r.end_time >= at]

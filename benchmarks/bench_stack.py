@@ -83,6 +83,9 @@ class StackSampler(threading.Thread):
         self.every = every
         # (time, {component: (PSS, RSS, CPU seconds, pid)})
         self.samples: list[tuple[float, dict[str, tuple[int, int, float, int]]]] = []
+        # Monotonic time + this = wall-clock time: the peak's instant, to find the flow runs
+        # behind it among Prefect's.
+        self.wall_offset = time.time() - time.monotonic()
         self._done = threading.Event()
 
     def run(self) -> None:
@@ -101,8 +104,7 @@ class StackSampler(threading.Thread):
                     memory = tree_memory(proc)
                     reading[record.name] = (memory.pss, memory.rss, cpu, record.pid)
             if reading:
-                # Wall-clock time: the peak's instant is looked up among Prefect's flow runs.
-                self.samples.append((time.time(), reading))
+                self.samples.append((time.monotonic(), reading))
 
     def stop(self) -> None:
         self._done.set()
@@ -130,7 +132,7 @@ class StackSampler(threading.Thread):
             "rss_peak": max(sum(v[1] for v in r.values()) for _, r in live),
             # Who makes the peak: each component's PSS in the reading with the largest sum.
             "pss_at_peak": {name: v[0] for name, v in peak_reading.items()},
-            "peak_at": peak_at,
+            "peak_at": peak_at + self.wall_offset,
             "readings": len(live),
             "seconds": t1 - t0,
             "cpu_cores": cores,

@@ -17,7 +17,7 @@ from features.errors import MissingEntityKeyError, MissingRequestDataError
 from features.request_time import epoch_seconds_column
 from features.service_plan import ServicePlan, feature_default, missing_message
 from features.session import Session, session_for
-from features.tables import table_path
+from features.tables import ARROW_TYPES, table_path
 from mlsd.settings import Settings
 
 ROW_ID = "_mlsd_row"
@@ -108,9 +108,11 @@ def _join_asof(session: Session, plan: ServicePlan, rows: pd.DataFrame) -> pd.Da
     features_table = pa.Table.from_pandas(left, preserve_index=False)
     for name, (udf, produces) in zip(plan.spec.on_demand, plan.transforms, strict=True):
         inputs = features_table.select(_on_demand_inputs(name))
+        # Typed as the catalog declares, not as each batch's values would be guessed.
+        schema = pa.schema((f.name, ARROW_TYPES[f.dtype]) for f in ON_DEMAND[name].features)
         transformed = pa.concat_tables(
             [
-                pa.Table.from_pydict(udf(batch.to_pydict()))
+                pa.Table.from_pydict(udf(batch.to_pydict()), schema=schema)
                 for batch in inputs.to_batches(max_chunksize=ON_DEMAND_BATCH_ROWS)
             ]
         )
@@ -137,18 +139,17 @@ def forget_view_tables() -> None:
     join), and hand the memory back to the system: a training run, once its training set is
     built, has no use for the history. Arrow's allocator and glibc's keep freed memory for
     reuse; measured after a demo retrain's training set (2 cores), the process held 884 MB
-    above its imports, 666 MB once Arrow's pool released what it kept, 318 MB once glibc
+    above its imports, 666 MB once Arrow's pool released what it kept, about 300 MB once glibc
     trimmed its heap."""
     import ctypes
-    import ctypes.util
 
     import pyarrow as pa
 
     _VIEW_TABLES.clear()
     pa.default_memory_pool().release_unused()
-    libc = ctypes.util.find_library("c")
-    trim = getattr(ctypes.CDLL(libc), "malloc_trim", None) if libc else None
-    if trim is not None:  # glibc only (not macOS)
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # glibc only (not macOS, not musl)
+    if trim is not None:
+        trim.argtypes = [ctypes.c_size_t]
         trim(0)
 
 

@@ -267,7 +267,9 @@ def extend_file(path: Path, frame: pd.DataFrame, view: ViewSpec, boundary: pd.Ti
     key = ENTITIES[view.entity].join_key
     boundary_us = pa.scalar(boundary.to_pydatetime(), type=TIMESTAMP_TYPE)
     rows = 0
-    # The keys read dictionary-encoded: a few thousand strings, not one per row.
+    # The keys read dictionary-encoded: a few thousand strings, not one per row. All of the
+    # file's, rows after the boundary included: every entity it has holds a sentinel row at
+    # SENTINEL_TIME, so none of them needs a new one.
     keys = pq.read_table(path, columns=[key], read_dictionary=[key]).column(0)
     known = keys.unify_dictionaries().chunk(0).dictionary.to_pylist() if keys.num_chunks else []
     with pq.ParquetFile(path) as old:

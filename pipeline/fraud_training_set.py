@@ -100,7 +100,7 @@ def build_training_set(
     # Not held through the joins, nor the view tables after them: measured on a demo's
     # retrain (2 cores), all payments are 160 MB, the view tables about 500 MB, and they
     # were held through the checks, the training and the registration.
-    del tx
+    del tx, keep
 
     def join(entity_rows: pd.DataFrame) -> pd.DataFrame:
         served = features_as_served(entity_rows, cfg.stored_features_as_of, cfg.landing_delay_days)

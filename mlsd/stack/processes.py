@@ -65,7 +65,7 @@ def spawn_detached(
         directory.mkdir(parents=True, exist_ok=True)
     if metrics_dir is not None:
         shutil.rmtree(metrics_dir, ignore_errors=True)  # the files of its previous run
-        metrics_dir.mkdir(parents=True)
+        metrics_dir.mkdir(parents=True, exist_ok=True)
     with component.log_file.open("ab") as log:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         log.write(

@@ -413,9 +413,15 @@ def test_future_events_and_labels_do_not_move_the_training_frame(tmp_path: Path)
 # --- the rest of the contract, on a served lab -------------------------------------------------
 
 
-def test_engines_agree_on_a_larger_frame(served_lab: tuple[Settings, dict]) -> None:
+def test_engines_agree_on_a_larger_frame(
+    served_lab: tuple[Settings, dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """merge_asof and Feast's get_historical_features, on rows that stress the join: repeated
-    (card, instant) with different requests, instants before any data, unknown entities."""
+    (card, instant) with different requests, instants before any data, unknown entities. The
+    asof engine's on-demand transformation goes a few rows at a time, as on a large frame."""
+    from features import offline_join
+
+    monkeypatch.setattr(offline_join, "ON_DEMAND_BATCH_ROWS", 7)
     settings, events = served_lab
     tx = events["fraud"]["transactions"].sample(250, random_state=5)
     rows = tx[

@@ -85,7 +85,7 @@ SPARSE_WORLDS = {
 
 @pytest.mark.parametrize("world", ["fraud", "recsys"])
 def test_a_landed_day_extends_the_tables_and_agrees_with_a_full_build(
-    tmp_path: Path, world: str
+    tmp_path: Path, world: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The landing flow's build extends the windowed views past the previous clock from a
     look-back slice; at every instant either table changes, it answers what a build of the
@@ -103,44 +103,51 @@ def test_a_landed_day_extends_the_tables_and_agrees_with_a_full_build(
     extendable = [v.name for v in views_of_world(world) if v.name in tables.LOOKBACK]
     run_simulation(settings, world, days=36, seed=3)
     ingest(settings)
-    (first,) = tables.build(settings, [world])
-    old = {v: pq.read_table(tables.table_path(settings, v)) for v in extendable}
-    next_day = first.as_of.date() + dt.timedelta(days=1)
-    run_simulation(settings, world, days=1, seed=4, start=next_day)
-    clock = tables.CLOCK_EVENTS[world]
-    # (A small world's one day may have no chargeback: that empty batch is quarantined.)
-    assert clock in [b.event_type for b in ingest(settings).accepted]
+    (previous,) = tables.build(settings, [world])
+    # A few rows a batch, so each extension streams its old table in many, and twice, so the
+    # second extends a table the first appended to (no longer sorted by entity).
+    monkeypatch.setattr(tables, "EXTEND_BATCH_ROWS", 50)
+    for seed in (4, 5):
+        old = {v: pq.read_table(tables.table_path(settings, v)) for v in extendable}
+        next_day = previous.as_of.date() + dt.timedelta(days=1)
+        run_simulation(settings, world, days=1, seed=seed, start=next_day)
+        clock = tables.CLOCK_EVENTS[world]
+        # (A small world's one day may have no chargeback: that empty batch is quarantined.)
+        assert clock in [b.event_type for b in ingest(settings).accepted]
 
-    (second,) = tables.build(settings, [world], incremental=True)
-    assert sorted(second.extended) == sorted(extendable) and not second.past_rewritten
-    assert second.as_of.date() == next_day
-    events = {n: tables.read_events(settings, world, n) for n in tables.EVENT_COLUMNS[world]}
-    whole = tables.compute_world_tables(world, events, settings)
-    boundary = pd.Timestamp(first.as_of)
-    for name in extendable:
-        view, key = VIEWS[name], ENTITIES[VIEWS[name].entity].join_key
-        extended = pq.read_table(tables.table_path(settings, name)).to_pandas()
-        truth = tables.with_sentinels(whole[name], view)
-        before = old[name].to_pandas()
-        kept = extended[extended["event_timestamp"] <= boundary]
-        # Up to the old clock, the old rows, and for an entity new today its sentinel only.
-        new_entities = kept[~kept[key].isin(before[key])]
-        assert (new_entities["event_timestamp"] == pd.Timestamp(SENTINEL_TIME)).all()
-        pd.testing.assert_frame_equal(
-            kept[kept[key].isin(before[key])].reset_index(drop=True),
-            before[before["event_timestamp"] <= boundary].reset_index(drop=True),
-        )
-        assert (extended["event_timestamp"] > boundary).sum() > 30, name  # the day's rows
-        queries = pd.concat([extended, truth])[[key, "event_timestamp"]].drop_duplicates()
-        got, want = _as_of(extended, queries, key), _as_of(truth, queries, key)
-        for column in (f.name for f in view.features):
-            a, b = got[column].to_numpy(), want[column].to_numpy()
-            if a.dtype.kind == "f" or b.dtype.kind == "f":
-                np.testing.assert_allclose(
-                    a.astype(float), b.astype(float), rtol=1e-9, atol=1e-6, err_msg=column
-                )
-            else:
-                assert (pd.Series(a).fillna(-1) == pd.Series(b).fillna(-1)).all(), column
+        (second,) = tables.build(settings, [world], incremental=True)
+        assert sorted(second.extended) == sorted(extendable) and not second.past_rewritten
+        assert second.as_of.date() == next_day
+        events = {n: tables.read_events(settings, world, n) for n in tables.EVENT_COLUMNS[world]}
+        whole = tables.compute_world_tables(world, events, settings)
+        boundary = pd.Timestamp(previous.as_of)
+        for name in extendable:
+            view, key = VIEWS[name], ENTITIES[VIEWS[name].entity].join_key
+            path = tables.table_path(settings, name)
+            assert pq.ParquetFile(path).metadata.num_row_groups > 2, name  # streamed in batches
+            extended = pq.read_table(path).to_pandas()
+            truth = tables.with_sentinels(whole[name], view)
+            before = old[name].to_pandas()
+            kept = extended[extended["event_timestamp"] <= boundary]
+            # Up to the old clock, the old rows, and for an entity new today its sentinel only.
+            new_entities = kept[~kept[key].isin(before[key])]
+            assert (new_entities["event_timestamp"] == pd.Timestamp(SENTINEL_TIME)).all()
+            pd.testing.assert_frame_equal(
+                kept[kept[key].isin(before[key])].reset_index(drop=True),
+                before[before["event_timestamp"] <= boundary].reset_index(drop=True),
+            )
+            assert (extended["event_timestamp"] > boundary).sum() > 30, name  # the day's rows
+            queries = pd.concat([extended, truth])[[key, "event_timestamp"]].drop_duplicates()
+            got, want = _as_of(extended, queries, key), _as_of(truth, queries, key)
+            for column in (f.name for f in view.features):
+                a, b = got[column].to_numpy(), want[column].to_numpy()
+                if a.dtype.kind == "f" or b.dtype.kind == "f":
+                    np.testing.assert_allclose(
+                        a.astype(float), b.astype(float), rtol=1e-9, atol=1e-6, err_msg=column
+                    )
+                else:
+                    assert (pd.Series(a).fillna(-1) == pd.Series(b).fillna(-1)).all(), column
+        previous = second
 
 
 def test_a_table_not_written_for_the_view_as_it_is_now_is_rebuilt_not_extended(

@@ -158,7 +158,8 @@ def test_a_drifted_window_is_judged_reported_and_emitted(lab):
     result = monitor(product="fraud", window_seconds=30, until=until)
     v = result["verdict"]
     assert v["status"] == "judged" and v["rows"] == 800
-    assert "amount" in v["drifted_columns"] and v["drifted_share"] >= 0.2
+    bar = settings.monitoring.trigger.drifted_share
+    assert "amount" in v["drifted_columns"] and v["drifted_share"] >= bar
     assert not v["quality_alert"]
     assert Path(result["report"]).is_file() and result["snapshot"]
     summary = json.loads(Path(result["summary"]).read_text())

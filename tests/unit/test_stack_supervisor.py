@@ -138,7 +138,7 @@ def test_feasts_metrics_files_stay_in_the_lab_and_go_when_the_component_is_stopp
     )
     [record] = supervisor.start([make("feasty", tmp_path, argv=importer)])
     deadline = time.monotonic() + 60
-    while not ready.exists() and time.monotonic() < deadline:
+    while not (ready.exists() and ready.read_text()) and time.monotonic() < deadline:
         time.sleep(0.2)
     own = supervisor.metrics_dir("feasty")
     assert ready.read_text() == str(own)
