@@ -1,4 +1,5 @@
-"""The closed loop's figures, as a user meets them: `mlsd demo --acts --keep-up` in a temporary lab
+"""The closed loop's figures, as a user meets them: `mlsd demo --acts --keep-up` (what `make demo`
+plays, the stack left up to be measured) in a temporary lab
 (which ends with the loop's three acts on the world's clock), then each act's figures from
 `<data_dir>/demo/acts.json`, the stack's memory from `mlsd status --json` (world and monitoring
 running; judged on the sum of PSS, as bench_stack), then `mlsd down`.

@@ -56,7 +56,7 @@ def measure(lab: Path) -> tuple[dict[str, Any], float]:
     }
     started = time.perf_counter()
     try:
-        demo = mlsd(["demo", "--keep-up"], env, lab)
+        demo = mlsd(["demo", "--no-acts", "--keep-up"], env, lab)
         demo_s = time.perf_counter() - started
         if demo.returncode != 0:
             raise RuntimeError(f"mlsd demo failed:\n{(demo.stdout + demo.stderr)[-4000:]}")

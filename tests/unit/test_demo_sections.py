@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 
@@ -38,3 +39,16 @@ def test_the_table_tells_every_section_and_the_whole(monkeypatch: pytest.MonkeyP
         if line.count("│") == 3
     }
     assert rows["1. land"] == "60" and rows["2. train"] == "30" and rows["the whole demo"] == "100"
+
+
+def test_make_demo_plays_the_acts_unless_told_not_to():
+    """`make demo` runs `mlsd demo` bare: the loop's three acts are part of it by default."""
+    import typer.main
+
+    from mlsd.cli import app
+
+    demo = typer.main.get_command(app).commands["demo"]  # type: ignore[attr-defined]
+    acts = next(p for p in demo.params if p.name == "acts")
+    assert acts.default is True and "--no-acts" in acts.secondary_opts
+    makefile = (Path(__file__).parents[2] / "Makefile").read_text()
+    assert "\t$(BIN)/mlsd demo\n" in makefile
