@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 from features.catalog import ENTITIES, EVENT_TIMESTAMP, VIEWS
 from features.feast_config import feast_output_silenced
 from features.session import get_store, reset_stores
-from features.tables import ensure_tables, table_path, tables_dir, world_clock
+from features.table_files import ensure_tables, table_path, tables_dir
+from features.tables import world_clock
 from mlsd.settings import Settings, get_settings
 
 if TYPE_CHECKING:

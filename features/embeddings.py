@@ -12,7 +12,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from features.catalog import ENTITIES, EVENT_TIMESTAMP, VIEWS
-from features.tables import table_path, to_arrow, with_sentinels, world_clock, write_table
+from features.table_files import table_path, to_arrow, with_sentinels, write_table
+from features.tables import world_clock
 from mlsd.settings import Settings
 
 Kind = Literal["user", "item"]

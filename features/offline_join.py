@@ -17,7 +17,7 @@ from features.errors import MissingEntityKeyError, MissingRequestDataError
 from features.request_time import epoch_seconds_column
 from features.service_plan import ServicePlan, feature_default, missing_message
 from features.session import Session, session_for
-from features.tables import ARROW_TYPES, table_path
+from features.table_files import ARROW_TYPES, table_path
 from mlsd.settings import Settings
 
 ROW_ID = "_mlsd_row"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from features.definitions import build_definitions
 from features.store import settings_of_repo
-from features.tables import tables_dir
+from features.table_files import tables_dir
 
 # Feast collects the Feast objects it finds among this module's attributes.
 globals().update(build_definitions(tables_dir(settings_of_repo(Path(__file__).parent))).by_name())

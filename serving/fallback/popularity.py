@@ -98,7 +98,7 @@ class PopularityList:
             import pyarrow.parquet as pq
 
             from features.catalog import ITEM_POPULARITY_WINDOW
-            from features.tables import table_path
+            from features.table_files import table_path
 
             plays = f"item_plays_{ITEM_POPULARITY_WINDOW[0]}"
             frame = pq.read_table(

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features import store, tables
+from features import store, table_files, tables
 from mlsd.settings import Settings
 from tests.support import skew
 
@@ -106,9 +106,9 @@ def test_a_landed_day_extends_the_tables_and_agrees_with_a_full_build(
     (previous,) = tables.build(settings, [world])
     # A few rows a batch, so each extension streams its old table in many, and twice, so the
     # second extends a table the first appended to (no longer sorted by entity).
-    monkeypatch.setattr(tables, "EXTEND_BATCH_ROWS", 50)
+    monkeypatch.setattr(table_files, "EXTEND_BATCH_ROWS", 50)
     for seed in (4, 5):
-        old = {v: pq.read_table(tables.table_path(settings, v)) for v in extendable}
+        old = {v: pq.read_table(table_files.table_path(settings, v)) for v in extendable}
         next_day = previous.as_of.date() + dt.timedelta(days=1)
         run_simulation(settings, world, days=1, seed=seed, start=next_day)
         clock = tables.CLOCK_EVENTS[world]
@@ -123,10 +123,10 @@ def test_a_landed_day_extends_the_tables_and_agrees_with_a_full_build(
         boundary = pd.Timestamp(previous.as_of)
         for name in extendable:
             view, key = VIEWS[name], ENTITIES[VIEWS[name].entity].join_key
-            path = tables.table_path(settings, name)
+            path = table_files.table_path(settings, name)
             assert pq.ParquetFile(path).metadata.num_row_groups > 2, name  # streamed in batches
             extended = pq.read_table(path).to_pandas()
-            truth = tables.with_sentinels(whole[name], view)
+            truth = table_files.with_sentinels(whole[name], view)
             before = old[name].to_pandas()
             kept = extended[extended["event_timestamp"] <= boundary]
             # Up to the old clock, the old rows, and for an entity new today its sentinel only.
@@ -166,7 +166,9 @@ def test_a_table_not_written_for_the_view_as_it_is_now_is_rebuilt_not_extended(
     run_simulation(settings, "fraud", days=3, seed=3)
     ingest(settings)
     (first,) = tables.build(settings, ["fraud"])
-    velocity, profile = (tables.table_path(settings, v) for v in ("card_velocity", "card_profile"))
+    velocity, profile = (
+        table_files.table_path(settings, v) for v in ("card_velocity", "card_profile")
+    )
     pq.write_table(pq.read_table(velocity).schema.empty_table(), velocity)
     pq.write_table(pq.read_table(profile).drop(["card_home_country"]), profile)
     run_simulation(settings, "fraud", days=1, seed=4, start=first.as_of.date() + dt.timedelta(1))

@@ -373,7 +373,7 @@ def test_popularity_prefers_the_hinted_genre_then_fills_without_repeats(tmp_path
 
 def test_popularity_seeds_from_the_item_stats_table(tmp_path: Path):
     settings = Settings(data_dir=tmp_path)
-    from features.tables import table_path
+    from features.table_files import table_path
 
     path = table_path(settings, "item_stats")
     path.parent.mkdir(parents=True)
