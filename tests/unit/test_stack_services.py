@@ -83,6 +83,26 @@ def test_every_component_binds_the_configured_host_and_runs_without_telemetry(tm
         assert {k: env[k] for k in TELEMETRY_OFF} == TELEMETRY_OFF
 
 
+def test_components_run_arrow_on_jemalloc_unless_the_environment_names_an_allocator(tmp_path):
+    component = stack_components(settings(tmp_path))[0]
+    probe = [
+        sys.executable,
+        "-c",
+        "import pyarrow; print(pyarrow.default_memory_pool().backend_name)",
+    ]
+
+    def backend(env: dict[str, str]) -> str:
+        done = subprocess.run(
+            probe, capture_output=True, text=True, timeout=60, check=True, env=env
+        )
+        return done.stdout.strip()
+
+    unnamed = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    assert backend(component_env(component, base=unnamed)) == "jemalloc"
+    named = {**unnamed, "ARROW_DEFAULT_MEMORY_POOL": "system"}
+    assert backend(component_env(component, base=named)) == "system"
+
+
 def test_a_wildcard_bind_is_reached_on_loopback(tmp_path):
     assert settings(tmp_path, bind_host="0.0.0.0").mlflow_tracking_uri == "http://127.0.0.1:5000"
 
