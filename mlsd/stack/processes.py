@@ -34,24 +34,35 @@ CREATE_TIME_TOLERANCE = 0.005
 PROCESS_LOCAL_ENV = ("PROMETHEUS_MULTIPROCESS_DIR", "PROMETHEUS_MULTIPROC_DIR")
 
 
-# Arrow's allocator in every component, unless the environment names one. Arrow's default,
-# mimalloc, keeps the pages a large read freed for its own reuse; jemalloc, as Arrow configures
-# it, hands them back to the system within a second or so. Measured on a demo's world after its
-# acts (2 cores), a fraud retrain's training set peaked 816-876 MB above its imports with
-# mimalloc, 652-659 MB with jemalloc, with the same frame and time; the stack's sum of PSS is
-# in benchmarks/results/loop.json.
+# How the components allocate memory, unless the environment says otherwise. Both hand freed
+# memory back to the system instead of keeping it for reuse; the runs that build feature tables
+# and training sets free hundreds of MB of temporary arrays, and what an allocator keeps stays
+# resident (and counted) for the rest of the run. Measured on a demo's world after its acts
+# (2 cores), peak RSS above the imports:
+# - Arrow's allocator: jemalloc, as Arrow configures it, returns pages within about a second;
+#   Arrow's default, mimalloc, keeps them. A fraud retrain's training set: 816-876 MB with
+#   mimalloc, 652-660 MB with jemalloc; same frame, same time.
+# - glibc's malloc: above this size an array gets its own mapping, returned when freed. By
+#   default glibc raises the threshold (up to 32 MB) each time such an array is freed, so later
+#   numpy and pandas arrays come from a heap it does not shrink. A landing run's feature build:
+#   539 -> 377 MB, and 251 -> 87 MB still held after it; the training set 660 -> 574 MB; times
+#   within 10 %.
+# The stack's sum of PSS with both is in benchmarks/results/loop.json.
 ARROW_ALLOCATOR = "jemalloc"
+MALLOC_MMAP_THRESHOLD = 128 * 1024  # bytes; glibc's starting value, kept fixed
 
 
 @functools.cache
 def allocator_env() -> dict[str, str]:
-    """ARROW_DEFAULT_MEMORY_POOL for the components, if this build of Arrow has the allocator
-    (its Linux wheels do); otherwise nothing, and Arrow keeps its default."""
+    """The allocator settings of the components: glibc's mmap threshold (other C libraries
+    ignore the variable), and ARROW_DEFAULT_MEMORY_POOL if this build of Arrow has jemalloc
+    (its Linux wheels do; otherwise Arrow keeps its default)."""
     import pyarrow as pa
 
-    if ARROW_ALLOCATOR not in pa.supported_memory_backends():
-        return {}
-    return {"ARROW_DEFAULT_MEMORY_POOL": ARROW_ALLOCATOR}
+    env = {"MALLOC_MMAP_THRESHOLD_": str(MALLOC_MMAP_THRESHOLD)}
+    if ARROW_ALLOCATOR in pa.supported_memory_backends():
+        env["ARROW_DEFAULT_MEMORY_POOL"] = ARROW_ALLOCATOR
+    return env
 
 
 def component_env(
@@ -60,8 +71,8 @@ def component_env(
     metrics_dir: Path | None = None,
 ) -> dict[str, str]:
     """The environment a component runs with: inherited (less what a library set for the parent
-    alone, or `metrics_dir` in its place), then telemetry off, Arrow's allocator (unless
-    named), then its own."""
+    alone, or `metrics_dir` in its place), then telemetry off, the allocators' settings
+    (unless set), then its own."""
     env = dict(os.environ if base is None else base)
     for key in PROCESS_LOCAL_ENV:
         env.pop(key, None)

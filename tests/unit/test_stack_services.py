@@ -103,6 +103,43 @@ def test_components_run_arrow_on_jemalloc_unless_the_environment_names_an_alloca
     assert backend(component_env(component, base=named)) == "system"
 
 
+GLIBC_MMAP_PROBE = """
+import ctypes
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+big = bytearray(4 << 20)  # mapped, whatever the threshold; freeing it raises glibc's default
+del big
+before = libc.mallinfo2().hblks
+half = bytearray(512 << 10)
+print(libc.mallinfo2().hblks - before)  # 1: mapped of its own, 0: from the heap
+"""
+
+
+def test_components_keep_glibcs_mmap_threshold_fixed_so_freed_arrays_go_back(tmp_path):
+    import ctypes
+
+    if not hasattr(ctypes.CDLL(None), "mallinfo2"):
+        pytest.skip("not glibc >= 2.33: the C library ignores MALLOC_MMAP_THRESHOLD_")
+    component = stack_components(settings(tmp_path))[0]
+    unset = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+
+    def mapped_alone(env: dict[str, str]) -> str:
+        probe = [sys.executable, "-c", GLIBC_MMAP_PROBE]
+        done = subprocess.run(
+            probe, capture_output=True, text=True, timeout=60, check=True, env=env
+        )
+        return done.stdout.strip()
+
+    assert mapped_alone(unset) == "0"  # glibc's default: the threshold rose past 512 KiB
+    assert mapped_alone(component_env(component, base=unset)) == "1"
+
+
 def test_a_wildcard_bind_is_reached_on_loopback(tmp_path):
     assert settings(tmp_path, bind_host="0.0.0.0").mlflow_tracking_uri == "http://127.0.0.1:5000"
 
