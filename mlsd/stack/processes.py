@@ -45,11 +45,12 @@ PROCESS_LOCAL_ENV = ("PROMETHEUS_MULTIPROCESS_DIR", "PROMETHEUS_MULTIPROC_DIR")
 # - glibc's malloc: above this size an array gets its own mapping, returned when freed. By
 #   default glibc raises the threshold (up to 32 MB) each time such an array is freed, so later
 #   numpy and pandas arrays come from a heap it does not shrink. A landing run's feature build:
-#   539 -> 377 MB, and 251 -> 87 MB still held after it; the training set 660 -> 574 MB; times
-#   within 10 %.
+#   536 -> 378 MB, and 133 -> 86 MB still held after it; a retrain's training set 654 -> 565 MB.
+#   Fresh mappings cost page faults: CPU +6 % (build) to +12 % (training set) at 1 MiB, +13 %
+#   for the build at 128 KiB (glibc's starting value) for the same memory; 4 MiB kept 444 MB.
 # The stack's sum of PSS with both is in benchmarks/results/loop.json.
 ARROW_ALLOCATOR = "jemalloc"
-MALLOC_MMAP_THRESHOLD = 128 * 1024  # bytes; glibc's starting value, kept fixed
+MALLOC_MMAP_THRESHOLD = 1024 * 1024  # bytes, fixed
 
 
 @functools.cache

@@ -113,10 +113,10 @@ class MallInfo2(ctypes.Structure):
 
 libc = ctypes.CDLL(None)
 libc.mallinfo2.restype = MallInfo2
-big = bytearray(4 << 20)  # mapped, whatever the threshold; freeing it raises glibc's default
+big = bytearray(8 << 20)  # mapped, whatever the threshold; freeing it raises glibc's default
 del big
 before = libc.mallinfo2().hblks
-half = bytearray(512 << 10)
+smaller = bytearray(2 << 20)
 print(libc.mallinfo2().hblks - before)  # 1: mapped of its own, 0: from the heap
 """
 
@@ -136,7 +136,7 @@ def test_components_keep_glibcs_mmap_threshold_fixed_so_freed_arrays_go_back(tmp
         )
         return done.stdout.strip()
 
-    assert mapped_alone(unset) == "0"  # glibc's default: the threshold rose past 512 KiB
+    assert mapped_alone(unset) == "0"  # glibc's default: the threshold rose past 2 MiB
     assert mapped_alone(component_env(component, base=unset)) == "1"
 
 
