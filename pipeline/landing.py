@@ -79,6 +79,7 @@ def _land_waiting(settings: Settings, logger: Any) -> dict[str, Any]:
     the grown worlds' feature tables and materialise them."""
     from features import store, tables
     from features.catalog import views_of_world
+    from pipeline.heavy_work import heavy_work
     from pipeline.ingest import ingest
 
     seconds: dict[str, float] = {}
@@ -106,7 +107,8 @@ def _land_waiting(settings: Settings, logger: Any) -> dict[str, Any]:
     if grown:
         started = time.perf_counter()
         # Extended, not rebuilt: a landed day costs its own rows, not the world's history.
-        built = tables.build(settings, grown, incremental=True)
+        with heavy_work(settings):
+            built = tables.build(settings, grown, incremental=True)
         rows = sum(sum(b.rows.values()) for b in built)
         seconds["features"] = time.perf_counter() - started
         started = time.perf_counter()
