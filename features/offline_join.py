@@ -4,10 +4,11 @@ serves, each row with the latest feature row at or before its instant."""
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 import pandas as pd
@@ -92,22 +93,25 @@ def _join_asof(session: Session, plan: ServicePlan, rows: pd.DataFrame) -> pd.Da
     left["_asof"] = pd.to_datetime(left[EVENT_TIMESTAMP], utc=True).astype("datetime64[ns, UTC]")
     left = left.sort_values("_asof", kind="stable")
     for view, key, _ in plan.stored_views:
-        path = table_path(session.settings, view)
-        index = _view_index(path, key)
-        # Which table row each entity row gets, found on the table's keys and times alone; then
-        # only those rows of each feature column are read into the frame.
-        matched = pd.merge_asof(
-            pd.DataFrame({"_asof": left["_asof"], "_key": index.codes_of(left[key])}),
-            index.rows,
-            on="_asof",
-            by="_key",
-            direction="backward",
-            allow_exact_matches=True,
-        )["_row"]
-        rows_taken = pa.array(
-            matched.fillna(-1).to_numpy(dtype="int64"), mask=matched.isna().to_numpy()
-        )
-        with pq.ParquetFile(path) as table:
+        # One open file for the index and the columns: a landing may replace the table
+        # meanwhile (os.replace), and row numbers of one version taken from another would be
+        # silently wrong.
+        with table_path(session.settings, view).open("rb") as handle:
+            index = _view_index(handle, key)
+            # Which table row each entity row gets, found on the table's keys and times alone;
+            # then only those rows of each feature column are read into the frame.
+            matched = pd.merge_asof(
+                pd.DataFrame({"_asof": left["_asof"], "_key": index.codes_of(left[key])}),
+                index.rows,
+                on="_asof",
+                by="_key",
+                direction="backward",
+                allow_exact_matches=True,
+            )["_row"]
+            rows_taken = pa.array(
+                matched.fillna(-1).to_numpy(dtype="int64"), mask=matched.isna().to_numpy()
+            )
+            table = pq.ParquetFile(handle)
             for name in index.features:
                 column = table.read(columns=[name]).column(name).take(rows_taken)
                 left[name] = column.to_pandas().to_numpy()
@@ -160,7 +164,8 @@ class _ViewIndex:
         return self.keys.get_indexer(pd.Index(keys))
 
 
-_VIEW_INDEXES: dict[str, tuple[tuple[int, int], _ViewIndex]] = {}
+# By file and key; each with the version of the file it was read from (inode, mtime, size).
+_VIEW_INDEXES: dict[tuple[str, str], tuple[tuple[int, int, int], _ViewIndex]] = {}
 
 
 def forget_view_tables() -> None:
@@ -182,8 +187,9 @@ def forget_view_tables() -> None:
         trim(0)
 
 
-def _view_index(path: Path, key: str) -> _ViewIndex:
-    """A view's keys and times in time order, read once per version of the file.
+def _view_index(handle: BinaryIO, key: str) -> _ViewIndex:
+    """A view's keys and times in time order, from the open file `handle`; kept for the next
+    join while the file is the same version.
 
     The join reads only these two columns whole; each feature column is then read and only
     the matched rows kept (a training set has one row per entity row, the table one per event
@@ -195,12 +201,13 @@ def _view_index(path: Path, key: str) -> _ViewIndex:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    stat = path.stat()
-    version = (stat.st_mtime_ns, stat.st_size)
-    cached = _VIEW_INDEXES.get(str(path))
+    stat = os.fstat(handle.fileno())
+    version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    cache_key = (str(handle.name), key)
+    cached = _VIEW_INDEXES.get(cache_key)
     if cached is None or cached[0] != version:
         # Keys read as the file stores them, dictionary-encoded: codes, not a string per row.
-        with pq.ParquetFile(path, read_dictionary=[key]) as table:
+        with pq.ParquetFile(handle, read_dictionary=[key]) as table:
             times = table.read(columns=[EVENT_TIMESTAMP]).column(0)
             # Arrow's sort is stable, as the merge needs: rows of one instant keep their order.
             order = pc.sort_indices(times)
@@ -220,7 +227,7 @@ def _view_index(path: Path, key: str) -> _ViewIndex:
             )
             features = [n for n in table.schema_arrow.names if n not in (key, EVENT_TIMESTAMP)]
         index = _ViewIndex(pd.Index(distinct.to_pandas()), rows, features)
-        cached = _VIEW_INDEXES[str(path)] = (version, index)
+        cached = _VIEW_INDEXES[cache_key] = (version, index)
     return cached[1]
 
 

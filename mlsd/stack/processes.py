@@ -53,17 +53,21 @@ ARROW_ALLOCATOR = "jemalloc"
 MALLOC_MMAP_THRESHOLD = 1024 * 1024  # bytes, fixed
 
 
-@functools.cache
 def allocator_env() -> dict[str, str]:
     """The allocator settings of the components: glibc's mmap threshold (other C libraries
     ignore the variable), and ARROW_DEFAULT_MEMORY_POOL if this build of Arrow has jemalloc
     (its Linux wheels do; otherwise Arrow keeps its default)."""
-    import pyarrow as pa
-
     env = {"MALLOC_MMAP_THRESHOLD_": str(MALLOC_MMAP_THRESHOLD)}
-    if ARROW_ALLOCATOR in pa.supported_memory_backends():
+    if _arrow_has(ARROW_ALLOCATOR):
         env["ARROW_DEFAULT_MEMORY_POOL"] = ARROW_ALLOCATOR
     return env
+
+
+@functools.cache
+def _arrow_has(backend: str) -> bool:
+    import pyarrow as pa
+
+    return backend in pa.supported_memory_backends()
 
 
 def component_env(
