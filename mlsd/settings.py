@@ -206,28 +206,6 @@ class PrefectSettings(_Section):
         "interval (Prefect's default, an hour, is 60 monitor runs each): runs created ahead "
         "outlive a stopped lab, and all of them are due at once when it starts again.",
     )
-    heavy_work_slots: int = Field(
-        1,
-        ge=1,
-        le=16,
-        description="Memory-heavy steps of the flow runs (a landing's feature build, a fraud "
-        "retrain's training set) running at once, on Prefect's global concurrency limit "
-        "`mlsd-heavy-work` (pipeline.heavy_work): on the demo's 2 cores, a landing beside a "
-        "retrain made the stack's memory peak.",
-    )
-    heavy_work_wait_seconds: float = Field(
-        300.0,
-        gt=0,
-        description="How long a heavy step waits for its slot before its flow run fails (a "
-        "landing's batches stay in the landing zone for the next run).",
-    )
-    concurrency_retry_seconds: float = Field(
-        1.0,
-        gt=0,
-        description="Most seconds a run waiting for a global concurrency slot waits before it "
-        "asks again (Prefect's default, 30 s, would hold a landing up to 30 s past a retrain's "
-        "join).",
-    )
     flows_nice: int = Field(
         10,
         ge=0,

@@ -79,7 +79,6 @@ def _land_waiting(settings: Settings, logger: Any) -> dict[str, Any]:
     the grown worlds' feature tables and materialise them."""
     from features import store, tables
     from features.catalog import views_of_world
-    from pipeline.heavy_work import heavy_work
     from pipeline.ingest import ingest
 
     seconds: dict[str, float] = {}
@@ -107,8 +106,7 @@ def _land_waiting(settings: Settings, logger: Any) -> dict[str, Any]:
     if grown:
         started = time.perf_counter()
         # Extended, not rebuilt: a landed day costs its own rows, not the world's history.
-        with heavy_work(settings):
-            built = tables.build(settings, grown, incremental=True)
+        built = tables.build(settings, grown, incremental=True)
         rows = sum(sum(b.rows.values()) for b in built)
         seconds["features"] = time.perf_counter() - started
         started = time.perf_counter()

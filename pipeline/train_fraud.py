@@ -311,15 +311,13 @@ def train_fraud(
     convention in training, a training-serving skew the offline gate cannot see."""
 
     from pipeline.deployments import yield_to_serving
-    from pipeline.heavy_work import heavy_work
     from pipeline.tracking import announce, start_run, verdict_state
 
     settings = Settings()
     yield_to_serving(settings.training.deployment_niceness)
     uri = tracking_uri or settings.mlflow_tracking_uri
     logger = get_run_logger()
-    with heavy_work(settings):
-        ts = build_training_set(settings, as_of, seed, label_maturity_days, flip_flag)
+    ts = build_training_set(settings, as_of, seed, label_maturity_days, flip_flag)
     checks = check_training_set(ts)
     models = train_models(settings, ts, seed, shuffle_labels)
     metrics = evaluate(settings, ts, models)

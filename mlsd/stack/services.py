@@ -81,9 +81,6 @@ def prefect_component(settings: Settings) -> Component:
         "PREFECT_SERVER_SERVICES_SCHEDULER_MIN_SCHEDULED_TIME": (
             f"PT{settings.prefect.schedule_ahead_seconds}S"
         ),
-        "PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS": str(
-            settings.prefect.concurrency_retry_seconds
-        ),
         # The UI calls the API at this address; the server's own clients use it too.
         "PREFECT_API_URL": settings.prefect_api_url,
     }
