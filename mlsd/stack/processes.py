@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import shutil
 import subprocess
@@ -49,25 +48,14 @@ PROCESS_LOCAL_ENV = ("PROMETHEUS_MULTIPROCESS_DIR", "PROMETHEUS_MULTIPROC_DIR")
 #   Fresh mappings cost page faults: CPU +6 % (build) to +12 % (training set) at 1 MiB, +13 %
 #   for the build at 128 KiB (glibc's starting value) for the same memory; 4 MiB kept 444 MB.
 # The stack's sum of PSS with both is in benchmarks/results/loop.json.
-ARROW_ALLOCATOR = "jemalloc"
-MALLOC_MMAP_THRESHOLD = 1024 * 1024  # bytes, fixed
-
-
-def allocator_env() -> dict[str, str]:
-    """The allocator settings of the components: glibc's mmap threshold (other C libraries
-    ignore the variable), and ARROW_DEFAULT_MEMORY_POOL if this build of Arrow has jemalloc
-    (its Linux wheels do; otherwise Arrow keeps its default)."""
-    env = {"MALLOC_MMAP_THRESHOLD_": str(MALLOC_MMAP_THRESHOLD)}
-    if _arrow_has(ARROW_ALLOCATOR):
-        env["ARROW_DEFAULT_MEMORY_POOL"] = ARROW_ALLOCATOR
-    return env
-
-
-@functools.cache
-def _arrow_has(backend: str) -> bool:
-    import pyarrow as pa
-
-    return backend in pa.supported_memory_backends()
+# Set as they are, not checked against the Arrow at hand: checking would import pyarrow into
+# `mlsd up` and the long-lived watchdog (0.18 s and about 20 MB there). The Linux wheel the lock
+# installs has jemalloc; a build without it logs one "Unsupported backend" line at its first
+# allocation and keeps its default (tried with a backend it lacks).
+ALLOCATOR_ENV: dict[str, str] = {
+    "ARROW_DEFAULT_MEMORY_POOL": "jemalloc",
+    "MALLOC_MMAP_THRESHOLD_": str(1024 * 1024),  # bytes, fixed; other C libraries ignore it
+}
 
 
 def component_env(
@@ -84,7 +72,7 @@ def component_env(
         if metrics_dir is not None:
             env[key] = str(metrics_dir)
     env.update(TELEMETRY_OFF)
-    for key, value in allocator_env().items():
+    for key, value in ALLOCATOR_ENV.items():
         env.setdefault(key, value)
     # Logs reach the file as they happen, not when a buffer fills.
     env["PYTHONUNBUFFERED"] = "1"
