@@ -11,7 +11,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def test_mlflow_server_logs_a_run_registers_a_version_and_sets_an_alias(mlflow_server):
+def test_mlflow_server_logs_a_run_registers_a_version_and_sets_an_alias(mlflow_server, tmp_path):
     import mlflow
     import mlflow.sklearn
     import sklearn
@@ -43,7 +43,7 @@ def test_mlflow_server_logs_a_run_registers_a_version_and_sets_an_alias(mlflow_s
     client.set_registered_model_alias(name, "champion", version)
     assert client.get_model_version_by_alias(name, "champion").version == str(version)
     # The artifact went through the server's proxy and comes back by alias.
-    loaded = mlflow.sklearn.load_model(f"models:/{name}@champion")
+    loaded = mlflow.sklearn.load_model(f"models:/{name}@champion", dst_path=str(tmp_path))
     assert (loaded.predict(x) == model.predict(x)).all()
 
 

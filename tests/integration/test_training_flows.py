@@ -113,15 +113,18 @@ def test_first_fraud_version_became_champion_and_the_retrain_was_judged_against_
         assert second not in aliases.values(), aliases
 
 
-def test_served_model_loads_with_skops_and_scores(trained_lab):
+def test_served_model_loads_with_skops_and_scores(trained_lab, tmp_path):
     from features.store import training_frame
     from pipeline.fraud_training_set import ENTITY_COLUMNS, load_labelled_transactions
 
     name = trained_lab.fraud_model_name
     uri = f"models:/{name}@{CHAMPION}"
-    info = mlflow.models.get_model_info(uri)
+    # Downloaded into the test's own folder: without a destination, MLflow downloads a model
+    # (and get_model_info its MLmodel) into a new /tmp folder it never removes (mlflow#12140).
+    local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp_path))
+    info = mlflow.models.Model.load(local)
     assert info.flavors["sklearn"]["serialization_format"] == "skops"
-    model = mlflow.sklearn.load_model(uri)
+    model = mlflow.sklearn.load_model(local)
     features = list(model.feature_names_in_)
     # Real transactions of the lab, frauds among them, with their point-in-time features.
     tx, _ = load_labelled_transactions(trained_lab.settings, None)
