@@ -22,11 +22,12 @@ def mlflow_component(settings: Settings) -> Component:
     host, port = settings.bind_host, settings.mlflow.port
     # --serve-artifacts: clients upload and download over HTTP (mlflow-artifacts:/), so they
     # need no access to the artifact directory, the same as against a remote server.
+    # `mlflow server` with its web server in place of the CLI, which otherwise waits beside it
+    # holding 0.2 GB (mlsd.stack.mlflow_server).
     argv = (
         sys.executable,
         "-m",
-        "mlflow",
-        "server",
+        "mlsd.stack.mlflow_server",
         "--backend-store-uri",
         settings.mlflow_backend_store_uri,
         "--serve-artifacts",
@@ -43,7 +44,7 @@ def mlflow_component(settings: Settings) -> Component:
         name="mlflow",
         argv=argv,
         # Without it the server starts a job runner and 7 consumers: 10 processes, 2.4 GB
-        # instead of 2 processes, 0.5 GB (shared/STACK.md).
+        # (shared/STACK.md); with it off, and the launcher above, one process of 0.25 GB.
         env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         log_file=settings.logs_dir.resolve() / "mlflow.log",
         host=host,

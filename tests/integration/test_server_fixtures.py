@@ -47,6 +47,26 @@ def test_mlflow_server_logs_a_run_registers_a_version_and_sets_an_alias(mlflow_s
     assert (loaded.predict(x) == model.predict(x)).all()
 
 
+def test_mlflow_server_is_one_process_the_supervisor_started(mlflow_server):
+    """The web server took the CLI's place (mlsd.stack.mlflow_server): the process that
+    listens is the supervisor's own child, not a child of a waiting `mlflow server`."""
+    from urllib.parse import urlparse
+
+    import psutil
+
+    port = urlparse(mlflow_server).port
+    listening = [
+        c.pid
+        for c in psutil.net_connections("tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+    ]
+    assert len(listening) == 1, listening
+    server = psutil.Process(listening[0])
+    assert "uvicorn" in server.cmdline()
+    assert server.ppid() == os.getpid()
+    assert server.children() == []
+
+
 def test_prefect_api_records_a_flow_run(prefect_api):
     from prefect import flow, task
     from prefect.client.orchestration import get_client

@@ -35,6 +35,7 @@ def test_mlflow_runs_small_on_sqlite_under_the_data_dir(tmp_path):
     s = settings(tmp_path, mlflow=MlflowSettings(port=5123))
     c = mlflow_component(s)
     lab = (tmp_path / "lab").resolve()
+    assert c.argv[1:3] == ("-m", "mlsd.stack.mlflow_server")  # `mlflow server`, one process
     assert flag(c.argv, "--backend-store-uri") == f"sqlite:///{lab}/mlflow/mlflow.db"
     assert flag(c.argv, "--artifacts-destination") == f"{lab}/mlflow/artifacts"
     assert "--serve-artifacts" in c.argv
@@ -44,6 +45,24 @@ def test_mlflow_runs_small_on_sqlite_under_the_data_dir(tmp_path):
     assert c.health_url == "http://127.0.0.1:5123/health"
     assert c.log_file == lab / "logs" / "mlflow.log"
     assert s.mlflow_tracking_uri == "http://127.0.0.1:5123"
+
+
+def test_mlflow_serves_in_place_of_its_cli_only_where_nothing_runs_after_the_server(
+    monkeypatch,
+):
+    """The launcher swaps MLflow's child start for an exec only when MLflow has the call it
+    replaces and starts nothing after the server (its job runner)."""
+    import mlflow.server
+
+    from mlsd.stack.mlflow_server import in_place_possible
+
+    monkeypatch.setenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    assert in_place_possible() is None
+    monkeypatch.setenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "true")
+    assert "job execution" in (in_place_possible() or "")
+    monkeypatch.setenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+    monkeypatch.delattr(mlflow.server, "_exec_cmd")
+    assert "_exec_cmd" in (in_place_possible() or "")
 
 
 def test_mlflow_takes_a_postgres_uri_for_the_scale_profile(tmp_path):
