@@ -2,4 +2,6 @@
 
 from serving.model_server.entry import main
 
-main()
+# Guarded: a process spawned by the server (the fraud version's loader) imports this module too.
+if __name__ == "__main__":
+    main()

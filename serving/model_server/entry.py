@@ -10,10 +10,7 @@ from collections.abc import Sequence
 from mlsd.cpu import lower_cpu_priority
 from mlsd.settings import Settings
 from mlsd.telemetry import silence_telemetry
-from serving.inference import (
-    champion_version,
-    limit_native_threads,
-)
+from serving.inference import limit_native_threads
 from serving.model_server.models import load_pinned_model
 from serving.model_server.repository import VersionRepository
 from serving.model_server.server import LabModelServer
@@ -73,7 +70,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     silence_telemetry()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # log files, not a tty
     args = parse_args(argv)  # before the imports limit_native_threads makes: --help stays quick
-    limit_native_threads()
+    # The fraud server scores with onnxruntime and loads scikit-learn in a child process only
+    # (serving.inference.fraud.load_fraud_version): loaded here, it would stay for nothing.
+    limit_native_threads(load_scikit_learn=args.product != "fraud")
     if args.nice or args.sched_idle:
         # Before the server's own threads start: they inherit it.
         lower_cpu_priority(args.nice, idle=args.sched_idle)
@@ -83,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     tracking_uri = (
         args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or settings.mlflow_tracking_uri
     )
-    versions = list(args.versions) or [champion_version(settings, product, tracking_uri)]
+    versions: list[str | None] = list(args.versions) or [None]  # None: @champion's version
     server = LabModelServer(
         bind_host=settings.bind_host,
         access_log=settings.model_servers.access_log,
@@ -94,8 +93,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         registered_models=VersionRepository(product, settings, tracking_uri),
         workers=1,
     )
-    models = [
-        load_pinned_model(product, str(version), settings, tracking_uri) for version in versions
-    ]
+    models = [load_pinned_model(product, version, settings, tracking_uri) for version in versions]
     logger.info("serving %s on %s", ", ".join(m.name for m in models), settings.bind_host)
     server.start(list(models))

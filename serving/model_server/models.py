@@ -23,6 +23,7 @@ from serving.inference import (
     OutputSpec,
     RecsysVersion,
     RequestError,
+    champion_version,
     fraud_features,
     fraud_v1_predictions,
     fraud_v2_outputs,
@@ -195,14 +196,17 @@ class RecsysModel(PinnedModel):
 
 
 def load_pinned_model(
-    product: Product, version: str, settings: Settings, tracking_uri: str
+    product: Product, version: str | None, settings: Settings, tracking_uri: str
 ) -> PinnedModel:
-    """Fetch one registry version, answer one made-up request with it, and wrap it as the model
-    `<product>-v<version>`: ready means the first real request is as fast as any other."""
+    """Fetch one registry version (None: the one @champion points at now), answer one made-up
+    request with it, and wrap it as the model `<product>-v<version>`: ready means the first
+    real request is as fast as any other."""
     if product == "fraud":
         fraud = load_fraud_version(settings, version, tracking_uri)
         warm_up_fraud(fraud, settings)
         return FraudModel(fraud, settings)
+    if version is None:
+        version = champion_version(settings, product, tracking_uri)
     recsys = load_recsys_version(settings, version, tracking_uri)
     warm_up_recsys(recsys, settings)
     return RecsysModel(recsys, settings)

@@ -74,6 +74,6 @@ class VersionRepositoryExtension(ModelRepositoryExtension):
 
 
 def _is_missing_version(err: Exception) -> bool:
-    from mlflow.exceptions import MlflowException
-
-    return isinstance(err, MlflowException) and err.error_code == "RESOURCE_DOES_NOT_EXIST"
+    """MLflow's refusal of an unknown version, raised here (`MlflowException`) or carried out
+    of the fraud loader's process (`serving.inference.fraud.RegistryRefused`)."""
+    return getattr(err, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"

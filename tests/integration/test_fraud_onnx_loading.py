@@ -138,3 +138,44 @@ def test_the_graph_lands_among_the_version_files(registry, tmp_path: Path) -> No
         assert (folder / "extra_files" / ONNX_FILE).is_file()
     with ModelRegistry(uri).downloaded(name, versions["none"]) as folder:
         assert not list(folder.rglob(ONNX_FILE))
+
+
+def test_the_loading_process_keeps_mlflow_and_scikit_learn_to_itself(registry) -> None:
+    """A server that scores with the graph never imports what reads the estimator: the
+    download and the check run in a child process that exits after."""
+    import json
+    import subprocess
+    import sys
+
+    uri, versions, _ = registry
+    child = (
+        "import json, sys\n"
+        "from mlsd.settings import Settings\n"
+        "from serving.inference import load_fraud_version\n"
+        f"served = load_fraud_version(Settings(), {versions['own']!r}, {uri!r})\n"
+        "heavy = ('mlflow', 'sklearn', 'skops')\n"
+        "print(json.dumps({'path': served.scoring_path, 'estimator': served.estimator is None,\n"
+        "    'imported': sorted(m for m in heavy if m in sys.modules)}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", child],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen == {"path": seen["path"], "estimator": True, "imported": []}
+    assert seen["path"].startswith("onnxruntime")
+
+
+def test_a_version_the_registry_does_not_have_is_missing_not_a_fault(registry) -> None:
+    """MLflow's refusal crosses the process with its code: the server answers 404, not 503."""
+    from serving.inference.fraud import RegistryRefused
+
+    uri, _, _ = registry
+    with pytest.raises(RegistryRefused) as refused:
+        _load(uri, "999")
+    assert refused.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+    assert "999" in str(refused.value)

@@ -370,6 +370,20 @@ def test_a_second_version_loads_beside_the_first_while_it_answers(
     assert outputs(still.json())["model_version"] == [f"fraud/{first}"]
 
 
+def test_the_fraud_server_keeps_no_scikit_learn_from_the_versions_it_loaded(
+    fraud_server: RunningServer,
+):
+    """A version loads in a child process that exits (serving.inference.fraud): the server
+    scores with the checked ONNX graph and maps none of scikit-learn's libraries."""
+    server = psutil.Process(fraud_server.pid)
+    mapped = {m.path for m in server.memory_maps()}
+    assert [p for p in mapped if "onnxruntime" in p], "no onnxruntime: what scores then?"
+    assert not [p for p in mapped if "/sklearn/" in p]
+    # The loader has exited; multiprocessing's resource tracker (7 MB) stays, as it does.
+    left = [" ".join(c.cmdline()) for c in server.children()]
+    assert all("multiprocessing.resource_tracker" in c for c in left), left
+
+
 def test_loading_what_the_registry_lacks_is_a_4xx(fraud_server: RunningServer, http: httpx.Client):
     assert http.post(f"{fraud_server.url}/v2/repository/models/fraud-v999/load").status_code == 404
     wrong_product = http.post(f"{fraud_server.url}/v2/repository/models/recsys-v1/load")

@@ -110,3 +110,38 @@ def test_native_thread_pools_are_limited_to_one_thread_openmp_included():
     pools = json.loads(done.stdout.strip().splitlines()[-1])
     assert "openmp" in {api for api, _ in pools}
     assert {n for _, n in pools} == {1}
+
+
+@pytest.mark.skipif(
+    len(os.sched_getaffinity(0)) < 2, reason="OpenMP uses one thread anyway on one CPU"
+)
+def test_a_server_that_loads_no_scikit_learn_still_limits_an_openmp_loaded_later():
+    # The fraud server: scikit-learn stays out, and if a version falls back to it, its OpenMP
+    # runtime starts with one thread, in the server's other threads too.
+    child = (
+        "import json, sys, threading, threadpoolctl\n"
+        "from serving.inference import limit_native_threads\n"
+        "limit_native_threads(load_scikit_learn=False)\n"
+        "loaded_early = 'sklearn' in sys.modules\n"
+        "seen = []\n"
+        "def later():\n"
+        "    import sklearn.ensemble\n"
+        "    seen.extend((i['internal_api'], i['num_threads'])"
+        " for i in threadpoolctl.threadpool_info())\n"
+        "t = threading.Thread(target=later); t.start(); t.join()\n"
+        "print(json.dumps({'loaded_early': loaded_early, 'pools': seen}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    done = subprocess.run(
+        [sys.executable, "-c", child],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+        env=env,
+    )
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["loaded_early"] is False
+    assert "openmp" in {api for api, _ in seen["pools"]}
+    assert {n for _, n in seen["pools"]} == {1}
