@@ -1,14 +1,16 @@
 """The fraud model of a model server, without KServe: load a pinned registry version, read its
 features from the online store, score, and encode the answer.
 
-A version is read in a child process (`load_fraud_version`): MLflow, scikit-learn and skops
-read the estimator and check its ONNX graph there, and the server keeps the graph and its tags.
-Measured in a lab on 2 cores: a fraud server's PSS 296-310 -> 199-207 MB, for the champion's
-and the shadow's server together 0.2 GB less for as long as they run. (MLflow alone brings
-Feast in too: Feast registers an MLflow request-header plugin, which MLflow imports with its
-client.) The cost is the child's start: loading a version takes about 7 s instead of 0.2 s in a
-server that had those libraries already, and a server starts 3-5 s later; a rollout waits that
-long once, for its challenger."""
+A version is read in a child process (`load_fraud_version`, `serving.inference.startup.
+in_child`): MLflow, scikit-learn and skops read the estimator and check its ONNX graph there,
+and the server keeps the graph and its tags. Measured in a lab on 2 cores: a fraud server's PSS
+296-310 -> 199-207 MB, for as long as it runs. (MLflow alone brings Feast in too: Feast registers an MLflow request-header
+plugin, which MLflow imports with its client.) The cost is the child's start, mostly those
+imports: a version loads in about 7 s (10-20 s on a busy machine) instead of 0.2 s in a server
+that had them already, and a server starts 5-10 s later. A rollout does not wait for it: the
+shadow server, at a lowered CPU priority, reads versions in its own process (a child would
+inherit the priority; see serving.model_server.entry), and the router has the serving server
+load the challenger while the shadow runs (serving.router.servers.ModelServers.prefetch)."""
 
 from __future__ import annotations
 
@@ -64,18 +66,6 @@ class FraudVersion:
         return f"scikit-learn ({self.compiled_refused})"
 
 
-class RegistryRefused(RuntimeError):
-    """The registry's refusal, carried out of the loading process with its error code (MLflow's
-    own exception loses its code in a pickle: a missing version would read as a fault)."""
-
-    def __init__(self, message: str, error_code: str) -> None:
-        super().__init__(message, error_code)
-        self.error_code = error_code
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
 @dataclass(frozen=True)
 class FraudParts:
     """A version as its tags and its checked graph describe it: all of it but the estimator."""
@@ -101,36 +91,39 @@ class FraudParts:
         )
 
 
-def load_fraud_version(settings: Settings, version: str | None, tracking_uri: str) -> FraudVersion:
+def load_fraud_version(
+    settings: Settings, version: str | None, tracking_uri: str, isolated: bool = True
+) -> FraudVersion:
     """Download `models:/<fraud model>/<version>` (None: the version @champion points at), read
     its threshold and features from its version tags (written by the training flow), and score
     with its ONNX graph where the graph stands in for the estimator.
 
-    The lookup, the download, the estimator and the check of its graph happen in a child
-    process that exits after: a server that scores with onnxruntime never imports MLflow,
-    scikit-learn and skops, which it would keep for as long as it runs (see the module's
-    docstring for the figures). A version whose graph is refused is loaded again here, to score
-    with scikit-learn."""
+    `isolated`: the lookup, the download, the estimator and the check of its graph happen in a
+    child process that exits after, so this process never imports MLflow, scikit-learn and
+    skops (see the module's docstring for the figures); a version whose graph is refused is then
+    read again here, to score with scikit-learn. Else all of it happens here."""
     name = settings.training.model_name("fraud")
-    parts = in_child(_parts_in_child, settings, version, tracking_uri)
-    if parts.graph is not None:
-        if parts.note:
-            logger.info("%s v%s: ONNX graph %s", name, parts.version, parts.note)
-        return parts.served()
-    logger.warning("%s v%s scores with scikit-learn: %s", name, parts.version, parts.note)
-    parts, estimator = _read_version(settings, parts.version, tracking_uri)
-    return parts.served(estimator)
+    estimator = None
+    if isolated:
+        parts = in_child(_parts_in_child, settings, version, tracking_uri)
+        if parts.graph is None:
+            parts, estimator = _read_version(settings, parts.version, tracking_uri)
+    else:
+        parts, estimator = _read_version(
+            settings, version or champion_version(settings, "fraud", tracking_uri), tracking_uri
+        )
+    if parts.graph is None:
+        logger.warning("%s v%s scores with scikit-learn: %s", name, parts.version, parts.note)
+        return parts.served(estimator)
+    if parts.note:
+        logger.info("%s v%s: ONNX graph %s", name, parts.version, parts.note)
+    return parts.served()
 
 
 def _parts_in_child(settings: Settings, version: str | None, tracking_uri: str) -> FraudParts:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        if version is None:
-            version = champion_version(settings, "fraud", tracking_uri)
-        return _read_version(settings, version, tracking_uri)[0]
-    except MlflowException as err:
-        raise RegistryRefused(err.message, err.error_code) from None
+    if version is None:
+        version = champion_version(settings, "fraud", tracking_uri)
+    return _read_version(settings, version, tracking_uri)[0]
 
 
 def _read_version(settings: Settings, version: str, tracking_uri: str) -> tuple[FraudParts, Any]:

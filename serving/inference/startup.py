@@ -47,12 +47,34 @@ def champion_version(settings: Settings, product: Product, tracking_uri: str) ->
 T = TypeVar("T")
 
 
+class RegistryRefused(RuntimeError):
+    """The registry's refusal, carried out of a child process with its error code (MLflow's
+    own exception loses its code in a pickle: a missing version would read as a fault)."""
+
+    def __init__(self, message: str, error_code: str) -> None:
+        super().__init__(message, error_code)
+        self.error_code = error_code
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 def in_child(fn: Callable[..., T], *args: object) -> T:
     """`fn(*args)` in a spawned process that exits after it: for work whose imports a
-    long-running server would otherwise keep for as long as it runs (MLflow, scikit-learn).
-    What `fn` returns and raises must pickle."""
+    long-running server would otherwise keep for as long as it runs (MLflow, which brings
+    Feast, scikit-learn, skops). What `fn` returns must pickle; an MLflow refusal comes back as
+    RegistryRefused."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
-        return child.submit(fn, *args).result()
+        return child.submit(_refusals_kept, fn, *args).result()
+
+
+def _refusals_kept(fn: Callable[..., T], *args: object) -> T:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return fn(*args)
+    except MlflowException as err:
+        raise RegistryRefused(err.message, err.error_code) from None

@@ -23,7 +23,6 @@ from serving.inference import (
     OutputSpec,
     RecsysVersion,
     RequestError,
-    champion_version,
     fraud_features,
     fraud_v1_predictions,
     fraud_v2_outputs,
@@ -196,17 +195,20 @@ class RecsysModel(PinnedModel):
 
 
 def load_pinned_model(
-    product: Product, version: str | None, settings: Settings, tracking_uri: str
+    product: Product,
+    version: str | None,
+    settings: Settings,
+    tracking_uri: str,
+    isolated: bool = True,
 ) -> PinnedModel:
     """Fetch one registry version (None: the one @champion points at now), answer one made-up
     request with it, and wrap it as the model `<product>-v<version>`: ready means the first
-    real request is as fast as any other."""
+    real request is as fast as any other. `isolated`: read the version in a child process
+    (serving.inference.startup.in_child), so this one keeps none of what read it."""
     if product == "fraud":
-        fraud = load_fraud_version(settings, version, tracking_uri)
+        fraud = load_fraud_version(settings, version, tracking_uri, isolated)
         warm_up_fraud(fraud, settings)
         return FraudModel(fraud, settings)
-    if version is None:
-        version = champion_version(settings, product, tracking_uri)
-    recsys = load_recsys_version(settings, version, tracking_uri)
+    recsys = load_recsys_version(settings, version, tracking_uri, isolated)
     warm_up_recsys(recsys, settings)
     return RecsysModel(recsys, settings)

@@ -19,12 +19,15 @@ class VersionRepository(ModelRepository):
     """The versions one product's server hosts. `load("fraud-v4")` fetches `models:/fraud/4`
     beside what already serves; `unload` drops one. Names of another product are refused."""
 
-    def __init__(self, product: Product, settings: Settings, tracking_uri: str) -> None:
+    def __init__(
+        self, product: Product, settings: Settings, tracking_uri: str, isolated: bool = True
+    ) -> None:
         # KServe's models_dir (a mounted volume) is not used: versions come from the registry.
         super().__init__(models_dir=str(settings.data_dir))
         self.product = product
         self.settings = settings
         self.tracking_uri = tracking_uri
+        self.isolated = isolated  # read each version in a child process (load_pinned_model)
         self._loading: dict[str, asyncio.Lock] = {}
 
     def version_of(self, name: str) -> str:
@@ -36,7 +39,7 @@ class VersionRepository(ModelRepository):
 
     def build(self, name: str) -> PinnedModel:
         return load_pinned_model(
-            self.product, self.version_of(name), self.settings, self.tracking_uri
+            self.product, self.version_of(name), self.settings, self.tracking_uri, self.isolated
         )
 
     async def load(self, name: str) -> bool:
@@ -75,5 +78,5 @@ class VersionRepositoryExtension(ModelRepositoryExtension):
 
 def _is_missing_version(err: Exception) -> bool:
     """MLflow's refusal of an unknown version, raised here (`MlflowException`) or carried out
-    of the fraud loader's process (`serving.inference.fraud.RegistryRefused`)."""
+    of the process that read the version (`serving.inference.startup.RegistryRefused`)."""
     return getattr(err, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"

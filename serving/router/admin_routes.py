@@ -123,9 +123,11 @@ def add_admin_routes(app: FastAPI) -> None:
         """Copy the champion's requests to the challenger after answering (bounded queue)."""
         version = await router.control.challenger_version(product, body.version)
         await router.servers.ensure_loaded(product, version, shadow=True)
-        return await router.control.change_routing(
+        answer = await router.control.change_routing(
             product, lambda r: rs.start_shadow(r, version, body.percent), "shadow_started"
         )
+        router.servers.prefetch(product, version)  # for the canary that follows a shadow
+        return answer
 
     @admin.post("/{product}/shadow/stop", response_model=AdminAnswer)
     async def stop_shadow(product: Product, router: RouterDep) -> AdminAnswer:

@@ -4,7 +4,9 @@ request walks through them."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -16,6 +18,7 @@ from serving.names import PRODUCTS, Product, parse_served_name, served_name
 from serving.upstream import UpstreamError, V2Client
 
 PROBE_TIMEOUT_S = 2.0
+log = logging.getLogger("serving.router")
 
 
 def _served_or_none(name: str) -> tuple[str | None, str]:
@@ -62,6 +65,7 @@ class ModelServers:
         # failures say nothing of the serving server's. Unused when shadows share the server.
         self.shadow_loaded: dict[Product, set[int]] = {p: set() for p in PRODUCTS}
         self.shadow_breakers = dataclasses.replace(self.breakers, by_model={})
+        self._prefetching: set[asyncio.Task[None]] = set()  # held, or the loop may drop them
 
     def server(self, product: Product, shadow: bool) -> tuple[V2Client, set[int], Breakers]:
         """The model server that answers (or, `shadow`, that takes the copies), what it has
@@ -134,6 +138,28 @@ class ModelServers:
                 ) from err
         loaded.add(version)
 
+    def prefetch(self, product: Product, version: int) -> None:
+        """Load `version` on the model server that answers, in the background: started with
+        a shadow, so the canary that follows it finds the version there (a server reads a
+        version in a child process, several seconds on a busy machine: see serving.inference.
+        fraud). A failed prefetch only leaves the load to the canary, which then says why."""
+        if product not in self.shadow_servers:
+            return  # the shadow's copies went to this same server: the version is there
+        task = asyncio.create_task(self.ensure_loaded(product, version))
+        self._prefetching.add(task)
+        task.add_done_callback(self._prefetched)
+
+    async def join_prefetches(self) -> None:
+        """Wait for the prefetches under way (tests; a close cancels them instead)."""
+        await asyncio.gather(*self._prefetching, return_exceptions=True)
+
+    def _prefetched(self, task: asyncio.Task[None]) -> None:
+        self._prefetching.discard(task)
+        if not task.cancelled() and (err := task.exception()) is not None:
+            log.warning("prefetch of a challenger failed (the canary will load it): %s", err)
+
     async def close(self) -> None:
+        for task in list(self._prefetching):
+            task.cancel()
         for client in [*self.clients.values(), *self.shadow_servers.values()]:
             await client.close()

@@ -172,7 +172,7 @@ def test_the_loading_process_keeps_mlflow_and_scikit_learn_to_itself(registry) -
 
 def test_a_version_the_registry_does_not_have_is_missing_not_a_fault(registry) -> None:
     """MLflow's refusal crosses the process with its code: the server answers 404, not 503."""
-    from serving.inference.fraud import RegistryRefused
+    from serving.inference.startup import RegistryRefused
 
     uri, _, _ = registry
     with pytest.raises(RegistryRefused) as refused:

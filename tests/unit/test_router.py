@@ -614,8 +614,11 @@ def test_with_a_shadow_server_the_copies_go_there_and_nowhere_else(tmp_path: Pat
     lab = Lab(tmp_path, shadow_server=True)
     with lab.client:
         admin(lab, "POST", "/admin/fraud/shadow/start", {"version": 2})
-        # The shadowed version is loaded on the shadow server only.
-        assert (lab.fraud_shadow.loads, lab.fraud.loads) == (["fraud-v2"], [])
+        # The shadowed version is loaded on the shadow server, and in the background on the
+        # serving one, for the canary that follows a shadow (it then waits for no load).
+        assert lab.fraud_shadow.loads == ["fraud-v2"]
+        lab.call(lab.router.servers.join_prefetches)
+        assert lab.fraud.loads == ["fraud-v2"]
         cards = [f"card_{i:06d}" for i in range(20)]
         answers = [lab.client.post("/v1/fraud/score", json={**TX, "card_id": c}) for c in cards]
         assert {a.json()["model_version"] for a in answers} == {"fraud/1"}
@@ -679,8 +682,9 @@ def test_a_restarted_shadow_server_gets_the_shadowed_version_loaded_again(tmp_pa
         lab.fraud_shadow.models = {"fraud-v1"}  # restarted: only the champion it starts with
         lab.call(lab.router.discover_models)
         admin(lab, "POST", "/admin/fraud/shadow/start", {"version": 2})
+        lab.call(lab.router.servers.join_prefetches)
         assert lab.fraud_shadow.loads == ["fraud-v2", "fraud-v2"]
-        assert lab.fraud.loads == []
+        assert lab.fraud.loads == ["fraud-v2"]  # the serving server kept its prefetched copy
 
 
 def test_a_shadow_sample_copies_a_sticky_share_of_entities(lab: Lab):
