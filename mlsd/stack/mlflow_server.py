@@ -24,10 +24,23 @@ from typing import Any
 
 
 def _exec_in_place(
-    cmd: Sequence[str], *, extra_env: dict[str, str] | None = None, **_: Any
-) -> None:
+    cmd: Sequence[str],
+    *,
+    throw_on_error: bool = True,
+    extra_env: dict[str, str] | None = None,
+    capture_output: bool = False,
+    synchronous: bool = True,
+    stream_output: bool = False,
+    **popen_kwargs: Any,
+) -> Any:
     """What `_exec_cmd(cmd, extra_env=..., capture_output=False, synchronous=False)` starts,
-    run in place of this process; it never returns."""
+    run in place of this process; it never returns. Any other use of the call (a captured or
+    awaited run, arguments for Popen) fails loudly instead of starting a server otherwise."""
+    if capture_output or synchronous or stream_output or popen_kwargs:
+        raise RuntimeError(
+            "mlsd.stack.mlflow_server: MLflow started its server in a way this launcher does "
+            "not know; run `mlflow server` itself"
+        )
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvpe(cmd[0], list(cmd), {**os.environ, **(extra_env or {})})

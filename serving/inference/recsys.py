@@ -67,7 +67,9 @@ def load_recsys_version(
     (measured in a lab on 2 cores: the recommender's server PSS 270-283 -> 241 MB)."""
     args = (settings, version, tracking_uri)
     version, bundle, tags = (
-        in_child(_bundle_in_child, *args) if isolated else _bundle_in_child(*args)
+        in_child(_bundle_in_child, *args, nice=settings.prefect.flows_nice)  # as fraud's
+        if isolated
+        else _bundle_in_child(*args)
     )
     servers = settings.model_servers
     return RecsysVersion(

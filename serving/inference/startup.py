@@ -59,15 +59,17 @@ class RegistryRefused(RuntimeError):
         return str(self.args[0])
 
 
-def in_child(fn: Callable[..., T], *args: object) -> T:
+def in_child(fn: Callable[..., T], *args: object, nice: int = 0) -> T:
     """`fn(*args)` in a spawned process that exits after it: for work whose imports a
     long-running server would otherwise keep for as long as it runs (MLflow, which brings
     Feast, scikit-learn, skops). What `fn` returns must pickle; an MLflow refusal comes back as
-    RegistryRefused."""
+    RegistryRefused. `nice`: the child's CPU priority is lowered by this much (its own only: a
+    server's answers keep theirs while it reads a version)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=context, initializer=os.nice, initargs=(nice,)) as child:
         return child.submit(_refusals_kept, fn, *args).result()
 
 

@@ -170,6 +170,23 @@ def test_the_loading_process_keeps_mlflow_and_scikit_learn_to_itself(registry) -
     assert seen["path"].startswith("onnxruntime")
 
 
+def test_read_in_process_it_serves_the_same_graph(registry) -> None:
+    """What a shadow server (lowered priority) does: the version read in its own process
+    scores with the same checked graph, the estimator left aside."""
+    from serving.inference import load_fraud_version
+
+    uri, versions, _ = registry
+    here = load_fraud_version(Settings(), versions["own"], uri, isolated=False)
+    child = _load(uri, versions["own"])
+    assert here.compiled is not None and here.estimator is None
+    assert here.compiled.graph == child.compiled.graph  # type: ignore[union-attr]
+    assert (here.features, here.threshold, here.version) == (
+        child.features,
+        child.threshold,
+        child.version,
+    )
+
+
 def test_a_version_the_registry_does_not_have_is_missing_not_a_fault(registry) -> None:
     """MLflow's refusal crosses the process with its code: the server answers 404, not 503."""
     from serving.inference.startup import RegistryRefused

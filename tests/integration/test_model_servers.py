@@ -175,11 +175,13 @@ def registered_estimator(lab: Lab, version: str) -> Any:
     return ModelRegistry(lab.tracking_uri).load_sklearn(lab.fraud_model_name, version)
 
 
+@pytest.mark.parametrize("isolated", [True, False], ids=["in-a-child", "in-process"])
 def test_versions_load_from_the_registry_they_are_given(
-    trained_lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    trained_lab: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated: bool
 ):
-    """MLflow's process-wide default registry points at an empty one: the loaders must still
-    fetch from the lab's, and leave no mlflow.db behind in the working directory."""
+    """MLflow's default registry points at an empty one (in the environment a loader's child
+    inherits, and in this process): the loaders must still fetch from the lab's, and leave no
+    mlflow.db behind in the working directory."""
     import mlflow
 
     from serving.inference import load_fraud_version, load_recsys_version
@@ -192,10 +194,13 @@ def test_versions_load_from_the_registry_they_are_given(
     mlflow.set_tracking_uri(elsewhere)
     try:
         fraud = load_fraud_version(
-            trained_lab.settings, trained_lab.fraud_versions[0], trained_lab.tracking_uri
+            trained_lab.settings, trained_lab.fraud_versions[0], trained_lab.tracking_uri, isolated
         )
         recsys = load_recsys_version(
-            trained_lab.settings, trained_lab.recsys_versions[0], trained_lab.tracking_uri
+            trained_lab.settings,
+            trained_lab.recsys_versions[0],
+            trained_lab.tracking_uri,
+            isolated,
         )
     finally:
         mlflow.set_tracking_uri(before)

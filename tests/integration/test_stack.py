@@ -157,8 +157,9 @@ def test_status_reports_each_component_with_its_memory(lab):
 
 def test_watchdog_restarts_a_killed_component(lab):
     before = lab.record("mlflow")
-    # Kill only the leader: its uvicorn child lives on holding the port, as after a real crash.
-    orphans = [p for p in record_processes(before) if p.pid != before.pid]
+    # MLflow's server is one process (mlsd.stack.mlflow_server). A leader whose child outlives
+    # it holding the port is tested in tests/unit/test_stack_supervisor.py.
+    assert [p.pid for p in record_processes(before)] == [before.pid]
     os.kill(before.pid, signal.SIGKILL)
 
     def restarted_and_healthy() -> bool:
@@ -174,7 +175,6 @@ def test_watchdog_restarts_a_killed_component(lab):
     print(f"\nmlflow restarted by the watchdog and healthy {took:.1f} s after the kill")
     after = lab.record("mlflow")
     assert after.restarts == 1
-    assert not any(is_running(p) for p in orphans)
     watchdog_log = (lab.data_dir / "logs" / "watchdog.log").read_text()
     assert f"mlflow (pid {before.pid}) exited; restart 1 of 3" in watchdog_log
     status = json.loads(lab.mlsd("status", "--json").stdout)
@@ -185,7 +185,7 @@ def test_down_stops_every_process_it_started(lab):
     supervisor = lab.supervisor
     records = [*supervisor.records(), lab.record("watchdog")]
     procs = [p for record in records for p in record_processes(record)]
-    assert len(procs) >= 4  # mlflow and its uvicorn worker, prefect, the watchdog
+    assert len(procs) >= 3  # mlflow, prefect, the watchdog
 
     result = lab.mlsd("down")
     assert result.returncode == 0, result.stdout + result.stderr

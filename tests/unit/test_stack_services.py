@@ -65,6 +65,15 @@ def test_mlflow_serves_in_place_of_its_cli_only_where_nothing_runs_after_the_ser
     assert "_exec_cmd" in (in_place_possible() or "")
 
 
+def test_the_mlflow_launcher_refuses_a_start_it_does_not_know_instead_of_exec_ing_it():
+    from mlsd.stack.mlflow_server import _exec_in_place
+
+    python = (sys.executable, "-c", "pass")
+    for unknown in ({"synchronous": True}, {"capture_output": True}, {"env": {"A": "1"}}):
+        with pytest.raises(RuntimeError, match="run `mlflow server` itself"):
+            _exec_in_place(python, extra_env={}, **{"synchronous": False, **unknown})
+
+
 def test_mlflow_takes_a_postgres_uri_for_the_scale_profile(tmp_path):
     uri = "postgresql://mlflow:pw@127.0.0.1/mlflow"
     c = mlflow_component(settings(tmp_path, mlflow=MlflowSettings(backend_store_uri=uri)))

@@ -24,7 +24,8 @@ from mlsd.stack.supervisor import start_levels, with_dependencies
 from mlsd.stack.watchdog import Watchdog
 
 SLEEPER = (sys.executable, "-c", "import time; time.sleep(120)")
-# A leader that starts a child in its own process group, like `mlflow server` starting uvicorn.
+# A leader that starts a child in its own process group, as `mlflow server` starts uvicorn
+# (the lab's MLflow runs uvicorn in place of it: mlsd.stack.mlflow_server).
 PARENT_WITH_CHILD = (
     sys.executable,
     "-c",
