@@ -143,9 +143,7 @@ def test_the_graph_lands_among_the_version_files(registry, tmp_path: Path) -> No
 def test_the_loading_process_keeps_mlflow_and_scikit_learn_to_itself(registry) -> None:
     """A server that scores with the graph never imports what reads the estimator: the
     download and the check run in a child process that exits after."""
-    import json
-    import subprocess
-    import sys
+    from tests.support.child import python_json
 
     uri, versions, _ = registry
     child = (
@@ -157,15 +155,7 @@ def test_the_loading_process_keeps_mlflow_and_scikit_learn_to_itself(registry) -
         "print(json.dumps({'path': served.scoring_path, 'estimator': served.estimator is None,\n"
         "    'imported': sorted(m for m in heavy if m in sys.modules)}))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", child],
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    seen = python_json(child, timeout=300)
     assert seen == {"path": seen["path"], "estimator": True, "imported": []}
     assert seen["path"].startswith("onnxruntime")
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 from mlsd.flows import FLOW_RUN_PRELOAD
+from tests.support.child import python_json
 
 PRELOAD_CHECK = """
 import importlib, json, sys, threading
@@ -24,14 +25,7 @@ print(json.dumps({"failed": failed, "threads": [t.name for t in threading.enumer
 
 
 def test_the_flow_run_preload_imports_and_starts_no_thread():
-    done = subprocess.run(
-        [sys.executable, "-c", PRELOAD_CHECK, *FLOW_RUN_PRELOAD],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    seen = python_json(PRELOAD_CHECK, FLOW_RUN_PRELOAD, timeout=300)
     assert seen["failed"] == {}
     assert seen["threads"] == ["MainThread"]
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
+
+from tests.support.child import python_json
 
 # In a child process: a lowered priority cannot be raised back without privileges, and the
 # test runner must keep its own.
@@ -69,15 +67,7 @@ CHILD = textwrap.dedent(
 
 @pytest.mark.parametrize("idle", [False, True])
 def test_lowering_the_priority_reaches_threads_started_before_and_after(idle: bool):
-    done = subprocess.run(
-        [sys.executable, "-c", f"IDLE = {idle}\n" + CHILD],
-        cwd=Path(__file__).resolve().parents[2],  # the repository, for `import serving`
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    seen = python_json(f"IDLE = {idle}\n" + CHILD, timeout=60)
     lowered = min(19, seen["base"] + 3)
     assert (seen["main"], seen["early"], seen["late"]) == (lowered, lowered, lowered)
     assert seen["all"] == [lowered]
@@ -99,15 +89,7 @@ def test_native_thread_pools_are_limited_to_one_thread_openmp_included():
         "print(json.dumps([(i['internal_api'], i['num_threads'])"
         " for i in threadpoolctl.threadpool_info()]))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", child],
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    pools = json.loads(done.stdout.strip().splitlines()[-1])
+    pools = python_json(child)
     assert "openmp" in {api for api, _ in pools}
     assert {n for _, n in pools} == {1}
 
@@ -131,17 +113,7 @@ def test_a_server_that_loads_no_scikit_learn_still_limits_an_openmp_loaded_later
         "t = threading.Thread(target=later); t.start(); t.join()\n"
         "print(json.dumps({'loaded_early': loaded_early, 'pools': seen}))\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    done = subprocess.run(
-        [sys.executable, "-c", child],
-        cwd=Path(__file__).resolve().parents[2],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-        env=env,
-    )
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    seen = python_json(child, env={k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"})
     assert seen["loaded_early"] is False
     assert "openmp" in {api for api, _ in seen["pools"]}
     assert {n for _, n in seen["pools"]} == {1}

@@ -21,6 +21,7 @@ from mlsd.settings import MlflowSettings, PrefectSettings, Settings
 from mlsd.stack.processes import PROCESS_LOCAL_ENV, component_env
 from mlsd.stack.services import mlflow_component, prefect_component, stack_components
 from mlsd.telemetry import TELEMETRY_OFF
+from tests.support.child import python_json
 
 
 def settings(tmp_path: Path, **fields) -> Settings:
@@ -269,16 +270,9 @@ print(json.dumps({{
 """
     # A fresh process of its own, like `mlsd demo`: not one that inherits a directory Feast
     # made for this test process (another test may have imported Feast here first).
-    env = {k: v for k, v in os.environ.items() if k not in PROCESS_LOCAL_ENV}
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-        env=env,
+    seen = python_json(
+        script, env={k: v for k, v in os.environ.items() if k not in PROCESS_LOCAL_ENV}
     )
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert "feast_metrics_" in seen["parent"]
     assert not Path(seen["parent"]).exists()  # gone with the process that made it
     assert seen["leaked"] == []  # so no component was started pointing at it
