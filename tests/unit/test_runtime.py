@@ -78,32 +78,16 @@ def test_lowering_the_priority_reaches_threads_started_before_and_after(idle: bo
 @pytest.mark.skipif(
     len(os.sched_getaffinity(0)) < 2, reason="OpenMP uses one thread anyway on one CPU"
 )
-def test_native_thread_pools_are_limited_to_one_thread_openmp_included():
-    # In a fresh interpreter: the limit must reach scikit-learn's OpenMP runtime even when it
-    # was not loaded before the call (threadpoolctl limits only what is loaded).
-    child = (
-        "import json, threadpoolctl\n"
-        "from serving.inference import limit_native_threads\n"
-        "limit_native_threads()\n"
-        "import sklearn.ensemble\n"
-        "print(json.dumps([(i['internal_api'], i['num_threads'])"
-        " for i in threadpoolctl.threadpool_info()]))\n"
-    )
-    pools = python_json(child)
-    assert "openmp" in {api for api, _ in pools}
-    assert {n for _, n in pools} == {1}
-
-
-@pytest.mark.skipif(
-    len(os.sched_getaffinity(0)) < 2, reason="OpenMP uses one thread anyway on one CPU"
-)
-def test_a_server_that_loads_no_scikit_learn_still_limits_an_openmp_loaded_later():
-    # The fraud server: scikit-learn stays out, and if a version falls back to it, its OpenMP
-    # runtime starts with one thread, in the server's other threads too.
+@pytest.mark.parametrize("load_scikit_learn", [True, False])
+def test_native_thread_pools_are_limited_to_one_thread_openmp_included(load_scikit_learn: bool):
+    # In a fresh interpreter without OMP_NUM_THREADS of its own: the limit must reach
+    # scikit-learn's OpenMP runtime whether the call loaded it (threadpoolctl limits only what
+    # is loaded) or it comes later, in another thread (the fraud server: scikit-learn stays out
+    # unless a version's graph is refused).
     child = (
         "import json, sys, threading, threadpoolctl\n"
         "from serving.inference import limit_native_threads\n"
-        "limit_native_threads(load_scikit_learn=False)\n"
+        f"limit_native_threads(load_scikit_learn={load_scikit_learn})\n"
         "loaded_early = 'sklearn' in sys.modules\n"
         "seen = []\n"
         "def later():\n"
@@ -114,6 +98,6 @@ def test_a_server_that_loads_no_scikit_learn_still_limits_an_openmp_loaded_later
         "print(json.dumps({'loaded_early': loaded_early, 'pools': seen}))\n"
     )
     seen = python_json(child, env={k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"})
-    assert seen["loaded_early"] is False
+    assert seen["loaded_early"] is load_scikit_learn
     assert "openmp" in {api for api, _ in seen["pools"]}
     assert {n for _, n in seen["pools"]} == {1}
