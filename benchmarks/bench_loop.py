@@ -175,7 +175,7 @@ def main() -> None:
             )
         )
     drift = acts.get("drift", {}).get("figures", {})
-    for key, _, what in DRIFT_MILESTONES:  # the promotion judged, the steps before it shown
+    for key, _, what, _flow in DRIFT_MILESTONES:  # the promotion judged, the steps before it shown
         if key in drift:
             v = float(drift[key])
             judged = what == "promoted"

@@ -127,13 +127,39 @@ def request_retrain(product: str, reason: str, figures: dict[str, Any] | None = 
     ev.emit(ev.RETRAIN_REQUESTED, ev.model_resource(product), {"reason": reason, **(figures or {})})
 
 
-# The drift act's milestones: (figure key, event, what a reader calls it), in their order.
+# The drift act's milestones: (figure key, event, what a reader calls it, the flow of a Prefect
+# flow-run event or "" for a lab event), in their order. The retrain's run starting splits
+# Prefect's start of the deployment run from the run itself.
 DRIFT_MILESTONES = (
-    ("injection_to_retrain_requested_s", ev.RETRAIN_REQUESTED, "retrain requested"),
-    ("injection_to_challenger_registered_s", ev.CHALLENGER_REGISTERED, "challenger registered"),
-    ("injection_to_shadow_passed_s", ev.SHADOW_PASSED, "shadow passed"),
-    ("injection_to_promoted_s", ev.PROMOTED, "promoted"),
+    ("injection_to_retrain_requested_s", ev.RETRAIN_REQUESTED, "retrain requested", ""),
+    (
+        "injection_to_retrain_running_s",
+        "prefect.flow-run.Running",
+        "retrain running",
+        "train_fraud",
+    ),
+    ("injection_to_challenger_registered_s", ev.CHALLENGER_REGISTERED, "challenger registered", ""),
+    ("injection_to_shadow_passed_s", ev.SHADOW_PASSED, "shadow passed", ""),
+    ("injection_to_promoted_s", ev.PROMOTED, "promoted", ""),
 )
+
+
+def milestone_seconds(events: Sequence[TimelineEvent]) -> dict[str, float]:
+    """Where the drift act's time went: each milestone's first event after the injection, in
+    seconds since it (none before an injection is seen)."""
+    injected = _of(events, ev.DRIFT_INJECTED)
+    if not injected:
+        return {}
+    t0 = injected[0].occurred
+    out = {}
+    for key, name, _, flow in DRIFT_MILESTONES:
+        found = (
+            [e for e in events if e.name == name and e.flow == flow] if flow else _of(events, name)
+        )
+        found = [e for e in found if e.occurred >= t0]
+        if found:
+            out[key] = round((found[0].occurred - t0).total_seconds(), 1)
+    return out
 
 
 def act_drift(
@@ -174,14 +200,7 @@ def act_drift(
     figures: dict[str, Any] = {}
     if outcome != "promoted" and (why := ending_reason(seen)):
         figures["why"] = why
-    injected = _of(seen, ev.DRIFT_INJECTED)
-    if injected:
-        # Where the time went: each milestone's first event, in seconds since the injection.
-        for key, name, _ in DRIFT_MILESTONES:
-            if milestone := _of(seen, name):
-                figures[key] = round(
-                    (milestone[0].occurred - injected[0].occurred).total_seconds(), 1
-                )
+    figures.update(milestone_seconds(seen))
     return ActResult(f"drift ({scenario})", "promoted", outcome, seconds, seen, figures)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from mlsd import events as ev
-from mlsd.acts import drifted_day_landed, drifted_shares, rollout_ending
+from mlsd.acts import drifted_day_landed, drifted_shares, milestone_seconds, rollout_ending
 from mlsd.timeline import TimelineEvent
 
 T0 = dt.datetime(2026, 12, 3, 20, tzinfo=dt.UTC)
@@ -80,3 +80,24 @@ def test_an_acts_drifted_shares_are_its_fraud_windows_in_order():
         event(ev.WINDOW_JUDGED, 5, payload={"drifted_share": 0.2857}),
     ]
     assert drifted_shares(judged) == [0.095, 0.286]
+
+
+def test_the_drift_acts_time_is_split_at_each_milestone_the_retrain_runs_start_included():
+    run = "prefect.flow-run.Running"
+    events = [
+        event(run, 0, "prefect.flow-run.a", flow="train_fraud"),  # before the injection
+        event(ev.DRIFT_INJECTED, 10, "mlsd.world.fraud"),
+        event(run, 40, "prefect.flow-run.b", flow="monitor"),  # not the retrain
+        event(ev.RETRAIN_REQUESTED, 100),
+        event(ev.RETRAIN_REQUESTED, 101, resource="mlsd.model.recsys"),  # another product's
+        event(run, 107, "prefect.flow-run.c", flow="train_fraud"),
+        event(ev.CHALLENGER_REGISTERED, 135),
+        event(ev.PROMOTED, 190),
+    ]
+    assert milestone_seconds(events) == {
+        "injection_to_retrain_requested_s": 90.0,
+        "injection_to_retrain_running_s": 97.0,
+        "injection_to_challenger_registered_s": 125.0,
+        "injection_to_promoted_s": 180.0,
+    }
+    assert milestone_seconds(events[2:]) == {}  # no injection seen: nothing to time from
