@@ -138,8 +138,8 @@ def record_processes(record: RunRecord) -> list[psutil.Process]:
     """Every live process that belongs to the started component: leader, group and descendants.
 
     Children outlive a killed leader (a server's worker keeps the port, as MLflow's uvicorn
-    did while `mlflow server` ran it as a child), so they are found through the process group, which is the leader's pid. Only processes started no
-    earlier than the leader count. If the leader's pid now belongs to another process, the
+    did while `mlflow server` ran it as a child), so they are found through the process group,
+    which is the leader's pid. Only processes started no earlier than the leader count. If the leader's pid now belongs to another process, the
     group is not ours: Linux does not hand out a pid still in use as a group id, so a reused
     pid means our group had already emptied.
     """

@@ -4,8 +4,8 @@ features from the online store, score, and encode the answer.
 A version is read in a child process (`load_fraud_version`, `serving.inference.startup.
 in_child`): MLflow, scikit-learn and skops read the estimator and check its ONNX graph there,
 and the server keeps the graph and its tags. Measured in a lab on 2 cores: a fraud server's PSS
-296-310 -> 199-207 MB, for as long as it runs. (MLflow alone brings Feast in too: Feast registers an MLflow request-header
-plugin, which MLflow imports with its client.) The cost is the child's start, mostly those
+296-310 -> 199-207 MB, for as long as it runs. (MLflow alone brings Feast in too: Feast
+registers an MLflow request-header plugin, which MLflow imports with its client.) The cost is the child's start, mostly those
 imports: a version loads in about 7 s (10-20 s on a busy machine) instead of 0.2 s in a server
 that had them already, and a server starts 5-10 s later. A rollout does not wait for it: the
 shadow server, at a lowered CPU priority, reads versions in its own process (a child would
@@ -78,7 +78,11 @@ class FraudParts:
     graph: bytes | None  # the ONNX graph checked against the estimator; None: sklearn scores
     note: str  # what was done to the graph, or why it was refused
 
-    def served(self, estimator: Any = None) -> FraudVersion:
+    def served(self, estimator: Any = None, compiled: OnnxScorer | None = None) -> FraudVersion:
+        """The version ready to score: with the scorer of its graph (`compiled`, or one made
+        from the graph's bytes), else with `estimator`."""
+        if compiled is None and self.graph is not None:
+            compiled = onnx_session(self.graph)
         return FraudVersion(
             version=self.version,
             estimator=estimator,
@@ -86,8 +90,8 @@ class FraudParts:
             feature_service=self.feature_service,
             threshold=self.threshold,
             tags=self.tags,
-            compiled=onnx_session(self.graph) if self.graph is not None else None,
-            compiled_refused="" if self.graph is not None else self.note,
+            compiled=compiled,
+            compiled_refused="" if compiled is not None else self.note,
         )
 
 
@@ -103,35 +107,37 @@ def load_fraud_version(
     skops (see the module's docstring for the figures); a version whose graph is refused is then
     read again here, to score with scikit-learn. Else all of it happens here."""
     name = settings.training.model_name("fraud")
-    estimator = None
     if isolated:
         # At the flows' priority: batch work beside a server that answers within 50 ms.
         nice = settings.prefect.flows_nice
         parts = in_child(_parts_in_child, settings, version, tracking_uri, nice=nice)
-        if parts.graph is None:
-            parts, estimator = _read_version(settings, parts.version, tracking_uri)
-    else:
-        parts, estimator = _read_version(
-            settings, version or champion_version(settings, "fraud", tracking_uri), tracking_uri
-        )
-    if parts.graph is None:
+        if parts.graph is not None:
+            if parts.note:
+                logger.info("%s v%s: ONNX graph %s", name, parts.version, parts.note)
+            return parts.served()
+        version = parts.version  # scikit-learn scores it: read its estimator here after all
+    parts, estimator, compiled = _read_version(settings, version, tracking_uri)
+    if compiled is None:
         logger.warning("%s v%s scores with scikit-learn: %s", name, parts.version, parts.note)
         return parts.served(estimator)
     if parts.note:
         logger.info("%s v%s: ONNX graph %s", name, parts.version, parts.note)
-    return parts.served()
+    return parts.served(compiled=compiled)
 
 
 def _parts_in_child(settings: Settings, version: str | None, tracking_uri: str) -> FraudParts:
-    if version is None:
-        version = champion_version(settings, "fraud", tracking_uri)
     return _read_version(settings, version, tracking_uri)[0]
 
 
-def _read_version(settings: Settings, version: str, tracking_uri: str) -> tuple[FraudParts, Any]:
-    """The version's parts and its estimator, in this process; a ValueError names what is
+def _read_version(
+    settings: Settings, version: str | None, tracking_uri: str
+) -> tuple[FraudParts, Any, OnnxScorer | None]:
+    """The version's parts, its estimator and the checked scorer of its graph (None: refused),
+    in this process; `version` None is the one @champion points at. A ValueError names what is
     missing or contradictory in its tags."""
     name = settings.training.model_name("fraud")
+    if version is None:
+        version = champion_version(settings, "fraud", tracking_uri)
     registry = ModelRegistry(tracking_uri)
     tags = registry.version_tags(name, version)
     registered = load_fraud_model(registry, name, version)
@@ -159,7 +165,7 @@ def _read_version(settings: Settings, version: str, tracking_uri: str) -> tuple[
         graph=compiled.graph if compiled is not None else None,
         note=note,
     )
-    return parts, estimator
+    return parts, estimator, compiled
 
 
 def warm_up_fraud(served: FraudVersion, settings: Settings) -> None:

@@ -2,6 +2,6 @@
 
 from serving.model_server.entry import main
 
-# Guarded: a process spawned by the server (the fraud version's loader) imports this module too.
+# Guarded, so that importing the module starts nothing (a tool or a test may import it).
 if __name__ == "__main__":
     main()

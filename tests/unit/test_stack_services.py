@@ -66,10 +66,19 @@ def test_mlflow_serves_in_place_of_its_cli_only_where_nothing_runs_after_the_ser
     assert "_exec_cmd" in (in_place_possible() or "")
 
 
-def test_the_mlflow_launcher_refuses_a_start_it_does_not_know_instead_of_exec_ing_it():
-    from mlsd.stack.mlflow_server import _exec_in_place
+def test_the_mlflow_launcher_refuses_a_start_it_does_not_know_instead_of_exec_ing_it(
+    monkeypatch,
+):
+    from mlsd.stack import mlflow_server
 
+    def replaced(*_: object) -> None:  # an exec would replace the test run itself, and pass
+        raise AssertionError("the launcher exec'd a start it does not know")
+
+    monkeypatch.setattr(mlflow_server.os, "execvpe", replaced)
+    _exec_in_place = mlflow_server._exec_in_place
     python = (sys.executable, "-c", "pass")
+    with pytest.raises(AssertionError, match="exec'd"):  # the start it knows does exec
+        _exec_in_place(python, extra_env={}, synchronous=False)
     for unknown in ({"synchronous": True}, {"capture_output": True}, {"env": {"A": "1"}}):
         with pytest.raises(RuntimeError, match="run `mlflow server` itself"):
             _exec_in_place(python, extra_env={}, **{"synchronous": False, **unknown})
