@@ -30,7 +30,15 @@ def port_is_free(host: str, port: int) -> bool:
         return True
 
 
-def http_ok(url: str, timeout: float = 2.0) -> bool:
+# How long a command waits for a lab server's health answer before it says the stack is not up.
+# A server that is not running refuses the connection at once, so this is waited out only by one
+# that runs but is slow to answer: Prefect's took over 2 s during a walkthrough on 2 cores (its
+# writes stall on SQLite's lock, PrefectHQ/prefect#18934), and the command gave up on a running
+# stack.
+LAB_PROBE_TIMEOUT_S = 15.0
+
+
+def http_ok(url: str, timeout: float = LAB_PROBE_TIMEOUT_S) -> bool:
     """Whether GET `url` answers 2xx within `timeout` seconds."""
     try:
         with _DIRECT.open(url, timeout=timeout) as response:

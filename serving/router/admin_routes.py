@@ -40,6 +40,13 @@ _ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+# Marks the operations that may first load a version onto a model server (a V2 repository load,
+# which may take up to router.load_timeout_seconds; seconds, not milliseconds, since a server
+# reads a version in a child process): the published schema says which calls a client should
+# wait longer for.
+MAY_LOAD_A_VERSION: dict[str, Any] = {"x-mlsd-may-load-version": True}
+
+
 def add_admin_routes(app: FastAPI) -> None:
     admin = APIRouter(
         prefix="/admin",
@@ -74,7 +81,7 @@ def add_admin_routes(app: FastAPI) -> None:
     async def product_status(product: Product, router: RouterDep) -> dict[str, Any]:
         return router.control.routing_status(product)
 
-    @admin.put("/{product}/split", response_model=AdminAnswer)
+    @admin.put("/{product}/split", response_model=AdminAnswer, openapi_extra=MAY_LOAD_A_VERSION)
     async def set_split(product: Product, body: SplitRequest, router: RouterDep) -> AdminAnswer:
         """Start (or replace) an A/B experiment: `challenger_percent` of entities, by a sticky
         hash salted with the experiment name, see the challenger. Every prediction logs its
@@ -118,7 +125,9 @@ def add_admin_routes(app: FastAPI) -> None:
             },
         }
 
-    @admin.post("/{product}/shadow/start", response_model=AdminAnswer)
+    @admin.post(
+        "/{product}/shadow/start", response_model=AdminAnswer, openapi_extra=MAY_LOAD_A_VERSION
+    )
     async def start_shadow(product: Product, body: ShadowRequest, router: RouterDep) -> AdminAnswer:
         """Copy the champion's requests to the challenger after answering (bounded queue)."""
         version = await router.control.challenger_version(product, body.version)
@@ -133,7 +142,9 @@ def add_admin_routes(app: FastAPI) -> None:
     async def stop_shadow(product: Product, router: RouterDep) -> AdminAnswer:
         return await router.control.change_routing(product, rs.stop_shadow, "shadow_stopped")
 
-    @admin.post("/{product}/canary/start", response_model=AdminAnswer)
+    @admin.post(
+        "/{product}/canary/start", response_model=AdminAnswer, openapi_extra=MAY_LOAD_A_VERSION
+    )
     async def start_canary(product: Product, body: CanaryRequest, router: RouterDep) -> AdminAnswer:
         """Send `percent` of entities (sticky, monotone in the percent) to the challenger,
         loading it on the model server first if needed."""
@@ -199,7 +210,7 @@ def add_admin_routes(app: FastAPI) -> None:
             "routing": router.control.routing_status(product),
         }
 
-    @admin.post("/{product}/promote", response_model=AdminAnswer)
+    @admin.post("/{product}/promote", response_model=AdminAnswer, openapi_extra=MAY_LOAD_A_VERSION)
     async def promote(product: Product, body: ReasonRequest, router: RouterDep) -> AdminAnswer:
         """The challenger becomes champion (registry @champion moves, old one kept as
         @previous); all traffic goes to it."""
@@ -219,7 +230,7 @@ def add_admin_routes(app: FastAPI) -> None:
             product, lambda r: rs.promote(r, body.reason), "promoted", move
         )
 
-    @admin.post("/{product}/rollback", response_model=AdminAnswer)
+    @admin.post("/{product}/rollback", response_model=AdminAnswer, openapi_extra=MAY_LOAD_A_VERSION)
     async def rollback(product: Product, body: RollbackRequest, router: RouterDep) -> AdminAnswer:
         """Undo the last step: a challenger taking traffic (canary, split, shadow) is withdrawn;
         with none, the champion returns to the previous one (registry @champion too).

@@ -3,9 +3,11 @@ route gives documented, constraints in the schema, and a 405 that lists every al
 
 from __future__ import annotations
 
+import inspect
 import re
 
 import pytest
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from mlsd.settings import Settings
@@ -39,6 +41,30 @@ def test_every_body_route_documents_400_413_and_422(client: TestClient):
                 assert {"400", "413", "422"} <= set(operation["responses"]), (method, path)
             if path.startswith("/admin/"):
                 assert {"401", "404", "409", "502"} <= set(operation["responses"]), (method, path)
+
+
+def test_every_route_that_may_load_a_version_says_so_in_the_schema(client: TestClient):
+    """A load takes seconds (see serving.router.admin_routes.MAY_LOAD_A_VERSION): the schema marks
+    exactly the operations whose handler may load one, so clients and the schema test give those
+    the router's load timeout."""
+    paths = client.get("/openapi.json").json()["paths"]
+    marked, loading = set(), set()
+    routes = []
+    for route in client.app.routes:  # type: ignore[attr-defined]
+        # FastAPI 0.150 keeps an included router (the admin routes) whole, as one entry.
+        included = getattr(route, "original_router", None)
+        routes.extend(included.routes if included is not None else [route])
+    for route in routes:
+        if not isinstance(route, APIRoute) or not route.include_in_schema:
+            continue
+        for method in route.methods:
+            operation = paths[route.path_format][method.lower()]
+            if operation.get("x-mlsd-may-load-version"):
+                marked.add((method, route.path_format))
+            if "ensure_loaded(" in inspect.getsource(route.endpoint):
+                loading.add((method, route.path_format))
+    assert ("POST", "/admin/{product}/canary/start") in loading
+    assert marked == loading
 
 
 def test_a_405_lists_every_method_of_the_path(client: TestClient):
