@@ -24,7 +24,7 @@ from typing import Any
 from benchmarks.bench_stack import BUDGET_GB, StackSampler, memory_figures, stack_memory
 from benchmarks.record import Figure, load, record
 from mlsd.acts import DRIFT_MILESTONES
-from mlsd.telemetry import TELEMETRY_OFF
+from mlsd.telemetry import QUIET_LIBRARIES
 
 
 def mlsd(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -83,7 +83,7 @@ def measure(lab: Path) -> dict[str, Any]:
             for k, v in os.environ.items()
             if not k.startswith(("MLSD_", "MLFLOW_", "PREFECT_"))
         },
-        **TELEMETRY_OFF,
+        **QUIET_LIBRARIES,
         "MLSD_DATA_DIR": str(lab / ".mlsd"),
     }
     sampler = StackSampler(lab / ".mlsd")

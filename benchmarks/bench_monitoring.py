@@ -18,7 +18,7 @@ import pandas as pd
 
 from benchmarks.record import Figure, load, record
 from mlsd.settings import MonitoringSettings
-from mlsd.telemetry import silence_telemetry
+from mlsd.telemetry import quiet_libraries
 
 WINDOW_ROWS = 100_000
 REFERENCE_ROWS = 5_000
@@ -58,7 +58,7 @@ def logged(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def main() -> None:
-    silence_telemetry()
+    quiet_libraries()
     from monitoring.drift import measure_drift
     from monitoring.judge import judge_fraud, reference_columns
     from monitoring.quality import check_window

@@ -398,7 +398,7 @@ def measure(data_dir: Path, tracking_uri: str, env: dict[str, str]) -> dict[str,
 
 
 def main() -> None:
-    from mlsd.telemetry import TELEMETRY_OFF
+    from mlsd.telemetry import QUIET_LIBRARIES
 
     before = load()
     # BENCH_ROUTER_DIR keeps the lab between runs (built there the first time).
@@ -424,7 +424,7 @@ def main() -> None:
             built_s = time.perf_counter() - started
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("MLSD_ROUTER__")},
-            **TELEMETRY_OFF,
+            **QUIET_LIBRARIES,
             "MLSD_DATA_DIR": str(data_dir),
             "MLFLOW_TRACKING_URI": tracking_uri,
         }

@@ -27,7 +27,7 @@ import psutil
 
 from benchmarks.record import Figure, load, record
 from mlsd.stack.processes import TreeMemory, tree_memory
-from mlsd.telemetry import TELEMETRY_OFF
+from mlsd.telemetry import QUIET_LIBRARIES
 
 BUDGET_GB = 3.0  # the "under 3 GB" (2.79 GiB)
 
@@ -51,7 +51,7 @@ def measure(lab: Path) -> tuple[dict[str, Any], float]:
             for k, v in os.environ.items()
             if not k.startswith(("MLSD_", "MLFLOW_", "PREFECT_"))
         },
-        **TELEMETRY_OFF,
+        **QUIET_LIBRARIES,
         "MLSD_DATA_DIR": str(lab / ".mlsd"),
     }
     started = time.perf_counter()

@@ -23,9 +23,9 @@ from mlsd.commands import walk as walk_cmd
 from mlsd.commands import watch as watch_cmd
 from mlsd.commands import world as world_cmd
 from mlsd.console import EXIT_CODES_HELP
-from mlsd.telemetry import silence_telemetry
+from mlsd.telemetry import quiet_libraries
 
-silence_telemetry()
+quiet_libraries()
 
 
 def _hide_flag_types() -> None:

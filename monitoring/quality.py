@@ -44,18 +44,13 @@ def check_window(
 ) -> QualityResult:
     """Scores in [0, 1] and never null; every model input present and not null; amounts
     positive and in the reference's unit."""
+    from mlsd.telemetry import quiet_gx_context
+
+    context = quiet_gx_context()  # first: GX reads its analytics switch at import
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
-    from mlsd.telemetry import silence_telemetry
-
-    silence_telemetry()
     missing = [c for c in inputs if c not in window.columns]
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    # Progress bars would draw over `mlsd monitor`'s output and fill the flow's logs.
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
     batch = (
         context.data_sources.add_pandas("live")
         .add_dataframe_asset("window")

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from features.catalog import GENRES as CATALOG_GENRES
 from mlsd.settings import World
-from mlsd.telemetry import silence_telemetry
+from mlsd.telemetry import quiet_gx_context, quiet_libraries
 
 if TYPE_CHECKING:
     import great_expectations as gx
@@ -308,7 +308,7 @@ def build_expectation_suite(contract: EventContract) -> gx.ExpectationSuite:
     `batch_day_parameters`), so one suite per event type serves every batch.
     """
     # GX reads its analytics switch at import; callers outside the CLI may not have set it.
-    silence_telemetry()
+    quiet_libraries()
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
@@ -529,18 +529,6 @@ def json_safe(value: Any) -> Any:
 # ----------------------------------------------------------------------------- the gate
 
 
-def ephemeral_gx_context() -> Any:
-    """A Great Expectations context in memory, quiet: no analytics, no progress bars."""
-    silence_telemetry()  # before the GX import, which reads the analytics switch
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    # Progress bars would draw over the CLI's own progress display.
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    return context
-
-
 class ContractGate:
     """Validates DataFrames against their contract's suite, in one ephemeral GX context.
 
@@ -551,7 +539,7 @@ class ContractGate:
     def __init__(self, contracts: Sequence[EventContract] = _CONTRACT_LIST) -> None:
         import great_expectations as gx
 
-        self._context = ephemeral_gx_context()
+        self._context = quiet_gx_context()
         asset = self._context.data_sources.add_pandas("landed_batches").add_dataframe_asset("batch")
         batch_definition = asset.add_batch_definition_whole_dataframe("whole_batch")
         self._definitions: dict[str, Any] = {}

@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.contracts import ephemeral_gx_context
+from mlsd.telemetry import quiet_gx_context
 
 
 def check_training_frame(
@@ -22,7 +22,7 @@ def check_training_frame(
     import great_expectations as gx
     import great_expectations.expectations as gxe
 
-    context = ephemeral_gx_context()
+    context = quiet_gx_context()
     batch = (
         context.data_sources.add_pandas("training")
         .add_dataframe_asset("set")

@@ -119,14 +119,14 @@ def main(argv: list[str] | None = None) -> None:
 
     import uvicorn
 
-    from mlsd.telemetry import silence_telemetry
+    from mlsd.telemetry import quiet_libraries
 
     settings = Settings()
     parser = argparse.ArgumentParser(description="The simulated world on a clock.")
     parser.add_argument("--host", default=settings.bind_host)
     parser.add_argument("--port", type=int, default=settings.world.port)
     args = parser.parse_args(argv)
-    silence_telemetry()
+    quiet_libraries()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     # One line per request the world sends would bury what matters in its log.
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from mlsd.telemetry import TELEMETRY_OFF
+from mlsd.telemetry import QUIET_LIBRARIES
 
 # Set before any test imports mlflow, prefect, GX or evidently.
-for _key, _value in TELEMETRY_OFF.items():
+for _key, _value in QUIET_LIBRARIES.items():
     os.environ.setdefault(_key, _value)

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import psutil
 
 from mlsd.stack.component import Component, RunRecord
-from mlsd.telemetry import TELEMETRY_OFF
+from mlsd.telemetry import QUIET_LIBRARIES
 
 # psutil reports start times in clock ticks (10 ms); a recycled pid starts at least a tick later.
 CREATE_TIME_TOLERANCE = 0.005
@@ -71,7 +71,7 @@ def component_env(
         env.pop(key, None)
         if metrics_dir is not None:
             env[key] = str(metrics_dir)
-    env.update(TELEMETRY_OFF)
+    env.update(QUIET_LIBRARIES)
     for key, value in ALLOCATOR_ENV.items():
         env.setdefault(key, value)
     # Logs reach the file as they happen, not when a buffer fills.

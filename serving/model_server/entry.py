@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from mlsd.cpu import lower_cpu_priority
 from mlsd.settings import Settings
-from mlsd.telemetry import silence_telemetry
+from mlsd.telemetry import quiet_libraries
 from serving.inference import limit_native_threads
 from serving.model_server.models import load_pinned_model
 from serving.model_server.repository import VersionRepository
@@ -67,8 +67,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    silence_telemetry()
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # log files, not a tty
+    quiet_libraries()
     args = parse_args(argv)  # before the imports limit_native_threads makes: --help stays quick
     # Versions are read in a child process that exits (serving.inference.startup.in_child), so
     # this one keeps none of MLflow, skops, and, for fraud (onnxruntime scores), scikit-learn.

@@ -19,9 +19,9 @@ DESCRIPTION = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m serving.router`: serve on bind_host:router.port (settings, or the flags)."""
-    from mlsd.telemetry import silence_telemetry
+    from mlsd.telemetry import quiet_libraries
 
-    silence_telemetry()
+    quiet_libraries()
     # Registry calls run on threads with the router's own budget; MLflow's defaults (7 retries,
     # 120 s each) would keep a thread busy for minutes after the router gave up on it.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")

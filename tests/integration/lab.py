@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from mlsd.settings import Settings
-from mlsd.telemetry import TELEMETRY_OFF
+from mlsd.telemetry import QUIET_LIBRARIES
 
 # Small worlds and short training windows: big enough for the flows' data checks and gates to
 # run for real, small enough to build in about a minute on 2 cores. Ingest costs ~0.3 s per daily
@@ -66,7 +66,7 @@ def lab_env(data_dir: Path, tracking_uri: str, suffix: str) -> dict[str, str]:
     """The environment of a lab under `data_dir` whose models register as `fraud_<suffix>` and
     `recsys_<suffix>` (unique names: the MLflow server is shared by the whole session)."""
     return {
-        **TELEMETRY_OFF,
+        **QUIET_LIBRARIES,
         **SMALL_WORLD_ENV,
         "MLSD_DATA_DIR": str(data_dir.resolve()),
         "MLSD_TRAINING__FRAUD_MODEL_NAME": f"fraud_{suffix}",

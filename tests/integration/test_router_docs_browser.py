@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mlsd.netutil import free_port
-from mlsd.telemetry import TELEMETRY_OFF
+from mlsd.telemetry import QUIET_LIBRARIES
 from tests.integration.test_router_process import Proc, _spawn
 from tests.support.system_services import service_missing
 
@@ -36,7 +36,7 @@ def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
     port = free_port()
     env = {
         **os.environ,
-        **TELEMETRY_OFF,
+        **QUIET_LIBRARIES,
         "MLSD_DATA_DIR": str(data_dir),
         "MLSD_ROUTER__PORT": str(port),
         "MLSD_ROUTER__REGISTRY_URI": "",  # the docs need no registry or model server

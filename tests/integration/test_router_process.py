@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from mlsd.netutil import free_port, http_ok
-from mlsd.telemetry import TELEMETRY_OFF
+from mlsd.telemetry import QUIET_LIBRARIES
 from serving.traffic import assign_arm
 
 pytestmark = pytest.mark.integration
@@ -88,7 +88,7 @@ def _spawn(argv: list[str], env: dict[str, str], log_path: Path, health: str) ->
 
 def base_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLSD_", "MLFLOW_"))}
-    return {**env, **TELEMETRY_OFF}
+    return {**env, **QUIET_LIBRARIES}
 
 
 def start_double(tmp: Path, product: str, models: str) -> Proc:

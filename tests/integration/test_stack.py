@@ -19,7 +19,7 @@ from mlsd.netutil import free_port, http_ok, port_is_free
 from mlsd.stack import RunRecord, Supervisor
 from mlsd.stack.component import Component
 from mlsd.stack.processes import is_running, record_processes
-from mlsd.telemetry import TELEMETRY_OFF
+from mlsd.telemetry import QUIET_LIBRARIES
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +58,7 @@ class Lab:
 
 def lab_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLSD_")}
-    env.update(TELEMETRY_OFF)
+    env.update(QUIET_LIBRARIES)
     env.update({"MLSD_DATA_DIR": str(data_dir), "COLUMNS": "200", **extra})
     return env
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mlsd.netutil import free_port
-from mlsd.telemetry import TELEMETRY_OFF
+from mlsd.telemetry import QUIET_LIBRARIES
 from mlsd.walk.document import parse_walkthrough, walkthrough_paths
 from tests.integration.lab import SMALL_WORLD_ENV
 
@@ -37,7 +37,7 @@ BUILD = (
 def lab_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLSD_", "PREFECT_"))}
     env.pop("MLFLOW_TRACKING_URI", None)
-    env.update(TELEMETRY_OFF)
+    env.update(QUIET_LIBRARIES)
     env.update(SMALL_WORLD_ENV)
     ports = {
         "MLSD_MLFLOW__PORT": free_port(),

@@ -20,7 +20,7 @@ from mlsd.commands import status as status_cmd
 from mlsd.settings import MlflowSettings, PrefectSettings, Settings
 from mlsd.stack.processes import PROCESS_LOCAL_ENV, component_env
 from mlsd.stack.services import mlflow_component, prefect_component, stack_components
-from mlsd.telemetry import TELEMETRY_OFF
+from mlsd.telemetry import QUIET_LIBRARIES
 from tests.support.child import python_json
 
 
@@ -118,7 +118,7 @@ def test_every_component_binds_the_configured_host_and_runs_without_telemetry(tm
         if component.port is not None:  # a component that listens binds the configured host
             assert flag(component.argv, "--host") == "127.0.0.2"
         env = component_env(component, base={"DO_NOT_TRACK": "false"})
-        assert {k: env[k] for k in TELEMETRY_OFF} == TELEMETRY_OFF
+        assert {k: env[k] for k in QUIET_LIBRARIES} == QUIET_LIBRARIES
 
 
 def test_components_run_arrow_on_jemalloc_unless_the_environment_names_an_allocator(tmp_path):

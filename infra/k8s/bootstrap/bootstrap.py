@@ -21,7 +21,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from mlsd.settings import WORLDS, Settings
-from mlsd.telemetry import silence_telemetry
+from mlsd.telemetry import quiet_libraries
 
 WORK_POOL = "mlsd-kubernetes"
 BUCKETS = ("mlflow", "landing")
@@ -167,7 +167,7 @@ def wait_router(settings: Settings, poll_seconds: float = 10.0, client: Any = No
 
 
 def main(argv: list[str] | None = None) -> int:
-    silence_telemetry()
+    quiet_libraries()
     parser = argparse.ArgumentParser(prog="bootstrap.py", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("all", help="buckets, data, first models, flows")
