@@ -35,6 +35,37 @@ class ActResult:
 
 Ending = Callable[[list[TimelineEvent]], str | None]
 
+# Each act's name and the outcome it should end with.
+BROKEN_UPSTREAM = ("broken upstream (schema-break)", "quarantined, alert, no retrain")
+BAD_MODEL = ("bad model (training-serving skew)", "rolled back")
+
+
+def drift_act(scenario: str) -> tuple[str, str]:
+    return f"drift ({scenario})", "promoted"
+
+
+def played(
+    settings: Settings, name_expected: tuple[str, str], act: Callable[[], ActResult]
+) -> ActResult:
+    """`act()`, or, when an error stopped it, a failed act whose outcome is that error: the acts
+    after it still play and the demo still prints its summary and exits non-zero. (Seen once in
+    a bench: Prefect's SQLite database stayed locked past its client's retries, and the whole
+    demo ended in a traceback with no act reported.) The traceback goes to logs/demo.log."""
+    import traceback
+
+    started = time.monotonic()
+    try:
+        return act()
+    except Exception as err:  # any error ends the act: its kind and message are its outcome
+        log = settings.logs_dir / "demo.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("a") as out:
+            out.write(f"{dt.datetime.now(dt.UTC).isoformat()} act {name_expected[0]!r}:\n")
+            out.write(traceback.format_exc())
+        first_line = (str(err).splitlines() or [""])[0][:200]
+        outcome = f"stopped by {type(err).__name__}: {first_line} (traceback in {log})"
+        return ActResult(*name_expected, outcome, time.monotonic() - started)
+
 
 def wait_for_ending(
     settings: Settings,
@@ -201,7 +232,7 @@ def act_drift(
     if outcome != "promoted" and (why := ending_reason(seen)):
         figures["why"] = why
     figures.update(milestone_seconds(seen))
-    return ActResult(f"drift ({scenario})", "promoted", outcome, seconds, seen, figures)
+    return ActResult(*drift_act(scenario), outcome, seconds, seen, figures)
 
 
 def champion_version(settings: Settings, product: str = "fraud") -> str | None:
@@ -267,9 +298,7 @@ def act_bad_model(
             (rolled[0].occurred - breached[0].occurred).total_seconds(), 2
         )
         figures["breach"] = breached[0].payload.get("reason", "")
-    return ActResult(
-        "bad model (training-serving skew)", "rolled back", outcome, seconds, seen, figures
-    )
+    return ActResult(*BAD_MODEL, outcome, seconds, seen, figures)
 
 
 def act_broken_upstream(
@@ -307,8 +336,7 @@ def act_broken_upstream(
         outcome = "the champion moved"
     quarantined = [e.payload.get("batch") for e in _of(seen, ev.QUALITY_ALERT)]
     return ActResult(
-        "broken upstream (schema-break)",
-        "quarantined, alert, no retrain",
+        *BROKEN_UPSTREAM,
         outcome,
         time.monotonic() - started,
         seen,

@@ -214,6 +214,15 @@ class PrefectSettings(_Section):
         "(landing, monitoring, training, rollout): on 2 cores, batch work that competes with "
         "serving at equal priority pushes the answers' p99 past a canary's latency guardrail.",
     )
+    client_max_retries: int = Field(
+        6,
+        ge=0,
+        le=10,
+        description="How often the lab's Prefect clients retry a call the server answered 503 "
+        "(its database busy) or 429, 2, 4, 8 ... s apart (PREFECT_CLIENT_MAX_RETRIES). Six ride "
+        "out one SQLite lock of up to its busy timeout, 60 s (seen about once in ten demos: "
+        "PrefectHQ/prefect#18934); Prefect's default of five gave up after 62 s and ended a demo.",
+    )
 
 
 class WorldSettings(_Section):
@@ -1140,6 +1149,14 @@ class Settings(BaseSettings):
     def prefect_api_url(self) -> str:
         """What PREFECT_API_URL should be for clients of the lab's Prefect server."""
         return f"http://{self.client_host}:{self.prefect.port}/api"
+
+    @property
+    def prefect_client_env(self) -> dict[str, str]:
+        """The environment of a client of the lab's Prefect server: its address and retries."""
+        return {
+            "PREFECT_API_URL": self.prefect_api_url,
+            "PREFECT_CLIENT_MAX_RETRIES": str(self.prefect.client_max_retries),
+        }
 
     def model_server_url(self, product: str, shadow: bool = False) -> str:
         """Base URL of one product's model server (`fraud` or `recsys`), for its clients;

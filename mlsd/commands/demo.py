@@ -220,7 +220,8 @@ def build_features(settings: Any) -> None:
 
 def train_models(settings: Any, fraud_end: dt.date) -> None:
     # Flow runs go to the lab's Prefect server (and show in its UI), not a temporary one.
-    os.environ.setdefault("PREFECT_API_URL", settings.prefect_api_url)
+    for key, value in settings.prefect_client_env.items():
+        os.environ.setdefault(key, value)
     os.environ.setdefault("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
     from mlsd.commands.train import print_outcome
     from pipeline.train_fraud import train_fraud
@@ -314,7 +315,15 @@ def traffic_table(reports: dict[str, Any]) -> Any:
 
 def play_acts(settings: Any) -> list[Any]:
     """The loop's three acts on the running lab, each asserted: its timeline, then a summary."""
-    from mlsd.acts import act_bad_model, act_broken_upstream, act_drift
+    from mlsd.acts import (
+        BAD_MODEL,
+        BROKEN_UPSTREAM,
+        act_bad_model,
+        act_broken_upstream,
+        act_drift,
+        drift_act,
+        played,
+    )
     from mlsd.commands.world import world_call
 
     world_call(settings, "PUT", "/traffic", json={})
@@ -325,20 +334,29 @@ def play_acts(settings: Any) -> list[Any]:
     # ends; played before broken upstream, that retrain fell inside act three's watch.
     try:
         sections.rule("8. act one, broken upstream: schema-break -> quarantined, no retrain")
-        results.append(show_act(act_broken_upstream(settings)))
+        results.append(
+            show_act(played(settings, BROKEN_UPSTREAM, lambda: act_broken_upstream(settings)))
+        )
         sections.rule(
             "9. act two, a bad model: passes the offline gate, breaches a guardrail in its shadow"
         )
-        results.append(show_act(act_bad_model(settings, timeout_seconds=600)))
+        results.append(
+            show_act(
+                played(settings, BAD_MODEL, lambda: act_bad_model(settings, timeout_seconds=600))
+            )
+        )
         sections.rule(
             "10. act three, drift: amount-inflation -> detected -> retrain -> canary -> promoted"
         )
+        retrain_asked = not monitor_runs()
         results.append(
             show_act(
-                act_drift(
+                played(
                     settings,
-                    request_retrain_after_landing=not monitor_runs(),
-                    timeout_seconds=600,
+                    drift_act("amount-inflation"),
+                    lambda: act_drift(
+                        settings, request_retrain_after_landing=retrain_asked, timeout_seconds=600
+                    ),
                 )
             )
         )

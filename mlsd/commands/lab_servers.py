@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
 
 def use_lab_servers(settings: Settings) -> None:
-    """MLflow and Prefect must answer; then MLFLOW_TRACKING_URI and PREFECT_API_URL name them."""
+    """MLflow and Prefect must answer; then MLFLOW_TRACKING_URI and PREFECT_API_URL name them
+    (and Prefect's client retries as settings.prefect.client_max_retries says)."""
     from mlsd.netutil import http_ok
 
     for what, url in (
@@ -23,5 +24,5 @@ def use_lab_servers(settings: Settings) -> None:
     ):
         if not http_ok(f"{url}/health"):
             fail(f"no {what} at {url}: start the stack with `mlsd up`")
-    os.environ["PREFECT_API_URL"] = settings.prefect_api_url
+    os.environ.update(settings.prefect_client_env)
     os.environ["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri

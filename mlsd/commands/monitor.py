@@ -93,7 +93,8 @@ def monitor(
         )
         raise typer.Exit(2)
     if http_ok(f"{settings.prefect_api_url}/health"):
-        os.environ.setdefault("PREFECT_API_URL", settings.prefect_api_url)
+        for key, value in settings.prefect_client_env.items():
+            os.environ.setdefault(key, value)
     from monitoring.flow import monitor as monitor_flow
     from monitoring.reference import ReferenceMissing
 

@@ -83,7 +83,7 @@ def prefect_component(settings: Settings) -> Component:
             f"PT{settings.prefect.schedule_ahead_seconds}S"
         ),
         # The UI calls the API at this address; the server's own clients use it too.
-        "PREFECT_API_URL": settings.prefect_api_url,
+        **settings.prefect_client_env,
     }
     return Component(
         name="prefect",
@@ -107,7 +107,7 @@ def flows_component(settings: Settings) -> Component:
         argv=(sys.executable, "-m", "mlsd.flows"),
         env={
             "PREFECT_HOME": str(settings.prefect_home.resolve()),
-            "PREFECT_API_URL": settings.prefect_api_url,
+            **settings.prefect_client_env,
             "MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
             "MLSD_DATA_DIR": str(settings.data_dir.resolve()),
             "PREFECT_RUNNER_POLL_FREQUENCY": str(settings.prefect.runner_poll_seconds),
@@ -129,7 +129,7 @@ def world_component(settings: Settings) -> Component:
         argv=(sys.executable, "-m", "simulator.control", "--host", host, "--port", str(port)),
         env={
             "PREFECT_HOME": str(settings.prefect_home.resolve()),
-            "PREFECT_API_URL": settings.prefect_api_url,
+            **settings.prefect_client_env,
             "MLSD_DATA_DIR": str(settings.data_dir.resolve()),
         },
         log_file=settings.logs_dir.resolve() / "world.log",

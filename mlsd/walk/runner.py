@@ -111,7 +111,8 @@ def step_env() -> dict[str, str]:
     env["FRAUD_SERVER"] = settings.model_server_url("fraud")
     env["RECSYS_SERVER"] = settings.model_server_url("recsys")
     # Prefect's own CLI in a step talks to this lab's server, not a temporary one.
-    env.setdefault("PREFECT_API_URL", settings.prefect_api_url)
+    for key, value in settings.prefect_client_env.items():
+        env.setdefault(key, value)
     # Wide enough that a table's row stays on one line for the expectations to read.
     env.setdefault("COLUMNS", "200")
     env["NO_COLOR"] = "1"

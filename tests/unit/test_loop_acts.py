@@ -101,3 +101,26 @@ def test_the_drift_acts_time_is_split_at_each_milestone_the_retrain_runs_start_i
         "injection_to_promoted_s": 180.0,
     }
     assert milestone_seconds(events[2:]) == {}  # no injection seen: nothing to time from
+
+
+def test_an_act_stopped_by_an_error_is_a_failed_act_with_its_reason_and_traceback(tmp_path):
+    from mlsd.acts import BAD_MODEL, ActResult, played
+    from mlsd.settings import Settings
+
+    settings = Settings(data_dir=tmp_path)
+
+    def stalled() -> ActResult:
+        raise RuntimeError("Server error '503 Service Unavailable' for url\nmore detail")
+
+    result = played(settings, BAD_MODEL, stalled)
+
+    assert (result.name, result.expected) == BAD_MODEL
+    assert not result.ok
+    assert result.outcome.startswith(
+        "stopped by RuntimeError: Server error '503 Service Unavailable' for url ("
+    )
+    log = (tmp_path / "logs" / "demo.log").read_text()
+    assert "act 'bad model (training-serving skew)'" in log and "more detail" in log
+
+    ended = ActResult(*BAD_MODEL, "rolled back", 1.0)
+    assert played(settings, BAD_MODEL, lambda: ended) is ended

@@ -121,6 +121,18 @@ def test_every_component_binds_the_configured_host_and_runs_without_telemetry(tm
         assert {k: env[k] for k in QUIET_LIBRARIES} == QUIET_LIBRARIES
 
 
+def test_the_components_that_call_prefect_ride_out_a_busy_database(tmp_path):
+    """Prefect's client retries 503 (its SQLite database locked) 2, 4, 8 ... s apart: six tries
+    wait about 126 s, past SQLite's 60 s busy timeout; Prefect's default five wait 62 s."""
+    assert Settings(data_dir=tmp_path).prefect.client_max_retries == 6
+    s = settings(tmp_path, prefect={"client_max_retries": 7})
+    callers = {c.name: c for c in stack_components(s) if "PREFECT_API_URL" in c.env}
+    assert {"prefect", "flows", "world"} <= set(callers)
+    for component in callers.values():
+        assert component.env["PREFECT_CLIENT_MAX_RETRIES"] == "7", component.name
+        assert component.env["PREFECT_API_URL"] == s.prefect_api_url
+
+
 def test_components_run_arrow_on_jemalloc_unless_the_environment_names_an_allocator(tmp_path):
     component = stack_components(settings(tmp_path))[0]
     probe = [
