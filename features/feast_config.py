@@ -34,6 +34,30 @@ def online_store_type(settings: Settings) -> Literal["sqlite", "redis"]:
     return PROFILE_ONLINE_STORE[settings.profile] if choice == "auto" else choice
 
 
+def sqlite_online_path(settings: Settings) -> Path:
+    return settings.features_dir.resolve() / "online.db"
+
+
+def online_store_in_wal(settings: Settings) -> None:
+    """Put the SQLite online store in write-ahead-log mode (it stays so: the mode is kept in
+    the file), so a materialisation never blocks the model servers' reads.
+
+    Feast opens it in SQLite's default rollback-journal mode, where a writer that commits (or
+    spills a large batch) locks readers out; a server's read then waits up to sqlite3's 5 s
+    and the router's budget runs out first. Measured in a demo on 2 cores: 994 of 13,133 fraud
+    answers degraded, in bursts of 340-430 within 10 s that matched a landing's 2-5 s
+    materialisation. WAL lets readers go on from the last commit while one writer writes.
+    (The prediction log's SQLite runs in WAL for the same reason: serving.prediction_log.)"""
+    import sqlite3
+
+    if online_store_type(settings) != "sqlite":
+        return
+    path = sqlite_online_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+
+
 def feast_config(settings: Settings) -> dict[str, Any]:
     """The content of ``feature_store.yaml`` for these settings (all state under the data dir)."""
     state = settings.features_dir.resolve()
@@ -42,7 +66,7 @@ def feast_config(settings: Settings) -> dict[str, Any]:
         redis = settings.features.redis
         online = {"type": "redis", "connection_string": f"{redis.host}:{redis.port},db={redis.db}"}
     else:
-        online = {"type": "sqlite", "path": str(state / "online.db")}
+        online = {"type": "sqlite", "path": str(sqlite_online_path(settings))}
     return {
         "project": settings.features.project,
         "provider": "local",
