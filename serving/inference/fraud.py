@@ -4,10 +4,11 @@ features from the online store, score, and encode the answer.
 A version is read in a child process (`load_fraud_version`, `serving.inference.startup.
 in_child`): MLflow, scikit-learn and skops read the estimator and check its ONNX graph there,
 and the server keeps the graph and its tags. Measured in a lab on 2 cores: a fraud server's PSS
-296-310 -> 199-207 MB, for as long as it runs. (MLflow alone brings Feast in too: Feast
-registers an MLflow request-header plugin, which MLflow imports with its client.) The cost is the child's start, mostly those
-imports: a version loads in about 7 s (10-20 s on a busy machine) instead of 0.2 s in a server
-that had them already, and a server starts 5-10 s later. A rollout does not wait for it: the
+296-310 -> 199-207 MB, for as long as it runs. The cost is the child's start, mostly its imports:
+a fresh process took 3.8-4.5 s to import what reads a version (9.1-9.3 s while MLflow's client
+also loaded Feast through its request-header plugin, which mlsd.registry now leaves out); in a
+demo a version took about 10 s to load, against 0.2 s in a server that has the libraries
+already, and a server starts 5-10 s later. A rollout does not wait for it: the
 shadow server, at a lowered CPU priority, reads versions in its own process (a child would
 inherit the priority; see serving.model_server.entry), and the router has the serving server
 load the challenger while the shadow runs (serving.router.servers.ModelServers.prefetch)."""
