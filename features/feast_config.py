@@ -55,7 +55,9 @@ def online_store_in_wal(settings: Settings) -> None:
     path = sqlite_online_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.closing(sqlite3.connect(path, timeout=30)) as conn:
-        conn.execute("PRAGMA journal_mode = WAL")
+        (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+    if mode != "wal":  # SQLite answers with the mode it kept when it cannot switch
+        raise RuntimeError(f"the online store {path} stayed in {mode} mode, not WAL")
 
 
 def feast_config(settings: Settings) -> dict[str, Any]:

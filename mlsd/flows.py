@@ -241,7 +241,9 @@ def serve_lab_flows() -> None:
     starts inherit it)."""
     from mlsd.cpu import lower_cpu_priority
     from mlsd.settings import Settings
+    from mlsd.telemetry import quiet_libraries
 
+    quiet_libraries()  # the runs it starts log MLflow models: no pip warning per model
     settings = Settings()
     lower_cpu_priority(settings.prefect.flows_nice)
     # The runs this process starts inherit the heartbeat the automation's window is built on,

@@ -48,8 +48,8 @@ def _request_headers_without_feast() -> None:
     Feast registers an MLflow request-header plugin (entry point `mlflow.request_header_provider`:
     a token for Feast's own MLflow data sources, which the lab does not use). MLflow loads every
     such plugin at its first REST call, and loading Feast's imports all of Feast: measured here,
-    a fresh process that reads a model version took 9.1-9.3 s with it and 3.8-4.5 s without, and
-    the router and `mlsd status` carried Feast for nothing. The headers MLflow sends are the same
+    a fresh process that reads a model version took 9.1-9.3 s to import with it and 3.8-4.5 s
+    without (a model server's reading child; `mlsd status` likewise). The headers MLflow sends are the same
     (its user agent and client version; MLFLOW_TRACKING_TOKEN is MLflow's own).
 
     Done once, before MLflow's header registry is first imported; a process that imported it

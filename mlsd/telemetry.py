@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 # Every process the lab starts gets these.
@@ -21,6 +22,22 @@ QUIET_LIBRARIES: dict[str, str] = {
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "MLFLOW_LOGGING_LEVEL": "WARNING",
 }
+
+
+# Switches a person may turn back on to debug (MLflow's server says "Set
+# MLFLOW_LOGGING_LEVEL=DEBUG for traceback"): set only where unset. The rest are always set.
+CHATTER_SWITCHES = frozenset({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "MLFLOW_LOGGING_LEVEL"})
+
+
+def with_quiet_libraries(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` with the switches: telemetry always off, the chatter switches where unset."""
+    quiet = dict(env)
+    for key, value in QUIET_LIBRARIES.items():
+        if key in CHATTER_SWITCHES:
+            quiet.setdefault(key, value)
+        else:
+            quiet[key] = value
+    return quiet
 
 
 class _NoPipVersionWarning(logging.Filter):

@@ -25,7 +25,7 @@ class Component(BaseModel):
     argv: tuple[str, ...] = Field(min_length=1, description="Command line, argv[0] included.")
     env: dict[str, str] = Field(
         default_factory=dict,
-        description="Variables added to the inherited environment (telemetry switches are added for all).",
+        description="Variables added to the inherited environment (mlsd.telemetry's switches are added for all).",
     )
     log_file: Path = Field(description="Where stdout and stderr go (appended).")
     host: str = Field("127.0.0.1", description="Address it binds.")

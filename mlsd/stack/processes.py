@@ -14,7 +14,7 @@ from typing import NamedTuple
 import psutil
 
 from mlsd.stack.component import Component, RunRecord
-from mlsd.telemetry import QUIET_LIBRARIES
+from mlsd.telemetry import with_quiet_libraries
 
 # psutil reports start times in clock ticks (10 ms); a recycled pid starts at least a tick later.
 CREATE_TIME_TOLERANCE = 0.005
@@ -64,14 +64,14 @@ def component_env(
     metrics_dir: Path | None = None,
 ) -> dict[str, str]:
     """The environment a component runs with: inherited (less what a library set for the parent
-    alone, or `metrics_dir` in its place), then telemetry off, the allocators' settings
+    alone, or `metrics_dir` in its place), then the libraries quiet (mlsd.telemetry), the allocators' settings
     (unless set), then its own."""
     env = dict(os.environ if base is None else base)
     for key in PROCESS_LOCAL_ENV:
         env.pop(key, None)
         if metrics_dir is not None:
             env[key] = str(metrics_dir)
-    env.update(QUIET_LIBRARIES)
+    env = with_quiet_libraries(env)
     for key, value in ALLOCATOR_ENV.items():
         env.setdefault(key, value)
     # Logs reach the file as they happen, not when a buffer fills.

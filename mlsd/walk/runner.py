@@ -101,10 +101,10 @@ def step_env() -> dict[str, str]:
     step's command may quote: $ROUTER, $MLFLOW, $PREFECT (the UIs and APIs of this lab) and
     $FRAUD_SERVER, $RECSYS_SERVER (the model servers)."""
     from mlsd.settings import Settings
-    from mlsd.telemetry import QUIET_LIBRARIES
+    from mlsd.telemetry import with_quiet_libraries
 
     settings = Settings()
-    env = {**os.environ, **QUIET_LIBRARIES}
+    env = with_quiet_libraries(os.environ)
     env["ROUTER"] = f"http://{settings.client_host}:{settings.router.port}"
     env["MLFLOW"] = settings.mlflow_tracking_uri
     env["PREFECT"] = settings.prefect_api_url.removesuffix("/api")

@@ -46,7 +46,7 @@ class Lab:
     settings: Settings
     tracking_uri: str
     # Everything a server process of this lab needs in its environment (MLSD_* settings, the
-    # registry's names, MLFLOW_TRACKING_URI, telemetry off): pass it to subprocesses.
+    # registry's names, MLFLOW_TRACKING_URI, the libraries quiet): pass it to subprocesses.
     env: dict[str, str]
     fraud_versions: tuple[str, ...]  # registered versions of settings.training.fraud_model_name
     recsys_versions: tuple[str, ...]

@@ -518,6 +518,37 @@ def test_a_missing_request_field_is_named(served_lab: tuple[Settings, dict]) -> 
     assert err.value.fields == ("amount", "country", "device_id")
 
 
+def test_apply_and_materialize_keep_the_online_store_in_wal(
+    served_lab: tuple[Settings, dict],
+) -> None:
+    """A materialisation must not lock the model servers' reads out (feast_config.
+    online_store_in_wal): the lab's apply left the store in WAL, and a materialisation puts a
+    store that left it back."""
+    import contextlib
+    import gc
+    import sqlite3
+
+    from features.feast_config import sqlite_online_path
+    from features.session import reset_stores
+
+    settings, _ = served_lab
+    path = sqlite_online_path(settings)
+
+    def mode() -> str:
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            return str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+
+    assert mode() == "wal"
+    # Leaving WAL takes the only connection: drop the cached stores' (closed when collected).
+    reset_stores()
+    gc.collect()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA journal_mode = DELETE")  # as Feast alone leaves a new store
+    assert mode() == "delete"
+    store.materialize(settings, views=FRAUD_VIEWS)
+    assert mode() == "wal"
+
+
 def test_materialize_is_incremental(served_lab: tuple[Settings, dict]) -> None:
     settings, _ = served_lab
     seen: list[str] = []

@@ -102,7 +102,7 @@ def test_schemathesis_finds_no_failure_in_the_router_api(
                 "--seed",
                 "14",
                 "--request-timeout",
-                "60",
+                str(trained_lab.settings.router.load_timeout_seconds),
                 "--report",
                 "junit",
                 "--report-dir",

@@ -121,6 +121,16 @@ def test_every_component_binds_the_configured_host_and_runs_without_telemetry(tm
         assert {k: env[k] for k in QUIET_LIBRARIES} == QUIET_LIBRARIES
 
 
+def test_a_person_may_turn_mlflows_chatter_back_on_but_never_telemetry(tmp_path):
+    component = stack_components(settings(tmp_path))[0]
+    env = component_env(
+        component, base={"MLFLOW_LOGGING_LEVEL": "DEBUG", "MLFLOW_DISABLE_TELEMETRY": "false"}
+    )
+    assert env["MLFLOW_LOGGING_LEVEL"] == "DEBUG"
+    assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    assert env["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] == "false"
+
+
 def test_the_components_that_call_prefect_ride_out_a_busy_database(tmp_path):
     """Prefect's client retries 503 (its SQLite database locked) 2, 4, 8 ... s apart: six tries
     wait about 126 s, past SQLite's 60 s busy timeout; Prefect's default five wait 62 s."""
