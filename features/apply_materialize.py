@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from features.catalog import ENTITIES, EVENT_TIMESTAMP, VIEWS
-from features.feast_config import feast_output_silenced, online_store_in_wal
+from features.feast_config import feast_output_silenced
 from features.session import get_store, reset_stores
 from features.table_files import ensure_tables, table_path, tables_dir
 from features.tables import world_clock
@@ -57,7 +57,6 @@ def apply(settings: Settings | None = None) -> ApplyReport:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         store.apply(definitions.all(), objects_to_delete=stale, partial=False)
-    online_store_in_wal(settings)
     reset_stores()
     return ApplyReport(
         entities=sorted(definitions.entities),
@@ -108,7 +107,6 @@ def materialize(
         )
     # Where each view stopped lives in the registry; another process may have moved it.
     store.refresh_registry()
-    online_store_in_wal(settings)  # a no-op once it is; a store applied before WAL was set
     reports = []
     for index, name in enumerate(names):
         if on_view:

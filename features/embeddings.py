@@ -83,11 +83,10 @@ def write_embeddings(
     combined = combined.drop_duplicates([key, EVENT_TIMESTAMP], keep="last")
     write_table(path, to_arrow(with_sentinels(combined, view), view))
 
-    from features.feast_config import feast_output_silenced, online_store_in_wal
+    from features.feast_config import feast_output_silenced
     from features.session import get_store
 
     moment = stamp.to_pydatetime()
-    online_store_in_wal(settings)
     with feast_output_silenced(True):
         get_store(settings).materialize(
             start_date=moment, end_date=moment, feature_views=[view.name]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from features.catalog import SERVICES
 from features.errors import UnknownFeatureServiceError
-from features.feast_config import repo_config
+from features.feast_config import online_store_in_wal, repo_config
 from features.service_plan import ServicePlan, service_plan
 from mlsd.settings import Settings, get_settings
 
@@ -24,6 +24,8 @@ class Session:
         from feast import FeatureStore
 
         self.settings = settings
+        # Once per process and store, for every writer and reader: a no-op once it is WAL.
+        online_store_in_wal(settings)
         self.store: FeatureStore = FeatureStore(config=repo_config(settings))
         self._plans: dict[str, ServicePlan] = {}
 

@@ -518,35 +518,33 @@ def test_a_missing_request_field_is_named(served_lab: tuple[Settings, dict]) -> 
     assert err.value.fields == ("amount", "country", "device_id")
 
 
-def test_apply_and_materialize_keep_the_online_store_in_wal(
-    served_lab: tuple[Settings, dict],
+def test_the_online_store_is_in_wal_once_a_process_opens_it(
+    served_lab: tuple[Settings, dict], tmp_path: Path
 ) -> None:
     """A materialisation must not lock the model servers' reads out (feast_config.
-    online_store_in_wal): the lab's apply left the store in WAL, and a materialisation puts a
-    store that left it back."""
+    online_store_in_wal, done as a process opens its store): the lab's store is in WAL, and a
+    store Feast alone left in SQLite's default mode is put in WAL by the next process to open it."""
     import contextlib
-    import gc
     import sqlite3
 
     from features.feast_config import sqlite_online_path
-    from features.session import reset_stores
+    from features.session import get_store
 
-    settings, _ = served_lab
-    path = sqlite_online_path(settings)
-
-    def mode() -> str:
+    def mode(path: Path) -> str:
         with contextlib.closing(sqlite3.connect(path)) as conn:
             return str(conn.execute("PRAGMA journal_mode").fetchone()[0])
 
-    assert mode() == "wal"
-    # Leaving WAL takes the only connection: drop the cached stores' (closed when collected).
-    reset_stores()
-    gc.collect()
+    settings, _ = served_lab
+    assert mode(sqlite_online_path(settings)) == "wal"
+
+    other = Settings(data_dir=tmp_path / "other", features={"online_store": "sqlite"})
+    path = sqlite_online_path(other)
+    path.parent.mkdir(parents=True)
     with contextlib.closing(sqlite3.connect(path)) as conn:
-        conn.execute("PRAGMA journal_mode = DELETE")  # as Feast alone leaves a new store
-    assert mode() == "delete"
-    store.materialize(settings, views=FRAUD_VIEWS)
-    assert mode() == "wal"
+        conn.execute("CREATE TABLE t (v INTEGER)")  # as Feast alone leaves a new store
+    assert mode(path) == "delete"
+    get_store(other)
+    assert mode(path) == "wal"
 
 
 def test_materialize_is_incremental(served_lab: tuple[Settings, dict]) -> None:
