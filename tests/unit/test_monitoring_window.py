@@ -142,9 +142,24 @@ def test_each_window_leaves_a_summary_a_report_and_a_workspace_snapshot(tmp_path
 
     ws = Workspace(str(tmp_path / "workspace"))
     (project,) = ws.search_project("mlsd fraud")
-    assert len(ws.list_runs(project.id)) == 1
+    assert [str(r) for r in ws.list_runs(project.id)] == [files.snapshot_id]
+    assert ws.get_run(project.id, files.snapshot_id) is not None  # what Evidently's UI reads
     (verdict,) = read_history(tmp_path, "fraud")
     assert verdict == j.verdict
+
+
+def test_the_next_window_joins_the_same_evidently_project(tmp_path):
+    # Snapshots are written with Evidently's file storage, not through a Workspace (which
+    # reads every snapshot on opening): the project is found again, not made twice.
+    ids = []
+    for seed in (1, 2):
+        j = judge_fraud(SPAN, logged(world(1000, seed=seed)), REFERENCE, CFG)
+        ids.append(write_window(tmp_path, j, None).snapshot_id)
+    from evidently.ui.workspace import Workspace
+
+    ws = Workspace(str(tmp_path / "workspace"))
+    (project,) = ws.search_project("mlsd fraud")
+    assert sorted(str(r) for r in ws.list_runs(project.id)) == sorted(ids)
 
 
 def test_recsys_windows_report_click_through_by_arm():
