@@ -8,7 +8,6 @@ the ML libraries costs 300-400 MB, and the stack's memory budget is 3 GB.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -30,82 +29,31 @@ def lab_deployments() -> list[Any]:
     ]
 
 
-# A run whose process died (`mlsd down` mid-run, an OOM kill) stays "Running" in Prefect for
-# ever, and with it the slot of its deployment's concurrency limit of 1: measured, a monitor run
-# killed by `mlsd down` left every later fraud window "AwaitingConcurrencySlot" after `mlsd up`,
-# so drift went unseen. Prefect's documented answer (docs: "detect zombie flows"): runs send
-# heartbeats, and an automation marks a run Crashed when they stop.
-# Known upstream noise, left as it is: a run's last heartbeat is sometimes received after its
-# Completed event, so the automation fires for a finished run, and Prefect refuses the change
-# ("Run is already in terminal state COMPLETED", a warning in prefect.log about twice a minute
-# while the world runs; PrefectHQ/prefect#21932, open). The refusal is what keeps the run's
-# state right; no finished run of the lab's was seen Crashed.
-ZOMBIE_AUTOMATION = "mlsd: crash flow runs whose heartbeats stopped"
-HEARTBEATS_MISSED = 3
+# Why no automation watches the runs' heartbeats any more (2026-12-07). A run whose process
+# dies while the flows process serves is marked Crashed by Prefect's runner itself ("Process
+# exited with status code: -9"), which frees its deployment's concurrency slot; runs a dead
+# flows process left behind are crashed when it starts again (crash_orphaned_runs; both in
+# tests/integration/test_zombie_runs.py). The automation the lab had for it (after each
+# heartbeat of a run, another heartbeat or a final state within three) wrote an automation
+# bucket for every state event and heartbeat of every run, and fired for finished runs whose
+# last heartbeat came after their end (PrefectHQ/prefect#21932): its writes were those most
+# often seen failing, and once seen holding Prefect's SQLite write lock for seconds, when the
+# server stalled for its 60 s busy timeout (docs/monitoring.md). A lab made before keeps it in
+# its Prefect database: the flows process deletes it.
+RETIRED_ZOMBIE_AUTOMATION = "mlsd: crash flow runs whose heartbeats stopped"
 
 
-def zombie_automation(heartbeat_seconds: int) -> Any:
-    """The automation: after each heartbeat of a flow run, another heartbeat or a final state
-    of that run must follow within `HEARTBEATS_MISSED` heartbeats, or the run is Crashed."""
-    from datetime import timedelta
-
-    from prefect.automations import Automation
-    from prefect.client.schemas.objects import StateType
-    from prefect.events.actions import ChangeFlowRunState
-    from prefect.events.schemas.automations import EventTrigger, Posture
-    from prefect.events.schemas.events import ResourceSpecification
-
-    return Automation(
-        name=ZOMBIE_AUTOMATION,
-        description="Flow runs of the lab send a heartbeat every "
-        f"{heartbeat_seconds} s; one silent for {HEARTBEATS_MISSED} of them has lost its process.",
-        trigger=EventTrigger(
-            after={"prefect.flow-run.heartbeat"},
-            expect={
-                "prefect.flow-run.heartbeat",
-                "prefect.flow-run.Completed",
-                "prefect.flow-run.Failed",
-                "prefect.flow-run.Cancelled",
-                "prefect.flow-run.Crashed",
-            },
-            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
-            # Only runs of the lab's deployments (tagged mlsd), which the flows process starts
-            # with this heartbeat. Every other flow run beats at Prefect's default, 180 s (the
-            # engine sends heartbeats for in-process runs too, e.g. `mlsd train`): judged by
-            # this window, a live one would be crashed.
-            match_related=[
-                ResourceSpecification({"prefect.resource.role": "deployment"}),
-                ResourceSpecification({"prefect.resource.id": f"prefect.tag.{LAB_TAG}"}),
-            ],
-            for_each={"prefect.resource.id"},
-            posture=Posture.Proactive,
-            threshold=1,
-            within=timedelta(seconds=HEARTBEATS_MISSED * heartbeat_seconds),
-        ),
-        actions=[
-            ChangeFlowRunState(
-                state=StateType.CRASHED,
-                message=f"no heartbeat for {HEARTBEATS_MISSED * heartbeat_seconds} s: the "
-                "process running this flow run is gone",
-            )
-        ],
-    )
-
-
-def ensure_zombie_automation(heartbeat_seconds: int) -> None:
-    """Create the automation, or bring an existing one of that name to this heartbeat."""
+def delete_retired_automation() -> bool:
+    """Delete the heartbeat automation an earlier lab made, if this lab's Prefect has it."""
     from prefect.automations import Automation
 
-    wanted = zombie_automation(heartbeat_seconds)
     try:
-        existing: Any = Automation.read(name=ZOMBIE_AUTOMATION)
-    except ValueError:
-        wanted.create()
-        return
-    if existing.trigger.model_dump(exclude={"id"}) != wanted.trigger.model_dump(exclude={"id"}):
-        existing.trigger = wanted.trigger
-        existing.actions = wanted.actions
-        existing.update()
+        # Called from sync code, Prefect's sync-compatible read returns the automation itself.
+        retired: Any = Automation.read(name=RETIRED_ZOMBIE_AUTOMATION)
+    except ValueError:  # Prefect's answer for no automation of that name
+        return False
+    retired.delete()
+    return True
 
 
 # Prefect's runner starts each flow run as a new interpreter (`python -m prefect.engine`, or
@@ -202,10 +150,10 @@ def crash_orphaned_runs() -> list[str]:
 
     Called as the flows process starts: it is the only process that executes the lab's
     deployments (locally; on a cluster a worker does, and this is not called), and the runs it
-    started died with its previous self. A run the runner had set Pending when it died never
-    beat, so the zombie automation never sees it, and it held its deployment's slot for ever:
-    measured, after a flows process died on a 503 of a busy Prefect server, every later monitor
-    and landing run was cancelled as colliding with it, and the world's days stopped landing.
+    started died with its previous self. Left Pending or Running, a run holds its deployment's
+    slot for ever: measured, after a flows process died on a 503 of a busy Prefect server, every
+    later monitor and landing run was cancelled as colliding with it, and the world's days
+    stopped landing; a monitor run killed by `mlsd down` kept every later fraud window waiting.
 
     Crashed frees the slot (tests/integration/test_zombie_runs.py shows it).
     """
@@ -246,16 +194,11 @@ def serve_lab_flows() -> None:
     quiet_libraries()  # the runs it starts log MLflow models: no pip warning per model
     settings = Settings()
     lower_cpu_priority(settings.prefect.flows_nice)
-    # The runs this process starts inherit the heartbeat the automation's window is built on,
-    # however the process itself was started.
-    os.environ["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(settings.prefect.heartbeat_seconds)
     try:
-        ensure_zombie_automation(settings.prefect.heartbeat_seconds)
-    except Exception as err:  # serving the flows matters more than the automation
-        print(f"the zombie-run automation could not be made ({err}); serving without it")
-    try:
+        if delete_retired_automation():
+            print(f"deleted the automation {RETIRED_ZOMBIE_AUTOMATION!r} of an earlier lab")
         orphans = crash_orphaned_runs()
-    except Exception as err:  # as above: serve anyway, the zombie automation is still there
+    except Exception as err:  # serving the flows matters more: a later start looks again
         print(f"could not look for runs orphaned by a previous flows process ({err})")
     else:
         if orphans:

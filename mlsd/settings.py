@@ -191,14 +191,6 @@ class PrefectSettings(_Section):
         description="How often the flows process asks Prefect for runs to start (Prefect's "
         "default, 10 s, delayed each retrain and each rollout by up to 10 s).",
     )
-    heartbeat_seconds: int = Field(
-        30,
-        ge=30,
-        le=600,
-        description="Flow runs of the lab send Prefect a heartbeat this often (Prefect's minimum "
-        "is 30); a run silent for 3 heartbeats has lost its process and is marked Crashed, "
-        "which frees its deployment's concurrency slot (mlsd.flows.ZOMBIE_AUTOMATION).",
-    )
     schedule_ahead_seconds: int = Field(
         300,
         ge=60,

@@ -1,36 +1,20 @@
-"""A flow run whose process died is marked Crashed by the lab's automation (mlsd.flows), on a
-real Prefect server, so it no longer holds its deployment's concurrency slot: found live, a
-monitor run killed by `mlsd down` kept every later fraud window waiting for that slot."""
+"""A flow run whose process died no longer holds its deployment's concurrency slot, on a real
+Prefect server: found live, a monitor run killed by `mlsd down` kept every later fraud window
+waiting for that slot. A run that dies while the runner serves is crashed by Prefect's runner
+(the lab relies on it: it has no heartbeat automation any more, mlsd.flows); runs a dead flows
+process left behind are crashed when it starts again (mlsd.flows.crash_orphaned_runs)."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import time
 
 import pytest
+from prefect import flow
 
 pytestmark = pytest.mark.integration
-
-
-def _heartbeat(run_id, run) -> None:
-    """A heartbeat as Prefect's engine sends it: the run, related to its deployment and tags."""
-    from prefect.events import emit_event
-
-    related = [
-        {"prefect.resource.id": f"prefect.tag.{tag}", "prefect.resource.role": "tag"}
-        for tag in run.tags
-    ]
-    if run.deployment_id:
-        related.append(
-            {
-                "prefect.resource.id": f"prefect.deployment.{run.deployment_id}",
-                "prefect.resource.role": "deployment",
-            }
-        )
-    emit_event(
-        event="prefect.flow-run.heartbeat",
-        resource={"prefect.resource.id": f"prefect.flow-run.{run_id}"},
-        related=related,
-    )
 
 
 def _slots_taken(client, deployment_id) -> int:
@@ -61,49 +45,47 @@ def _state_after(client, run_id, seconds: float) -> str:
         time.sleep(1.0)
 
 
-def test_a_run_that_stops_sending_heartbeats_is_crashed_a_live_one_is_not(prefect_api):
-    from prefect import flow
-    from prefect.automations import Automation
+@flow(name="dies-probe")
+def dies_probe() -> None:
+    """A run whose process is killed (an OOM kill, say): no final state of its own."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_run_whose_process_dies_is_crashed_by_the_runner_and_frees_its_slot(prefect_api):
     from prefect.client.orchestration import get_client
-    from prefect.states import Completed, Running
+    from prefect.runner import Runner
 
-    from mlsd.flows import ZOMBIE_AUTOMATION, ensure_zombie_automation
+    from mlsd.events import LAB_TAG
+    from mlsd.flows import delete_retired_automation
 
-    @flow(name="zombie-probe")
-    def probe() -> None:  # only its name is used: the runs are created by hand
-        return None
+    # The runner starts the run from the flow in memory, in a process of its own, as the lab's
+    # flows process does (mlsd.flows.serve_in_memory), with the slot of a limit of one run.
+    runner = Runner(limit=None, prefetch_seconds=0)
+    deployment_id = runner.add_flow(dies_probe, name="dies", concurrency_limit=1, tags=[LAB_TAG])
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run_from_deployment(deployment_id, name="killed")
+        asyncio.run(runner.start(run_once=True))
+        assert _state_after(client, run.id, 60) == "CRASHED"
+        assert "status code: -9" in (client.read_flow_run(run.id).state.message or "")  # SIGKILL
+        assert _slots_taken(client, deployment_id) == 0  # the next run may start
+    assert delete_retired_automation() is False  # this lab never had the heartbeat automation
 
-    ensure_zombie_automation(heartbeat_seconds=30)
-    ensure_zombie_automation(heartbeat_seconds=4)  # brought to the new beat, not duplicated
-    try:
-        with get_client(sync_client=True) as client:
-            named = [a for a in client.read_automations() if a.name == ZOMBIE_AUTOMATION]
-            assert len(named) == 1
-            assert named[0].trigger.within.total_seconds() == 12  # 3 heartbeats of 4 s
-            time.sleep(3)  # the server's trigger cache picks the automation up after its commit
-            # The zombie holds the slot of a deployment limited to one run at a time, as the
-            # monitor's did.
-            deployment_id, zombie = _lab_run_holding_its_slot(client, probe, "probe", "zombie")
-            finished = client.create_flow_run_from_deployment(deployment_id, name="finished")
-            client.set_flow_run_state(finished.id, Running(), force=True)
-            # A run of no lab deployment (an in-process `mlsd train`) beats every 180 s, not
-            # this automation's concern: it must never be crashed by it.
-            elsewhere = client.create_flow_run(probe, name="in-process", state=Running())
-            for run in (zombie, finished, elsewhere):
-                _heartbeat(run.id, client.read_flow_run(run.id))
-            client.set_flow_run_state(finished.id, Completed(), force=True)
-            # The zombie never beats again: after 12 s of silence the automation crashes it.
-            assert _state_after(client, zombie.id, 60) == "CRASHED"
-            crashed = client.read_flow_run(zombie.id).state
-            assert "no heartbeat for 12 s" in (crashed.message or "")
-            # Crashed by orchestration, not forced past it: the slot is free for the next run.
-            assert _slots_taken(client, deployment_id) == 0
-            # The run that reached a final state within its window is left as it ended.
-            assert client.read_flow_run(finished.id).state.type.value == "COMPLETED"
-            # Its heartbeat went out with the zombie's: were it watched, it would crash now.
-            assert _state_after(client, elsewhere.id, 8) == "RUNNING"
-    finally:
-        Automation.read(name=ZOMBIE_AUTOMATION).delete()
+
+def test_the_heartbeat_automation_of_an_earlier_lab_is_deleted(prefect_api):
+    from prefect.automations import Automation
+    from prefect.events.actions import DoNothing
+    from prefect.events.schemas.automations import EventTrigger
+
+    from mlsd.flows import RETIRED_ZOMBIE_AUTOMATION, delete_retired_automation
+
+    Automation(
+        name=RETIRED_ZOMBIE_AUTOMATION,
+        trigger=EventTrigger(expect={"prefect.flow-run.heartbeat"}),
+        actions=[DoNothing()],
+    ).create()
+    assert delete_retired_automation() is True
+    with pytest.raises(ValueError):  # Prefect's answer for no automation of that name
+        Automation.read(name=RETIRED_ZOMBIE_AUTOMATION)
 
 
 def test_runs_a_dead_flows_process_left_behind_are_crashed_when_it_starts_again(prefect_api):
@@ -126,7 +108,7 @@ def test_runs_a_dead_flows_process_left_behind_are_crashed_when_it_starts_again(
         pending = client.create_flow_run_from_deployment(lab_id, name="orphan-pending")
         client.set_flow_run_state(pending.id, Pending())
         assert _slots_taken(client, lab_id) == 1
-        # Killed within its first heartbeat: Running, and silent.
+        # Running when the flows process died with it.
         running_id, running = _lab_run_holding_its_slot(
             client, probe, "lab-running", "orphan-running"
         )

@@ -309,7 +309,7 @@ print(json.dumps({{
     assert seen["leaked"] == []  # so no component was started pointing at it
 
 
-def test_every_lab_deployment_carries_the_tag_the_zombie_automation_is_scoped_to():
+def test_every_lab_deployment_carries_the_tag_the_orphan_cleanup_is_scoped_to():
     from mlsd.events import LAB_TAG
     from mlsd.flows import lab_deployments
 
