@@ -62,8 +62,8 @@ def logged(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-# Windows already in the Evidently workspace when one more is written: about ten minutes of the
-# demo's (one every 15 s). Opening a `Workspace` read them all (3.1 s of a live window with 32).
+# Windows already in the Evidently workspace when one more is written: ten minutes of the demo's
+# (one every 15 s). Opening a `Workspace` read them all (3.1 s of a live window with 32).
 PRIOR_WINDOWS = 40
 
 

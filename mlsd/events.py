@@ -18,8 +18,8 @@ from typing import Any, Literal
 Product = Literal["fraud", "recsys"]
 
 # The world.
-# The Prefect tag every lab deployment (and so each of its runs) carries: the resource
-# `prefect.tag.mlsd` that the lab's automations scope themselves to (mlsd.flows).
+# The Prefect tag every lab deployment (and so each of its runs) carries: how the flows process
+# tells the lab's runs that a dead predecessor left behind (mlsd.flows.crash_orphaned_runs).
 LAB_TAG = "mlsd"
 
 DRIFT_INJECTED = "mlsd.drift.injected"

@@ -36,10 +36,11 @@ def lab_deployments() -> list[Any]:
 # tests/integration/test_zombie_runs.py). The automation the lab had for it (after each
 # heartbeat of a run, another heartbeat or a final state within three) wrote an automation
 # bucket for every state event and heartbeat of every run, and fired for finished runs whose
-# last heartbeat came after their end (PrefectHQ/prefect#21932): its writes were those most
-# often seen failing, and once seen holding Prefect's SQLite write lock for seconds, when the
-# server stalled for its 60 s busy timeout (docs/monitoring.md). A lab made before keeps it in
-# its Prefect database: the flows process deletes it.
+# last heartbeat came after their end (PrefectHQ/prefect#21932). Its writes were those seen
+# failing most while Prefect's server stalled for its SQLite busy timeout (60 s), and the one
+# transaction seen holding the write lock for over 3 s was its (docs/monitoring.md); no stall
+# and no "database is locked" in the demo without it. A lab made before keeps it in its
+# Prefect database: the flows process deletes it.
 RETIRED_ZOMBIE_AUTOMATION = "mlsd: crash flow runs whose heartbeats stopped"
 
 
@@ -84,7 +85,8 @@ FLOW_RUN_PRELOAD = (
     "evidently.metrics",
     "evidently.legacy.core",
     "evidently.legacy.calculations.stattests",
-    "evidently.ui.workspace",
+    "evidently.ui.storage.local.base",
+    "evidently.sdk.models",
     "great_expectations",
     "great_expectations.expectations",
     "mlflow",
@@ -194,11 +196,15 @@ def serve_lab_flows() -> None:
     quiet_libraries()  # the runs it starts log MLflow models: no pip warning per model
     settings = Settings()
     lower_cpu_priority(settings.prefect.flows_nice)
+    # Serving the flows matters more than either: a later start tries again.
     try:
         if delete_retired_automation():
             print(f"deleted the automation {RETIRED_ZOMBIE_AUTOMATION!r} of an earlier lab")
+    except Exception as err:
+        print(f"could not look for the heartbeat automation of an earlier lab ({err})")
+    try:
         orphans = crash_orphaned_runs()
-    except Exception as err:  # serving the flows matters more: a later start looks again
+    except Exception as err:
         print(f"could not look for runs orphaned by a previous flows process ({err})")
     else:
         if orphans:
@@ -236,8 +242,8 @@ def serve_in_memory(deployments: list[Any], flows: dict[str, Any]) -> None:
     # before (Prefect's prefetch): started early, a monitor run (every 15 s in the demo) came
     # while the one before still ran and its deployment's limit cancelled it. In both demos
     # measured so, such cancellations ended a 60 s lock of Prefect's SQLite database (its busy
-    # timeout) once in the drift act, and no run moved for 67-78 s; none since, in two demos.
-    # Which transaction held the lock is not known. The runner polls every
+    # timeout) once in the drift act, and no run moved for 67-78 s. The stalls came back
+    # later (docs/monitoring.md, "The night's mends"). The runner polls every
     # prefect.runner_poll_seconds (2 s).
     runner = Runner(pause_on_shutdown=True, limit=None, prefetch_seconds=0)
     for deployment in deployments:

@@ -16,7 +16,13 @@ from prefect.cache_policies import NO_CACHE
 import mlsd.events as events
 from mlsd.settings import Settings
 from monitoring.judge import Judgement, judge_fraud, judge_recsys
-from monitoring.outputs import product_dir, read_history, references_dir, write_window
+from monitoring.outputs import (
+    product_dir,
+    read_history,
+    references_dir,
+    write_summary,
+    write_window,
+)
 from monitoring.reference import ChampionReference, load_champion_reference
 from monitoring.retrain import apply_trigger, payload
 from monitoring.trigger import TriggerPolicy, window_signals
@@ -110,7 +116,7 @@ def monitor(
     emit_findings(judgement, policy, str(files.html) if files.html else None)
     history = read_history(monitoring_dir, product)
     decision = apply_trigger(product_dir(monitoring_dir, product), product, history, policy)
-    files = write_window(
+    write_summary(
         monitoring_dir, judgement, {"action": decision.action, **payload(decision, history)}
     )
     logger.info(

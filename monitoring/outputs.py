@@ -63,18 +63,25 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def write_summary(monitoring_dir: Path, j: Judgement, decision: dict[str, Any] | None) -> Path:
+    """The window's JSON summary, with the trigger's decision once there is one."""
+    folder = product_dir(monitoring_dir, j.verdict.product) / "windows"
+    folder.mkdir(parents=True, exist_ok=True)
+    summary = (folder / j.verdict.window_id).with_suffix(".json")
+    _write_atomic(summary, json.dumps(summary_dict(j, decision), indent=2, default=str))
+    return summary
+
+
 def write_window(
     monitoring_dir: Path, j: Judgement, decision: dict[str, Any] | None
 ) -> WindowFiles:
-    """Summary JSON always; HTML and workspace snapshot when Evidently ran."""
-    folder = product_dir(monitoring_dir, j.verdict.product) / "windows"
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = folder / j.verdict.window_id
-    summary = stem.with_suffix(".json")
-    _write_atomic(summary, json.dumps(summary_dict(j, decision), indent=2, default=str))
+    """Summary JSON always; HTML and workspace snapshot when Evidently ran. Once a window: the
+    trigger's decision, which reads the summary, is added with `write_summary` (written twice,
+    each fraud window left two snapshots in Evidently's UI and paid for both)."""
+    summary = write_summary(monitoring_dir, j, decision)
     html = snapshot_id = None
     if j.drift is not None and j.drift.snapshot is not None:
-        html = stem.with_suffix(".html")
+        html = summary.with_suffix(".html")
         j.drift.snapshot.save_html(str(html))
         snapshot_id = add_snapshot(monitoring_dir, j.verdict.product, j.drift.snapshot)
     return WindowFiles(summary, html, snapshot_id)
@@ -95,9 +102,7 @@ def add_snapshot(monitoring_dir: Path, product: str, snapshot: Any) -> str:
     state = LocalState(str(workspace_dir(monitoring_dir)))
     state.location.makedirs("")
     name = f"mlsd {product}"
-    project_id = next(
-        (pid for pid in state.list_projects() if state.read_project(pid).name == name), None
-    )
+    project_id = next((pid for pid in state.list_projects() if _name_of(state, pid) == name), None)
     if project_id is None:
         project = ProjectModel(
             name=name, description=f"Windows of the {product} model's prediction log"
@@ -106,6 +111,15 @@ def add_snapshot(monitoring_dir: Path, product: str, snapshot: Any) -> str:
     snapshot_id = new_id()
     state.write_snapshot(project_id, snapshot_id, snapshot.to_snapshot_model())
     return str(snapshot_id)
+
+
+def _name_of(state: Any, project_id: str) -> str | None:
+    """A project's name; None for a folder without a readable project file (one a killed
+    process left half made must not stop every later window)."""
+    try:
+        return str(state.read_project(project_id).name)
+    except (OSError, ValueError):
+        return None
 
 
 def read_history(monitoring_dir: Path, product: str) -> list[WindowVerdict]:

@@ -56,7 +56,6 @@ def test_a_run_whose_process_dies_is_crashed_by_the_runner_and_frees_its_slot(pr
     from prefect.runner import Runner
 
     from mlsd.events import LAB_TAG
-    from mlsd.flows import delete_retired_automation
 
     # The runner starts the run from the flow in memory, in a process of its own, as the lab's
     # flows process does (mlsd.flows.serve_in_memory), with the slot of a limit of one run.
@@ -68,7 +67,6 @@ def test_a_run_whose_process_dies_is_crashed_by_the_runner_and_frees_its_slot(pr
         assert _state_after(client, run.id, 60) == "CRASHED"
         assert "status code: -9" in (client.read_flow_run(run.id).state.message or "")  # SIGKILL
         assert _slots_taken(client, deployment_id) == 0  # the next run may start
-    assert delete_retired_automation() is False  # this lab never had the heartbeat automation
 
 
 def test_the_heartbeat_automation_of_an_earlier_lab_is_deleted(prefect_api):
@@ -78,6 +76,7 @@ def test_the_heartbeat_automation_of_an_earlier_lab_is_deleted(prefect_api):
 
     from mlsd.flows import RETIRED_ZOMBIE_AUTOMATION, delete_retired_automation
 
+    assert delete_retired_automation() is False  # none to delete in a lab that never had it
     Automation(
         name=RETIRED_ZOMBIE_AUTOMATION,
         trigger=EventTrigger(expect={"prefect.flow-run.heartbeat"}),
@@ -89,8 +88,8 @@ def test_the_heartbeat_automation_of_an_earlier_lab_is_deleted(prefect_api):
 
 
 def test_runs_a_dead_flows_process_left_behind_are_crashed_when_it_starts_again(prefect_api):
-    """A run the runner set Pending just before it died never beat, so no automation sees it;
-    the next flows process crashes it (and frees its slot) before serving."""
+    """Runs a flows process left Pending or Running when it died: the next one crashes them
+    (and frees their slots) before serving."""
     from prefect import flow
     from prefect.client.orchestration import get_client
     from prefect.states import Pending, Running

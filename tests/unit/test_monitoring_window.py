@@ -148,6 +148,24 @@ def test_each_window_leaves_a_summary_a_report_and_a_workspace_snapshot(tmp_path
     assert verdict == j.verdict
 
 
+def test_the_trigger_s_decision_is_added_without_a_second_snapshot(tmp_path):
+    from monitoring.outputs import write_summary
+
+    j = judge_fraud(SPAN, logged(world(1000, seed=1)), REFERENCE, CFG)
+    files = write_window(tmp_path, j, None)
+    write_summary(tmp_path, j, {"action": "none", "reason": "test"})
+    assert json.loads(files.summary.read_text())["trigger"]["action"] == "none"
+    (snapshots,) = (tmp_path / "workspace").glob("*/snapshots")
+    assert [p.stem for p in snapshots.glob("*.json")] == [files.snapshot_id]  # one, not two
+
+
+def test_a_half_made_project_folder_does_not_stop_the_next_window(tmp_path):
+    # A process killed while making the project leaves a folder without its metadata.
+    (tmp_path / "workspace" / "0190a7f2-0000-7000-8000-000000000000").mkdir(parents=True)
+    j = judge_fraud(SPAN, logged(world(1000, seed=1)), REFERENCE, CFG)
+    assert write_window(tmp_path, j, None).snapshot_id
+
+
 def test_the_next_window_joins_the_same_evidently_project(tmp_path):
     # Snapshots are written with Evidently's file storage, not through a Workspace (which
     # reads every snapshot on opening): the project is found again, not made twice.
