@@ -75,9 +75,9 @@ def write_summary(monitoring_dir: Path, j: Judgement, decision: dict[str, Any] |
 def write_window(
     monitoring_dir: Path, j: Judgement, decision: dict[str, Any] | None
 ) -> WindowFiles:
-    """Summary JSON always; HTML and workspace snapshot when Evidently ran. Once a window: the
-    trigger's decision, which reads the summary, is added with `write_summary` (written twice,
-    each fraud window left two snapshots in Evidently's UI and paid for both)."""
+    """Summary JSON always; HTML and workspace snapshot when Evidently ran. Call it once a
+    window: the trigger's decision, which reads the summary, is added with `write_summary` (a
+    window written twice left two snapshots in Evidently's UI and paid for both)."""
     summary = write_summary(monitoring_dir, j, decision)
     html = snapshot_id = None
     if j.drift is not None and j.drift.snapshot is not None:
@@ -93,7 +93,7 @@ def add_snapshot(monitoring_dir: Path, product: str, snapshot: Any) -> str:
     Written with the file storage Evidently's `Workspace` writes with (its `LocalState`), not
     through a `Workspace`: opening one reads and parses every snapshot already in it (its
     dataset manager loads the whole project state), so a window's cost grew with the lab's age.
-    Measured on a demo's workspace of 32 fraud windows: 3.1 s of a window's 9.9 s, on an idle
+    Measured on a demo's workspace of 32 fraud snapshots: 3.1 s of a window's 9.9 s, on an idle
     machine. `mlsd ui evidently` shows the runs written this way like any other."""
     from evidently.legacy.core import new_id
     from evidently.sdk.models import ProjectModel
