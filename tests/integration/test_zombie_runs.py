@@ -57,8 +57,9 @@ def test_a_run_whose_process_dies_is_crashed_by_the_runner_and_frees_its_slot(pr
 
     from mlsd.events import LAB_TAG
 
-    # The runner starts the run from the flow in memory, in a process of its own, as the lab's
-    # flows process does (mlsd.flows.serve_in_memory), with the slot of a limit of one run.
+    # Prefect's runner starts the run from the flow in memory, in a process of its own, with the
+    # slot of a limit of one run; the lab's flows process uses this runner, its runs forked from
+    # a preloaded server (mlsd.flows.serve_in_memory), and the crash is the runner's own.
     runner = Runner(limit=None, prefetch_seconds=0)
     deployment_id = runner.add_flow(dies_probe, name="dies", concurrency_limit=1, tags=[LAB_TAG])
     with get_client(sync_client=True) as client:
