@@ -66,11 +66,13 @@ DETAIL_KEYS = (
     "percent",
     "guardrail",
     "rows",
+    "status",
     "drifted_share",
     "score_psi",
     "pr_auc",
     "estimated_precision",
     "precision",
+    "click_through",
     "day",
     "batch",
 )
@@ -117,6 +119,8 @@ def _label(e: TimelineEvent) -> str:
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3g}"
+    if isinstance(value, dict):  # e.g. click-through by arm
+        return ", ".join(f"{k} {_fmt(v)}" for k, v in value.items())
     if isinstance(value, list | tuple):
         return ", ".join(_fmt(v) for v in value[:4]) + (" ..." if len(value) > 4 else "")
     return str(value)
@@ -126,7 +130,13 @@ def describe(e: TimelineEvent) -> str:
     """A one-line detail of an event from its payload (no raw JSON)."""
     if e.name.startswith(FLOW_RUN_PREFIX):
         return f"{e.flow} ({e.resource_name})" if e.flow else e.resource_name
-    parts = [f"{k}={_fmt(e.payload[k])}" for k in DETAIL_KEYS if e.payload.get(k) is not None]
+    shown = {k: e.payload[k] for k in DETAIL_KEYS if e.payload.get(k) not in (None, {}, [])}
+    # A window's status is news only when it was not judged.
+    if shown.get("status") == "judged":
+        del shown["status"]
+    elif shown.get("status") == "not_enough_data":
+        shown["status"] = "not enough data"
+    parts = [f"{k}={_fmt(v)}" for k, v in shown.items()]
     reason = e.payload.get("reason")
     if reason is not None:
         # The reason reads best as a sentence, last.

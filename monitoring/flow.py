@@ -110,7 +110,7 @@ def monitor(
     reference = load_reference_task(settings, product) if product == "fraud" else None
     window = read_window_task(settings, span)
     judgement = judge_task(settings, span, window, reference)
-    policy = TriggerPolicy.from_settings(settings.monitoring)
+    policy = TriggerPolicy.from_settings(settings.monitoring, product)
     monitoring_dir = settings.monitoring_dir
     files = write_window(monitoring_dir, judgement, None)
     emit_findings(judgement, policy, str(files.html) if files.html else None)

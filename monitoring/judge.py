@@ -33,11 +33,11 @@ def reference_columns(reference: pd.DataFrame) -> tuple[list[str], list[str]]:
 
 
 def enough_rows(rows: pd.DataFrame, span: WindowSpan, cfg: MonitoringSettings) -> bool:
-    """At least `min_rows`, spread over at least `min_coverage` of the window: a window whose
-    traffic started (or whose version took over) late in it holds part of a simulated day, and
-    drifts in its hour of day and its day's features alone (measured: the demo's first
-    window, 32 s of traffic in 120 s, read 0.43 of the inputs as drifted)."""
-    if len(rows) < cfg.min_rows:
+    """At least the product's `min_rows`, spread over at least `min_coverage` of the window: a
+    window whose traffic started (or whose version took over) late in it holds part of a
+    simulated day, and drifts in its hour of day and its day's features alone (measured: the
+    demo's first window, 32 s of traffic in 120 s, read 0.43 of the inputs as drifted)."""
+    if len(rows) < cfg.min_rows_for(span.product):
         return False
     spread = float(rows["at"].max() - rows["at"].min()) if len(rows) else 0.0
     return spread >= cfg.min_coverage * (span.end - span.start)

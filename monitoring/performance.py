@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 
@@ -62,11 +61,14 @@ def fraud_performance(window: pd.DataFrame, threshold: float | None) -> FraudPer
 
 
 def click_through_by_arm(window: pd.DataFrame) -> dict[str, float]:
-    """Recommender: share of labelled slates with a click or play, per arm."""
-    labelled = window[window["label"].notna()]
-    if labelled.empty:
+    """Recommender: click-through per item shown, per arm: the recommended items the listener
+    played or clicked over the items shown.
+
+    Per item and over every slate served, not per labelled slate: plays are posted the moment
+    they happen and a skip posts nothing, so a slate without feedback was not engaged with, and
+    nearly every 10-item slate has a play (measured on a demo's log: 1,386 of 1,489 slates;
+    "slates with a play among labelled slates" read 1.0 in every window)."""
+    if window.empty:
         return {}
-    return {
-        str(arm): float(np.mean(group["label"].to_numpy(dtype=float)))
-        for arm, group in labelled.groupby("arm")
-    }
+    sums = window.groupby("arm")[["hits", "shown"]].sum()
+    return {str(arm): float(row.hits / row.shown) for arm, row in sums.iterrows() if row.shown > 0}

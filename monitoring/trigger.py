@@ -42,13 +42,13 @@ class TriggerPolicy:
             raise ValueError(f"M of N needs 1 <= m <= n, got m={self.m}, n={self.n}")
 
     @classmethod
-    def from_settings(cls, monitoring: MonitoringSettings) -> TriggerPolicy:
+    def from_settings(cls, monitoring: MonitoringSettings, product: str = "fraud") -> TriggerPolicy:
         t = monitoring.trigger
         return cls(
             drifted_share=t.drifted_share,
             score_psi=t.score_psi,
             pr_auc_drop=t.pr_auc_drop,
-            min_rows=monitoring.min_rows,
+            min_rows=monitoring.min_rows_for(product),
             min_labelled_rows=t.min_labelled_rows,
             min_labelled_positives=t.min_labelled_positives,
             m=t.m,

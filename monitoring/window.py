@@ -60,17 +60,21 @@ def fraud_frame(records: Sequence[Any]) -> pd.DataFrame:
 
 
 def recsys_frame(records: Sequence[Any]) -> pd.DataFrame:
-    """One row per served slate: the top item's score, arm, label (clicked or played)."""
+    """One row per served slate: the top item's score, arm, label (clicked or played), how many
+    items it showed and how many of them the listener engaged with (`shown`, `hits`)."""
     rows = [
         {
             **{k: getattr(r, k) for k in META},
             "label": float("nan") if r.label is None else float(r.label),
+            "shown": len((r.output or {}).get("items") or ()),
+            "hits": r.hits or 0,
             "path": (r.output or {}).get("path"),
             "has_features": False,
         }
         for r in records
     ]
-    return pd.DataFrame(rows, columns=None if rows else [*META, "path", "has_features"])
+    columns = [*META, "shown", "hits", "path", "has_features"]
+    return pd.DataFrame(rows, columns=None if rows else columns)
 
 
 async def _read(settings: Settings, span: WindowSpan, arms: Sequence[str]) -> list[Any]:

@@ -71,7 +71,7 @@ def verdict_table(result: dict[str, Any]) -> Table:
             f"estimated {_fmt(v['estimated_alert_rate'], 4)}",
         )
     for arm, ctr in sorted(v["click_through"].items()):
-        table.add_row(f"click-through, {arm}", _fmt(ctr), "")
+        table.add_row(f"click-through, {arm}", _fmt(ctr), "per item shown")
     return table
 
 

@@ -39,9 +39,11 @@ class PredictionRecord:
 @dataclass(frozen=True)
 class LoggedPrediction(PredictionRecord):
     """A logged prediction with its label, when one has arrived. Fraud: 1 fraud, 0 legitimate.
-    Recs: 1 when the listener clicked or played one of the recommended items, else 0."""
+    Recs: 1 when the listener clicked or played one of the recommended items, else 0; and
+    `hits`, how many of them (the slate's items engaged with, for click-through per item)."""
 
     label: int | None = None
+    hits: int | None = None  # recs: distinct recommended items clicked or played
 
 
 @dataclass(frozen=True)

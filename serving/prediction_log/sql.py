@@ -97,12 +97,14 @@ def labelled(row: dict[str, Any], labels: list[tuple[str, int | None]]) -> Logge
             row[name] = orjson.loads(row[name])
     row["degraded"] = bool(row["degraded"])
     label: int | None = None
+    hits: int | None = None
     if labels and row["product"] == "fraud":
         label = next((int(v) for item, v in labels if item == "" and v is not None), None)
     elif labels:
         shown = {i.get("item_id") for i in (row["output"] or {}).get("items", [])}
-        label = int(any(item in shown for item, _ in labels if item))
-    return LoggedPrediction(**row, label=label)
+        hits = len(shown & {item for item, _ in labels if item})
+        label = int(hits > 0)
+    return LoggedPrediction(**row, label=label, hits=hits)
 
 
 def group_window_rows(raw: Sequence[Sequence[Any]]) -> list[LoggedPrediction]:

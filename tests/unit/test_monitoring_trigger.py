@@ -111,6 +111,10 @@ def test_policy_reads_its_thresholds_from_settings():
     policy = TriggerPolicy.from_settings(MonitoringSettings())
     assert (policy.m, policy.n) == (MonitoringSettings().trigger.m, MonitoringSettings().trigger.n)
     assert policy.min_rows == MonitoringSettings().min_rows
+    # Each product's windows are counted against its own minimum (slates, not payments).
+    cfg = MonitoringSettings(min_rows=500, recsys_min_rows=150)
+    assert TriggerPolicy.from_settings(cfg, "recsys").min_rows == 150
+    assert TriggerPolicy.from_settings(cfg, "fraud").min_rows == 500
 
 
 # --- exhaustively, over random histories -------------------------------------------------------

@@ -180,27 +180,56 @@ def test_the_next_window_joins_the_same_evidently_project(tmp_path):
     assert sorted(str(r) for r in ws.list_runs(project.id)) == sorted(ids)
 
 
-def test_recsys_windows_report_click_through_by_arm():
-    n = 800
-    rng = np.random.default_rng(3)
-    window = pd.DataFrame(
+def recsys_window(n: int, start: float, seed: int = 3) -> pd.DataFrame:
+    """A recommender log of n 10-item slates a second apart from `start`, a quarter to a
+    challenger; the listener plays 30 % of the champion's items and 20 % of the challenger's.
+    As the log gives it: a slate with a play is labelled 1, one without feedback is not
+    labelled, and `hits` counts its items played."""
+    rng = np.random.default_rng(seed)
+    challenger = np.arange(n) % 4 == 0
+    hits = rng.binomial(10, np.where(challenger, 0.2, 0.3))
+    return pd.DataFrame(
         {
             "request_id": [f"r{i}" for i in range(n)],
-            "at": 1000.0 + np.arange(n),
-            "arm": np.where(np.arange(n) % 4 == 0, "challenger", "champion"),
+            "at": start + np.arange(n),
+            "arm": np.where(challenger, "challenger", "champion"),
             "model_version": "recsys/2",
             "answered_by": "recsys/2",
             "degraded": False,
             "score": rng.random(n),
             "decision": "recommend",
-            "label": np.where(rng.random(n) < 0.5, np.nan, (rng.random(n) < 0.3).astype(float)),
+            "label": np.where(hits > 0, 1.0, np.nan),
+            "shown": 10,
+            "hits": hits,
             "has_features": False,
         }
     )
-    j = judge_recsys(WindowSpan("recsys", 1000.0, 1800.0), window, CFG)
+
+
+def test_recsys_windows_report_click_through_by_arm():
+    j = judge_recsys(WindowSpan("recsys", 1000.0, 1800.0), recsys_window(800, 1000.0), CFG)
     assert j.verdict.status == "judged" and j.verdict.model_version == "2"
-    assert set(j.verdict.click_through) == {"champion", "challenger"}
-    assert all(0 < ctr < 0.6 for ctr in j.verdict.click_through.values())
+    ctr = j.verdict.click_through
+    assert set(ctr) == {"champion", "challenger"}
+    # Per item shown: over labelled slates alone both arms would read 1.0 (nearly every slate
+    # of 10 has a play).
+    assert abs(ctr["champion"] - 0.3) < 0.03 and abs(ctr["challenger"] - 0.2) < 0.04
+
+
+def test_a_recsys_window_is_judged_against_its_own_minimum():
+    # A demo's recommender window: about 200 slates in 40 s at 5 req/s, under the fraud bar.
+    span = WindowSpan("recsys", 1000.0, 1040.0)
+    slates = recsys_window(200, 1000.0)
+    slates["at"] = 1000.0 + np.arange(200) * 0.2
+    cfg = MonitoringSettings(min_rows=500, recsys_min_rows=150)
+    assert (slates["arm"] == "champion").sum() == 150
+    assert judge_recsys(span, slates, cfg).verdict.status == "judged"
+    fewer = MonitoringSettings(min_rows=500, recsys_min_rows=151)
+    assert judge_recsys(span, slates, fewer).verdict.status == "not_enough_data"
+    # The fraud bar is untouched: 200 payments are still too few for a fraud window.
+    assert judge_fraud(SPAN, logged(world(200, seed=1)), REFERENCE, cfg).verdict.status == (
+        "not_enough_data"
+    )
 
 
 def test_a_window_its_rows_cover_only_in_part_is_not_judged():

@@ -176,12 +176,12 @@ class PredictionLogContract:
         async def scenario(log: PredictionLog) -> None:
             await log.write_many(
                 [
-                    recs_record("r", ["i1", "i2"]),
+                    recs_record("r", ["i1", "i2", "i5"]),
                     recs_record("r", ["i3", "i4"], role="shadow", arm="challenger"),
                     recs_record("s", ["i1"]),
                 ]
             )
-            for item, event in (("i2", "click"), ("i9", "play")):
+            for item, event in (("i2", "click"), ("i9", "play"), ("i5", "play")):
                 assert (
                     await log.join_label(Feedback("r", "recsys", T0, item_id=item, event=event))
                     == "joined"
@@ -191,11 +191,13 @@ class PredictionLogContract:
                 == "joined"
             )
             champion = {
-                r.request_id: r.label for r in await log.window("recsys", "champion", T0, T0 + 1)
+                r.request_id: (r.label, r.hits)
+                for r in await log.window("recsys", "champion", T0, T0 + 1)
             }
-            assert champion == {"r": 1, "s": 0}
+            # Two of r's three items engaged with (i9 was not among them), none of s's.
+            assert champion == {"r": (1, 2), "s": (0, 0)}
             (shadow,) = await log.window("recsys", "challenger", T0, T0 + 1)
-            assert shadow.label == 0
+            assert (shadow.label, shadow.hits) == (0, 0)
 
         self.run(open_log, scenario)
 

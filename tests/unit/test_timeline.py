@@ -70,3 +70,26 @@ def test_details_are_sentences_not_json():
 
 def test_an_empty_timeline_says_so():
     assert "no events yet" in render(timeline_table([]))
+
+
+def test_a_window_not_judged_says_so_and_click_through_reads_by_arm():
+    small = TimelineEvent(
+        ev.WINDOW_JUDGED,
+        at(1),
+        "mlsd.model.recsys",
+        "recsys",
+        {"rows": 40, "status": "not_enough_data"},
+    )
+    judged = TimelineEvent(
+        ev.WINDOW_JUDGED,
+        at(2),
+        "mlsd.model.recsys",
+        "recsys",
+        {
+            "rows": 190,
+            "status": "judged",
+            "click_through": {"champion": 0.3125, "challenger": 0.25},
+        },
+    )
+    assert describe(small) == "rows=40  status=not enough data"
+    assert describe(judged) == "rows=190  click_through=champion 0.312, challenger 0.25"
