@@ -12,6 +12,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run as prefect_flow_run
+from prefect.utilities.urls import url_for
 
 import mlsd.events as events
 from mlsd.settings import Settings
@@ -114,7 +116,10 @@ def monitor(
     monitoring_dir = settings.monitoring_dir
     files = write_window(monitoring_dir, judgement, None)
     emit_findings(judgement, policy, str(files.html) if files.html else None)
-    history = read_history(monitoring_dir, product)
+    # The trigger decides as of this window's end: a window judged on demand over a past span
+    # (`mlsd monitor`, a walkthrough's) is the latest evidence of its decision, not whichever
+    # scheduled window happened to end later.
+    history = [v for v in read_history(monitoring_dir, product) if v.end <= span.end]
     decision = apply_trigger(product_dir(monitoring_dir, product), product, history, policy)
     write_summary(
         monitoring_dir, judgement, {"action": decision.action, **payload(decision, history)}
@@ -136,4 +141,7 @@ def monitor(
         "summary": str(files.summary),
         "report": str(files.html) if files.html else None,
         "snapshot": files.snapshot_id,
+        # Prefect's UI on this run, as Prefect's own log links it (prefect.runtime's ui_url
+        # names a route the UI does not have).
+        "flow_run_url": url_for("flow-run", obj_id=prefect_flow_run.id),
     }

@@ -3,6 +3,7 @@ against the champion's reference, into a WindowVerdict. No I/O beyond the librar
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import pandas as pd
@@ -77,7 +78,7 @@ def judge_fraud(
         categorical,
         cfg.drift,
         name=f"{span.product} window {span.window_id}",
-        timestamp=pd.Timestamp(span.end, unit="s").to_pydatetime(),
+        timestamp=dt.datetime.fromtimestamp(span.end, dt.UTC).replace(tzinfo=None),
     )
     perf = fraud_performance(rows, reference.threshold)
     verdict = WindowVerdict(

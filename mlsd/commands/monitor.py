@@ -82,28 +82,40 @@ def monitor(
     ),
 ) -> None:
     """Judge the latest window of a product's prediction log (drift, quality, performance)."""
+    code = judge_and_show(product.value, window)
+    if code:
+        raise typer.Exit(code)
+
+
+def judge_and_show(product: str, window: float | None = None, until: float | None = None) -> int:
+    """Run the `monitor` flow on the `window` seconds of the log before `until` (default: the
+    latest window) and show its verdict, the trigger's decision and where the report is; the
+    exit code: 0 judged (or not enough data), 1 no reference, 2 no MLflow."""
     from mlsd.netutil import http_ok
     from mlsd.settings import Settings
 
     settings = Settings()
-    if product is Product.fraud and not http_ok(f"{settings.mlflow_tracking_uri}/health"):
+    if product == "fraud" and not http_ok(f"{settings.mlflow_tracking_uri}/health"):
         console.print(
             f"[red]error:[/red] no MLflow at {settings.mlflow_tracking_uri} (the "
             "champion's reference lives there): start the stack with `mlsd up`"
         )
-        raise typer.Exit(2)
+        return 2
     if http_ok(f"{settings.prefect_api_url}/health"):
         for key, value in settings.prefect_client_env.items():
             os.environ.setdefault(key, value)
+    # The flow run's own log lines go to Prefect (its UI shows them, linked below), not into
+    # the table a person reads here; its warnings still do. Read as Prefect is first imported.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     from monitoring.flow import monitor as monitor_flow
     from monitoring.reference import ReferenceMissing
 
     try:
-        with console.status(f"judging the latest {product} window"):
-            result = monitor_flow(product=product.value, window_seconds=window)
+        with console.status(f"judging the {product} window"):
+            result = monitor_flow(product=product, window_seconds=window, until=until)
     except ReferenceMissing as err:
         console.print(f"[red]no reference:[/red] {err}")
-        raise typer.Exit(1) from None
+        return 1
     console.print(verdict_table(result))
     decision = result["decision"]
     colour = {"retrain": "bold cyan", "suppress": "yellow", "none": "dim"}[decision["action"]]
@@ -111,10 +123,13 @@ def monitor(
     if result["report"]:
         console.print(f"report: {result['report']}")
     console.print(f"summary: {result['summary']}")
+    if result.get("flow_run_url"):
+        console.print(f"flow run (Prefect): {result['flow_run_url']}")
     console.print(
         f"Evidently UI: `mlsd ui evidently` (http://{settings.client_host}:"
         f"{settings.monitoring.evidently_port}); events: `mlsd watch`"
     )
+    return 0
 
 
 ui_app = typer.Typer(help="The tools' own UIs over the lab's state.", no_args_is_help=True)

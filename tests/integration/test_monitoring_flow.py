@@ -201,6 +201,23 @@ def test_a_new_fraud_pattern_is_caught_by_labels_alone(lab):
     assert result["decision"]["action"] == "none", result["decision"]
 
 
+def test_a_window_judged_over_a_past_span_is_its_decisions_latest_evidence(lab):
+    """`mlsd monitor --window` or a walkthrough's `--judge` judges a span that ended before
+    the latest scheduled window: the trigger decides on the windows up to it, not on whichever
+    window of the history ended last (here one that ended now, with nothing in it)."""
+    settings = Settings()
+    ref = load_champion_reference(lab.tracking_uri, "fraud", lab.fraud_model_name)
+    later = monitor(product="fraud", window_seconds=1)
+    assert later["verdict"]["status"] == "not_enough_data"
+    until = write_rows(settings, ref.frame.head(800), ref.version, inflate=1.8)
+    result = monitor(product="fraud", window_seconds=30, until=until)
+    judged = result["verdict"]["window_id"]
+    assert result["verdict"]["status"] == "judged"
+    assert judged in result["decision"]["window_ids"], result["decision"]
+    assert later["verdict"]["window_id"] not in result["decision"]["window_ids"]
+    assert not result["decision"]["reason"].startswith("not enough data"), result["decision"]
+
+
 def test_too_few_rows_say_not_enough_data_and_decide_nothing(lab):
     # The last second of the log: nothing was served in it.
     result = monitor(product="fraud", window_seconds=1)

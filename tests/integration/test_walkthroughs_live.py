@@ -65,6 +65,12 @@ def lab_env(data_dir: Path) -> dict[str, str]:
         # roll out on its own while the steps run: hold the world still, so every figure is
         # one a step caused (the loop has its own end-to-end test).
         MLSD_WORLD__LAND_DAYS="false",
+        # Walkthroughs 03 and 10 judge the windows they send with the monitor flow, and its
+        # trigger may ask for a retrain (in a person's lab it should); here a retrain would
+        # race the later walkthroughs' steps: no M of N is reached (5 of 5 windows with a
+        # signal), so the trigger still decides, out loud, and never retrains.
+        MLSD_MONITORING__TRIGGER__M="5",
+        MLSD_MONITORING__TRIGGER__N="5",
         COLUMNS="200",
     )
     return env
