@@ -967,8 +967,9 @@ class MonitoringSettings(_Section):
         description="The same for a recommender window, in slates served. Lower than the fraud "
         "bar because a recommender window is judged on click-through by arm and its scores' "
         "quality, not on 21 inputs' distributions; and the world sends 8 times fewer slates "
-        "than payments: at 5 req/s a demo's 40 s window holds about 200 (at the fraud bar of "
-        "500, no recommender window was ever judged in a demo).",
+        "than payments: at 5 req/s a demo's 40 s window holds about 200 champion slates (at the "
+        "fraud bar of 500, no recommender window was ever judged in a demo; an A/B split "
+        "leaves the champion its share of them).",
     )
     min_coverage: float = Field(
         0.9,

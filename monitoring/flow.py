@@ -119,7 +119,7 @@ def monitor(
     # The trigger decides as of this window's end: a window judged on demand over a past span
     # (`mlsd monitor`, a walkthrough's) is the latest evidence of its decision, not whichever
     # scheduled window happened to end later.
-    history = [v for v in read_history(monitoring_dir, product) if v.end <= span.end]
+    history = read_history(monitoring_dir, product, until=span.end)
     decision = apply_trigger(product_dir(monitoring_dir, product), product, history, policy)
     write_summary(
         monitoring_dir, judgement, {"action": decision.action, **payload(decision, history)}

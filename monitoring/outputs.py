@@ -122,14 +122,19 @@ def _name_of(state: Any, project_id: str) -> str | None:
         return None
 
 
-def read_history(monitoring_dir: Path, product: str) -> list[WindowVerdict]:
-    """Verdicts of the product's latest windows, oldest first (by window end)."""
+def read_history(
+    monitoring_dir: Path, product: str, until: float | None = None
+) -> list[WindowVerdict]:
+    """Verdicts of the product's latest windows ending at or before `until` (default: all),
+    oldest first (by window end)."""
     folder = product_dir(monitoring_dir, product) / "windows"
     verdicts = []
     for path in folder.glob("*.json") if folder.is_dir() else ():
         try:
-            verdicts.append(WindowVerdict.from_dict(json.loads(path.read_text())["verdict"]))
+            verdict = WindowVerdict.from_dict(json.loads(path.read_text())["verdict"])
         except (OSError, ValueError, KeyError, TypeError):
             continue  # a summary being written or from an older layout: not evidence
+        if until is None or verdict.end <= until:
+            verdicts.append(verdict)
     verdicts.sort(key=lambda v: (v.end, v.window_id))
     return verdicts[-HISTORY_LIMIT:]

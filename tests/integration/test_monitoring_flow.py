@@ -46,7 +46,8 @@ def lab(trained_lab, prefect_api):
 
     # The windows these tests write are judged, never retrained on: a retrain request would
     # start a training run on the session's Prefect server after the module ended, and the
-    # next module counts training runs (two signalled windows here, three needed).
+    # next module counts training runs (three signalled windows here, each in an earlier slot
+    # than the last, so each decision sees its own alone; three of three would be needed).
     trigger = {"MLSD_MONITORING__TRIGGER__M": "3", "MLSD_MONITORING__TRIGGER__N": "3"}
     os.environ.update({"MLSD_MONITORING__MIN_ROWS": "300", **trigger})
     yield trained_lab

@@ -14,6 +14,7 @@ import pytest
 from mlsd.settings import MonitoringSettings
 from monitoring.judge import judge_fraud, judge_recsys
 from monitoring.outputs import read_history, write_window
+from monitoring.performance import click_through_by_arm
 from monitoring.reference import ChampionReference
 from monitoring.trigger import TriggerPolicy, window_signals
 from monitoring.window import WindowSpan
@@ -241,3 +242,54 @@ def test_a_window_its_rows_cover_only_in_part_is_not_judged():
     assert judge_fraud(SPAN, logged(world(2000, seed=1)), REFERENCE, CFG).verdict.status == (
         "judged"
     )
+
+
+def test_the_recsys_frame_counts_items_shown_and_played_per_slate():
+    from monitoring.window import recsys_frame
+    from serving.prediction_log.records import LoggedPrediction
+
+    def slate(request_id: str, items: int, label: int | None, hits: int | None):
+        return LoggedPrediction(
+            request_id=request_id,
+            role="served",
+            at=1000.0,
+            product="recsys",
+            entity="u_1",
+            arm="champion",
+            experiment=None,
+            model_version="recsys/2",
+            answered_by="recsys/2",
+            inputs={"user_id": "u_1", "k": items},
+            features=None,
+            output={"items": [{"item_id": f"i{i}", "score": 0.5} for i in range(items)]},
+            score=0.5,
+            decision="recommend",
+            latency_ms=3.0,
+            degraded=False,
+            degraded_reason=None,
+            error=None,
+            label=label,
+            hits=hits,
+        )
+
+    # Played twice; no feedback at all (the log leaves label and hits unset); an empty answer.
+    frame = recsys_frame([slate("a", 10, 1, 2), slate("b", 10, None, None), slate("c", 0, 0, 0)])
+    assert frame[["shown", "hits"]].to_numpy().tolist() == [[10, 2], [10, 0], [0, 0]]
+    assert click_through_by_arm(frame) == {"champion": 2 / 20}
+    empty = recsys_frame([])
+    assert {"shown", "hits", "label", "arm"} <= set(empty.columns) and empty.empty
+    assert click_through_by_arm(empty) == {}
+
+
+def test_the_history_as_of_a_window_keeps_it_whatever_ended_later(tmp_path):
+    from monitoring.outputs import HISTORY_LIMIT
+
+    # A window judged on demand over a past span, then more scheduled windows than the history
+    # holds ending after it: as of its end, it is still the latest evidence.
+    ends = [1000.0 + 10 * i for i in range(HISTORY_LIMIT + 5)]
+    for end in ends:
+        span = WindowSpan("fraud", end - 10, end)
+        write_window(tmp_path, judge_fraud(span, logged(world(10, seed=1)), REFERENCE, CFG), None)
+    as_of = read_history(tmp_path, "fraud", until=ends[2])
+    assert [v.end for v in as_of] == ends[:3]
+    assert len(read_history(tmp_path, "fraud")) == HISTORY_LIMIT

@@ -35,10 +35,10 @@ def test_the_judged_span_holds_every_request_as_the_server_logged_it():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/v1/fraud/score"
-        results = asyncio.run(send_all(url, [{"n": i} for i in range(100)], rate=50.0))
+        results = asyncio.run(send_all(url, [{"n": i} for i in range(200)], rate=50.0))
     finally:
         server.shutdown()
-    assert [r["status"] for r in results] == [200] * 100
+    assert [r["status"] for r in results] == [200] * 200
     start, end = filled_span(results)
     assert all(start <= at < end for at in arrivals)
     spread = max(arrivals) - min(arrivals)
