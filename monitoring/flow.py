@@ -17,14 +17,9 @@ from prefect.utilities.urls import url_for
 
 import mlsd.events as events
 from mlsd.settings import Settings
+from monitoring.history import product_dir, read_history
 from monitoring.judge import Judgement, judge_fraud, judge_recsys
-from monitoring.outputs import (
-    product_dir,
-    read_history,
-    references_dir,
-    write_summary,
-    write_window,
-)
+from monitoring.outputs import references_dir, write_summary, write_window
 from monitoring.reference import ChampionReference, load_champion_reference
 from monitoring.retrain import apply_trigger, payload
 from monitoring.trigger import TriggerPolicy, window_signals

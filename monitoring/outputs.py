@@ -10,10 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from monitoring.history import windows_dir
 from monitoring.judge import Judgement
-from monitoring.verdict import WindowVerdict
-
-HISTORY_LIMIT = 50  # summaries read back for the trigger's history (N is far smaller)
 
 
 @dataclass(frozen=True)
@@ -21,10 +19,6 @@ class WindowFiles:
     summary: Path
     html: Path | None
     snapshot_id: str | None
-
-
-def product_dir(monitoring_dir: Path, product: str) -> Path:
-    return monitoring_dir / product
 
 
 def workspace_dir(monitoring_dir: Path) -> Path:
@@ -65,7 +59,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def write_summary(monitoring_dir: Path, j: Judgement, decision: dict[str, Any] | None) -> Path:
     """The window's JSON summary, with the trigger's decision once there is one."""
-    folder = product_dir(monitoring_dir, j.verdict.product) / "windows"
+    folder = windows_dir(monitoring_dir, j.verdict.product)
     folder.mkdir(parents=True, exist_ok=True)
     summary = (folder / j.verdict.window_id).with_suffix(".json")
     _write_atomic(summary, json.dumps(summary_dict(j, decision), indent=2, default=str))
@@ -120,21 +114,3 @@ def _name_of(state: Any, project_id: str) -> str | None:
         return str(state.read_project(project_id).name)
     except (OSError, ValueError):
         return None
-
-
-def read_history(
-    monitoring_dir: Path, product: str, until: float | None = None
-) -> list[WindowVerdict]:
-    """Verdicts of the product's latest windows ending at or before `until` (default: all),
-    oldest first (by window end)."""
-    folder = product_dir(monitoring_dir, product) / "windows"
-    verdicts = []
-    for path in folder.glob("*.json") if folder.is_dir() else ():
-        try:
-            verdict = WindowVerdict.from_dict(json.loads(path.read_text())["verdict"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # a summary being written or from an older layout: not evidence
-        if until is None or verdict.end <= until:
-            verdicts.append(verdict)
-    verdicts.sort(key=lambda v: (v.end, v.window_id))
-    return verdicts[-HISTORY_LIMIT:]

@@ -70,12 +70,21 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _read_state(path: Path) -> float | None:
+def last_request(state_dir: Path) -> dict[str, Any] | None:
+    """The last retrain request recorded for a product (`last_requested_at`, epoch seconds;
+    its `reason` and `window_ids`), or None when there was none."""
     try:
-        value = json.loads(path.read_text()).get("last_requested_at")
+        state = json.loads((state_dir / "trigger.json").read_text())
     except (OSError, ValueError):
         return None
-    return float(value) if value is not None else None
+    if not isinstance(state, dict) or state.get("last_requested_at") is None:
+        return None
+    return state
+
+
+def _read_state(state_dir: Path) -> float | None:
+    state = last_request(state_dir)
+    return None if state is None else float(state["last_requested_at"])
 
 
 def _write_state(path: Path, requested_at: float, decision: TriggerDecision) -> None:
@@ -128,7 +137,7 @@ def apply_trigger(
     with _locked(state_dir / "trigger.lock"):
         state_path = state_dir / "trigger.json"
         running, what = running_retrain(product)
-        state = RetrainState(_read_state(state_path), running, what)
+        state = RetrainState(_read_state(state_dir), running, what)
         now = time.time() if now is None else now
         decision = decide_retrain(history, state, now, policy)
         if decision.action == "retrain":

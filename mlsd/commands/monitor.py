@@ -7,12 +7,18 @@ from __future__ import annotations
 import contextlib
 import os
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
 from mlsd.console import console
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from mlsd.settings import Settings
+    from mlsd.stack import ComponentStatus
 
 
 class Product(StrEnum):
@@ -130,6 +136,93 @@ def judge_and_show(product: str, window: float | None = None, until: float | Non
         f"{settings.monitoring.evidently_port}); events: `mlsd watch`"
     )
     return 0
+
+
+def describe_verdict(v: dict[str, Any]) -> str:
+    """What a window showed, in a line: its rows and the figures its product is judged on."""
+    if v["status"] == "not_enough_data":
+        return f"not enough data ({v['rows']} rows)"
+    if v["quality_alert"]:
+        return "quality alert: " + ("; ".join(v["failed_expectations"]) or "an expectation failed")
+    if v["product"] == "recsys":
+        ctr = ", ".join(f"{arm} {value:.3f}" for arm, value in sorted(v["click_through"].items()))
+        return f"{v['rows']} slates; click-through {ctr or '-'}"
+    parts = [f"{v['rows']} rows"]
+    if v["drifted_share"] is not None:
+        parts.append(f"{len(v['drifted_columns'])} inputs drifted ({v['drifted_share']:.2f})")
+    if v["score_psi"] is not None:
+        parts.append(f"score PSI {v['score_psi']:.3f}")
+    if v["pr_auc"] is not None:
+        parts.append(f"PR-AUC {v['pr_auc']:.3f} (validation {_fmt(v['reference_pr_auc'])})")
+    return "; ".join(parts)
+
+
+def collect_monitoring(settings: Settings, _rows: list[ComponentStatus]) -> Any:
+    """Each product's latest window, what the trigger decided on it and its last retrain
+    request, from the files monitoring left (`.mlsd/monitoring/`); None before any window."""
+    from monitoring.history import product_dir, read_summaries
+    from monitoring.retrain import last_request
+
+    products = {}
+    for product in ("fraud", "recsys"):
+        summaries = read_summaries(settings.monitoring_dir, product)
+        if not summaries:
+            continue
+        judged = [s for s in summaries if s["verdict"]["status"] == "judged"]
+        products[product] = {
+            "latest": summaries[-1]["verdict"],
+            "decision": summaries[-1].get("trigger"),
+            "latest_judged": judged[-1]["verdict"] if judged else None,
+            "last_request": last_request(product_dir(settings.monitoring_dir, product)),
+        }
+    if not products:
+        return None
+    return {
+        "products": products,
+        "evidently_ui": f"http://{settings.client_host}:{settings.monitoring.evidently_port}",
+        "reports": str(settings.monitoring_dir),
+    }
+
+
+def render_monitoring(data: dict[str, Any]) -> RenderableType:
+    from rich.console import Group
+    from rich.table import Column
+
+    from mlsd.console import human_time, table
+
+    rows = []
+    notes = []
+    for product, p in data["products"].items():
+        latest, decision = p["latest"], p["decision"] or {}
+        shown = [(latest, decision, "")]
+        if latest["status"] != "judged" and p["latest_judged"]:
+            shown.append((p["latest_judged"], {}, "last judged: "))
+        for v, d, prefix in shown:
+            # A window too small says so in its own cell: the trigger's "not enough data" again
+            # would only repeat it.
+            reason = d.get("reason", "")
+            trigger = d.get("action", "")
+            if trigger and reason and not reason.startswith("not enough data"):
+                trigger = f"{trigger}: {reason}"
+            version = f" v{v['model_version']}" if v["model_version"] else ""
+            rows.append(
+                (product, human_time(v["end"]) + version, prefix + describe_verdict(v), trigger)
+            )
+        request = p["last_request"]
+        if request:
+            notes.append(
+                f"{product}: last retrain asked {human_time(request['last_requested_at'])}: "
+                f"{request.get('reason', '')}"
+            )
+    notes.append(
+        f"Evidently UI: `mlsd ui evidently` ({data['evidently_ui']}); reports: {data['reports']}"
+    )
+    out = table(
+        "monitoring (windows of the prediction log)",
+        ["product", Column("window end", no_wrap=True), "what it showed", "trigger"],
+        rows,
+    )
+    return Group(out, *notes)
 
 
 ui_app = typer.Typer(help="The tools' own UIs over the lab's state.", no_args_is_help=True)

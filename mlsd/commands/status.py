@@ -261,11 +261,24 @@ def _render_world(data: Any) -> RenderableType:
     return render_world(data)
 
 
+def _collect_monitoring(settings: Settings, rows: list[ComponentStatus]) -> Any:
+    from mlsd.commands.monitor import collect_monitoring
+
+    return collect_monitoring(settings, rows)
+
+
+def _render_monitoring(data: Any) -> RenderableType:
+    from mlsd.commands.monitor import render_monitoring
+
+    return render_monitoring(data)
+
+
 STATUS_SECTIONS: list[StatusSection] = [
     StatusSection("components", _collect_components, _render_components),
     StatusSection("world", _collect_world, _render_world),
     StatusSection("models", _collect_models, _render_models),
     StatusSection("routing", _collect_routing, _render_routing),
+    StatusSection("monitoring", _collect_monitoring, _render_monitoring),
 ]
 
 

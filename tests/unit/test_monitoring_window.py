@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 
 from mlsd.settings import MonitoringSettings
+from monitoring.history import read_history
 from monitoring.judge import judge_fraud, judge_recsys
-from monitoring.outputs import read_history, write_window
+from monitoring.outputs import write_window
 from monitoring.performance import click_through_by_arm
 from monitoring.reference import ChampionReference
 from monitoring.trigger import TriggerPolicy, window_signals
@@ -282,7 +283,7 @@ def test_the_recsys_frame_counts_items_shown_and_played_per_slate():
 
 
 def test_the_history_as_of_a_window_keeps_it_whatever_ended_later(tmp_path):
-    from monitoring.outputs import HISTORY_LIMIT
+    from monitoring.history import HISTORY_LIMIT
 
     # A window judged on demand over a past span, then more scheduled windows than the history
     # holds ending after it: as of its end, it is still the latest evidence.
