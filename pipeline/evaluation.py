@@ -142,30 +142,56 @@ def paired_delta_interval(
     seed: int = 0,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of PR-AUC(candidate) - PR-AUC(champion), both models'
-    scores on the same rows resampled together (scipy.stats.bootstrap, paired): how far the
-    difference the gate sees could move on another sample of the same window. Measured on the
-    demo's retrain window (20,272 rows, 28 frauds): 2.1 s for 400 resamples under the lab's load."""
-    from scipy.stats import bootstrap
-    from sklearn.metrics import average_precision_score
+    scores on the same rows resampled together (paired): how far the difference the gate sees
+    could move on another sample of the same window.
 
+    A resample drawn with replacement is the rows counted by how often each was drawn, so each
+    resample here is a weight vector (`np.bincount` of the draws), and each model's PR-AUC on it
+    is `average_precision_score` with those weights, computed on the model's order sorted once
+    (`WeightedAveragePrecision`; tested equal to scikit-learn's). Why not `scipy.stats.bootstrap`,
+    which did this before: it materialises every resample and re-sorts both models' scores in
+    each. Measured back to back on the size of a demo's drift retrain window (50,006 rows, 23
+    frauds; 2 cores, busy with a test suite): 400 resamples took 8.9 s and 310 MB of peak memory
+    that way, inside the training flow run that meets a day's landing at the lab's memory peak;
+    1.4 s and 5 MB this way."""
     y = np.asarray(y).astype(int)
     if not 0 < y.sum() < y.size:
         raise ValueError("a PR-AUC interval needs both classes among the rows")
+    candidate_ap = WeightedAveragePrecision(y, np.asarray(candidate, dtype=float))
+    champion_ap = WeightedAveragePrecision(y, np.asarray(champion, dtype=float))
+    rng = np.random.default_rng(seed)
+    deltas = np.empty(n_resamples)
+    for i in range(n_resamples):
+        weights = np.bincount(rng.integers(0, y.size, y.size), minlength=y.size)
+        if not 0 < weights[y == 1].sum() < weights.sum():
+            deltas[i] = 0.0  # a resample without a fraud tells neither model apart
+            continue
+        deltas[i] = candidate_ap(weights) - champion_ap(weights)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(deltas, [tail, 100 - tail])
+    return float(low), float(high)
 
-    def delta(yy: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
-        if not 0 < yy.sum() < yy.size:
-            return 0.0  # a resample without a fraud tells neither model apart
-        return float(average_precision_score(yy, a) - average_precision_score(yy, b))
 
-    result = bootstrap(
-        (y, np.asarray(candidate, dtype=float), np.asarray(champion, dtype=float)),
-        delta,
-        paired=True,
-        vectorized=False,
-        n_resamples=n_resamples,
-        confidence_level=confidence,
-        method="percentile",
-        batch=50,  # 50 resamples in memory at a time, not all 400 (~450 MB on 20,000 rows)
-        rng=np.random.default_rng(seed),
-    )
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+class WeightedAveragePrecision:
+    """One model's average precision (scikit-learn's `average_precision_score`, step-wise
+    interpolation) under any row weights, its scores sorted once: precision and recall at each
+    distinct score, highest first, from cumulative weighted positives and rows."""
+
+    def __init__(self, y: np.ndarray, score: np.ndarray) -> None:
+        self._order = np.argsort(score, kind="mergesort")[::-1]
+        ranked = score[self._order]
+        # The last row of each run of equal scores: a threshold admits a tie whole.
+        self._ends = np.r_[np.flatnonzero(np.diff(ranked)), ranked.size - 1]
+        self._positive = y[self._order] == 1
+
+    def __call__(self, weights: np.ndarray) -> float:
+        w = np.asarray(weights, dtype=float)[self._order]
+        true_positives = np.cumsum(np.where(self._positive, w, 0.0))[self._ends]
+        predicted = np.cumsum(w)[self._ends]
+        if true_positives[-1] <= 0:
+            return 0.0
+        precision = np.divide(
+            true_positives, predicted, out=np.zeros_like(predicted), where=predicted > 0
+        )
+        recall_steps = np.diff(true_positives, prepend=0.0) / true_positives[-1]
+        return float(np.sum(recall_steps * precision))

@@ -112,6 +112,51 @@ def test_paired_interval_separates_a_real_gain_and_spans_noise():
     assert low < 0 < high and high - low > 0.05
 
 
+def test_weighted_average_precision_is_scikit_learns():
+    from sklearn.metrics import average_precision_score
+
+    from pipeline.evaluation import WeightedAveragePrecision
+
+    rng = np.random.default_rng(2)
+    for n, decimals in ((500, 2), (5_000, 6)):
+        y = (rng.random(n) < 0.05).astype(int)
+        # Rounded scores tie, as an isotonic calibration's steps do.
+        score = np.round(rng.random(n) * 0.5 + 0.4 * y, decimals)
+        ap = WeightedAveragePrecision(y, score)
+        assert ap(np.ones(n)) == pytest.approx(average_precision_score(y, score), abs=1e-12)
+        for _ in range(5):
+            weights = np.bincount(rng.integers(0, n, n), minlength=n)  # a bootstrap resample
+            assert ap(weights) == pytest.approx(
+                average_precision_score(y, score, sample_weight=weights), abs=1e-12
+            )
+
+
+def test_paired_interval_agrees_with_scipys_bootstrap():
+    from scipy.stats import bootstrap
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(3)
+    n = 4_000
+    y = (rng.random(n) < 0.01).astype(int)
+    champion = rng.random(n) + 0.8 * y
+    candidate = rng.random(n) + 1.2 * y
+    low, high = paired_delta_interval(y, candidate, champion, n_resamples=1_000)
+    reference = bootstrap(
+        (y, candidate, champion),
+        lambda yy, a, b: average_precision_score(yy, a) - average_precision_score(yy, b),
+        paired=True,
+        vectorized=False,
+        n_resamples=1_000,
+        confidence_level=0.9,
+        method="percentile",
+        rng=np.random.default_rng(4),
+    ).confidence_interval
+    # Two bootstraps of the same statistic, each with its own draws: the same interval up to
+    # the resampling noise of 1,000 draws.
+    assert low == pytest.approx(reference.low, abs=0.03)
+    assert high == pytest.approx(reference.high, abs=0.03)
+
+
 def test_paired_interval_needs_both_classes():
     with pytest.raises(ValueError, match="both classes"):
         paired_delta_interval(np.zeros(10), np.ones(10), np.ones(10))
