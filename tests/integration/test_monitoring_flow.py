@@ -163,6 +163,7 @@ def test_a_drifted_window_is_judged_reported_and_emitted(lab):
     assert "amount" in v["drifted_columns"] and v["drifted_share"] >= bar
     assert not v["quality_alert"]
     assert Path(result["report"]).is_file() and result["snapshot"]
+    assert "/runs/flow-run/" in result["flow_run_url"]  # Prefect's UI on this very run
     summary = json.loads(Path(result["summary"]).read_text())
     assert summary["trigger"]["action"] in ("none", "retrain", "suppress")
     assert lab_events(since, events.WINDOW_JUDGED)
