@@ -248,30 +248,11 @@ def test_a_window_its_rows_cover_only_in_part_is_not_judged():
 def test_the_recsys_frame_counts_items_shown_and_played_per_slate():
     from monitoring.window import recsys_frame
     from serving.prediction_log.records import LoggedPrediction
+    from tests.unit.test_prediction_log import recs_record
 
     def slate(request_id: str, items: int, label: int | None, hits: int | None):
-        return LoggedPrediction(
-            request_id=request_id,
-            role="served",
-            at=1000.0,
-            product="recsys",
-            entity="u_1",
-            arm="champion",
-            experiment=None,
-            model_version="recsys/2",
-            answered_by="recsys/2",
-            inputs={"user_id": "u_1", "k": items},
-            features=None,
-            output={"items": [{"item_id": f"i{i}", "score": 0.5} for i in range(items)]},
-            score=0.5,
-            decision="recommend",
-            latency_ms=3.0,
-            degraded=False,
-            degraded_reason=None,
-            error=None,
-            label=label,
-            hits=hits,
-        )
+        shown = recs_record(request_id, [f"i{i}" for i in range(items)])
+        return LoggedPrediction(**vars(shown), label=label, hits=hits)
 
     # Played twice; no feedback at all (the log leaves label and hits unset); an empty answer.
     frame = recsys_frame([slate("a", 10, 1, 2), slate("b", 10, None, None), slate("c", 0, 0, 0)])
