@@ -38,13 +38,23 @@ def read_summaries(
     monitoring_dir: Path, product: str, until: float | None = None
 ) -> list[dict[str, Any]]:
     """The summaries of the product's latest windows ending at or before `until` (default:
-    all), oldest first (by window end), at most HISTORY_LIMIT."""
+    all), oldest first (by window end), at most HISTORY_LIMIT.
+
+    Chosen by name before any is read: a window's id ends with its end second, so a monitor run
+    reads the newest HISTORY_LIMIT files and not every window the lab ever judged (measured:
+    1,440 summaries, three hours of a demo's windows, took 0.16 s to read and parse; they grow
+    by 240 an hour per product)."""
     folder = windows_dir(monitoring_dir, product)
-    found = []
+    named = []
     for path in folder.glob("*.json") if folder.is_dir() else ():
-        summary = read_summary(path)
-        if summary is not None and (until is None or summary["verdict"]["end"] <= until):
-            found.append(summary)
+        end_second = path.stem.rsplit("-", 1)[-1]
+        if end_second.isdigit() and (until is None or int(end_second) <= until):
+            named.append((int(end_second), path.stem, path))
+    # Windows ending in `until`'s own second may still end after it: read those beyond the limit.
+    same_second = 0 if until is None else sum(end == int(until) for end, _, _ in named)
+    newest = sorted(named)[-(HISTORY_LIMIT + same_second) :]
+    found = [s for _, _, path in newest if (s := read_summary(path)) is not None]
+    found = [s for s in found if until is None or s["verdict"]["end"] <= until]
     found.sort(key=lambda s: (s["verdict"]["end"], s["verdict"]["window_id"]))
     return found[-HISTORY_LIMIT:]
 

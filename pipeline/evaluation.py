@@ -160,10 +160,11 @@ def paired_delta_interval(
     candidate_ap = WeightedAveragePrecision(y, np.asarray(candidate, dtype=float))
     champion_ap = WeightedAveragePrecision(y, np.asarray(champion, dtype=float))
     rng = np.random.default_rng(seed)
+    positive = y == 1
     deltas = np.empty(n_resamples)
     for i in range(n_resamples):
         weights = np.bincount(rng.integers(0, y.size, y.size), minlength=y.size)
-        if not 0 < weights[y == 1].sum() < weights.sum():
+        if not 0 < weights[positive].sum() < y.size:  # the weights of a resample sum to its size
             deltas[i] = 0.0  # a resample without a fraud tells neither model apart
             continue
         deltas[i] = candidate_ap(weights) - champion_ap(weights)

@@ -69,10 +69,9 @@ async def send_all(url: str, bodies: list[dict[str, Any]], rate: float) -> list[
                 results[i] = {"status": type(err).__name__, "sent_at": sent_at}
                 return
             payload = response.json() if response.status_code == 200 else {}
-            ms = (time.perf_counter() - started) * 1000
             results[i] = {
                 "status": response.status_code,
-                "ms": ms,
+                "ms": (time.perf_counter() - started) * 1000,
                 "sent_at": sent_at,
                 **payload,
             }

@@ -272,6 +272,9 @@ def test_the_history_as_of_a_window_keeps_it_whatever_ended_later(tmp_path):
     for end in ends:
         span = WindowSpan("fraud", end - 10, end)
         write_window(tmp_path, judge_fraud(span, logged(world(10, seed=1)), REFERENCE, CFG), None)
+    # And one ending half a second after `until`, in its second: chosen by name, not kept.
+    late = WindowSpan("fraud", ends[2] - 4.5, ends[2] + 0.5)
+    write_window(tmp_path, judge_fraud(late, logged(world(10, seed=1)), REFERENCE, CFG), None)
     as_of = read_history(tmp_path, "fraud", until=ends[2])
     assert [v.end for v in as_of] == ends[:3]
     assert len(read_history(tmp_path, "fraud")) == HISTORY_LIMIT
